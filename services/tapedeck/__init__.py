@@ -1,0 +1,1 @@
+"""Tapedeck: record from a browser, stream to a server, compile into an MP4."""

@@ -1,0 +1,3 @@
+from tapedeck.cli import main
+
+main()

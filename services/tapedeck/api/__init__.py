@@ -1,0 +1,1 @@
+"""API service: sessions, compile, download, delete over HTTP; serves the frontend."""

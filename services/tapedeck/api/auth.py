@@ -1,0 +1,43 @@
+"""Bearer auth on `/api` when `TAPEDECK_API_TOKEN` is set; signed URLs for downloads."""
+
+from __future__ import annotations
+
+import hmac
+import time
+
+from fastapi import Request
+
+from tapedeck import tokens
+from tapedeck.api.errors import ApiError
+from tapedeck.settings import Settings
+
+DOWNLOAD_URL_TTL = 3600
+
+
+class Auth:
+    def __init__(self, settings: Settings, secret: str) -> None:
+        self.api_token = settings.api_token
+        self.secret = secret
+
+    def require(self, request: Request) -> None:
+        if not self.api_token:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), self.api_token):
+            raise ApiError(401, "unauthorized", "missing or wrong bearer token",
+                           {"WWW-Authenticate": "Bearer"})
+
+    def require_download(self, request: Request, session_id: str) -> None:
+        sig, exp = request.query_params.get("sig"), request.query_params.get("exp")
+        if sig and exp and tokens.verify(self.secret, tokens.DOWNLOAD, session_id, f"{exp}.{sig}"):
+            return
+        self.require(request)
+
+    def download_url(self, session_id: str) -> str:
+        url = f"/api/download/{session_id}"
+        if not self.api_token:
+            return url
+        expires = int(time.time()) + DOWNLOAD_URL_TTL
+        exp, _, sig = tokens.sign(self.secret, tokens.DOWNLOAD, session_id, expires).partition(".")
+        return f"{url}?exp={exp}&sig={sig}"

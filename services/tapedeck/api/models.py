@@ -1,0 +1,110 @@
+"""What the HTTP API returns (SPEC §5), built from storage's session messages."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from tapedeck._proto import storage_pb2 as pb
+from tapedeck.sessions import TRACKS
+from tapedeck.storage.records import PB_TO_STATE
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+def ms_to_datetime(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+class TrackView(_Model):
+    name: str
+    bytes: int
+    mime_type: str
+    started_at: float = Field(description="client epoch milliseconds of the recorder's start")
+    finished: bool
+
+
+class OutputView(_Model):
+    size: int
+    duration_seconds: float
+    video_codec: str
+    audio_codec: str
+
+
+class SessionView(_Model):
+    id: str
+    state: str
+    created_at: datetime
+    expires_at: datetime
+    updated_at: datetime
+    tracks: list[TrackView]
+    bytes: int
+    writing: bool
+    progress: float = Field(description="compile progress, 0 to 1")
+    duration_seconds: float | None
+    output: OutputView | None
+    error: str | None
+    compile_attempts: int
+    download_url: str | None
+
+
+class SessionList(_Model):
+    items: list[SessionView]
+    next_cursor: str | None
+
+
+class CreatedSession(_Model):
+    id: str
+    upload_token: str
+    created_at: datetime
+    expires_at: datetime
+
+
+class CompileAccepted(_Model):
+    state: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+def session_view(session: pb.Session, download_url: str | None) -> SessionView:
+    state = PB_TO_STATE[session.state]
+    output = None
+    if session.HasField("output") and session.output.size:
+        output = OutputView(
+            size=session.output.size,
+            duration_seconds=session.output.duration_seconds,
+            video_codec=session.output.video_codec,
+            audio_codec=session.output.audio_codec,
+        )
+    tracks = sorted(session.tracks, key=lambda t: TRACKS.index(t.name) if t.name in TRACKS else 9)
+    return SessionView(
+        id=session.id,
+        state=state.value,
+        created_at=ms_to_datetime(session.created_at_ms),
+        expires_at=ms_to_datetime(session.expires_at_ms),
+        updated_at=ms_to_datetime(session.updated_at_ms),
+        tracks=[
+            TrackView(name=t.name, bytes=t.committed_size, mime_type=t.mime_type,
+                      started_at=t.started_at, finished=t.finished)
+            for t in tracks
+        ],
+        bytes=sum(t.committed_size for t in session.tracks),
+        writing=session.writing,
+        progress=session.progress,
+        duration_seconds=output.duration_seconds if output else None,
+        output=output,
+        error=session.error or None,
+        compile_attempts=session.compile_attempts,
+        download_url=download_url if output else None,
+    )

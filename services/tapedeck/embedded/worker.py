@@ -1,0 +1,123 @@
+"""Local compile worker: a bounded pool running `tapedeck compile ID`, the same command a
+Kubernetes compile Job runs, as a child process (so a crash or a kill stays contained)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import time
+
+from tapedeck import metrics
+from tapedeck._proto import storage_pb2 as pb
+from tapedeck.lifecycle import AfterExit, after_compile_exit
+from tapedeck.settings import Settings
+from tapedeck.storage.client import StorageClient, StorageError
+from tapedeck.storage.records import PB_TO_STATE
+
+log = logging.getLogger(__name__)
+
+
+def compile_command(session_id: str) -> list[str]:
+    return [sys.executable, "-m", "tapedeck", "compile", session_id]
+
+
+class LocalCompileWorker:
+    def __init__(self, storage: StorageClient, settings: Settings) -> None:
+        self.storage = storage
+        self.settings = settings
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
+        self.pending: set[str] = set()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self.tasks = [asyncio.create_task(self._work()) for _ in range(self.settings.compile_concurrency)]
+        self.tasks.append(asyncio.create_task(self._recover()))
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def submit(self, session_id: str) -> None:
+        if session_id not in self.pending:
+            self.pending.add(session_id)
+            self.queue.put_nowait(session_id)
+            metrics.compile_queue_depth.set(self.queue.qsize())
+
+    async def _recover(self) -> None:
+        """Sessions left queued or compiling by a previous process get their compile back."""
+        token = ""
+        while True:
+            try:
+                page = await self.storage.list_sessions(
+                    500, token, [pb.SESSION_STATE_QUEUED, pb.SESSION_STATE_COMPILING])
+            except StorageError as err:
+                log.warning("compile recovery: storage unavailable (%s); retrying", err.message)
+                await asyncio.sleep(2)
+                continue
+            for session in page.sessions:
+                await self.submit(session.id)
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def _work(self) -> None:
+        while True:
+            session_id = await self.queue.get()
+            metrics.compile_queue_depth.set(self.queue.qsize())
+            try:
+                await self._compile(session_id)
+            except Exception:
+                log.exception("compile worker: %s", session_id)
+            finally:
+                self.pending.discard(session_id)
+
+    async def _compile(self, session_id: str) -> None:
+        while True:
+            started = time.perf_counter()
+            metrics.compile_running.inc()
+            try:
+                code = await self._run(session_id)
+            finally:
+                metrics.compile_running.dec()
+            try:
+                session = await self.storage.get_session(session_id)
+            except StorageError as err:
+                log.warning("compile %s: cannot read back its state: %s", session_id, err.message)
+                return
+            state = PB_TO_STATE[session.state]
+            decision = after_compile_exit(state, session.compile_attempts,
+                                          self.settings.compile_max_attempts)
+            outcome = state.value if decision == AfterExit.DONE else decision.value
+            metrics.compile_outcomes.labels(outcome).inc()
+            metrics.compile_duration.labels(outcome).observe(time.perf_counter() - started)
+            if decision == AfterExit.DONE:
+                return
+            if decision == AfterExit.GIVE_UP:
+                await self.storage.update_session(pb.UpdateSessionRequest(
+                    session_id=session_id, state=pb.SESSION_STATE_FAILED,
+                    error=f"compile did not finish after {session.compile_attempts} attempts "
+                          f"(last exit code {code})",
+                    if_state_in=[pb.SESSION_STATE_QUEUED, pb.SESSION_STATE_COMPILING],
+                ))
+                return
+            delay = min(30.0, 0.5 * 2 ** session.compile_attempts)
+            log.warning("compile %s exited %s while %s; retrying in %.1f s",
+                        session_id, code, state.value, delay)
+            await asyncio.sleep(delay)
+
+    async def _run(self, session_id: str) -> int:
+        env = {**os.environ, "TAPEDECK_STORAGE_ADDR": self.storage.addr}
+        process = await asyncio.create_subprocess_exec(*compile_command(session_id), env=env)
+        try:
+            return await asyncio.wait_for(process.wait(), self.settings.compile_timeout.total_seconds())
+        except (TimeoutError, asyncio.CancelledError):
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            raise

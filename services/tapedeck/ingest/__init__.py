@@ -1,0 +1,1 @@
+"""Ingest service: WebSocket media in, gRPC Write streams out."""

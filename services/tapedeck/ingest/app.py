@@ -1,0 +1,233 @@
+"""WebSocket endpoints `/ws/{track}`: one connection, one gRPC Write stream to storage.
+
+Two tasks per connection: `_receive` takes frames from the socket and hands them to storage,
+`_acks` relays durable sizes back. `_receive` stops reading while more than
+`max_inflight_bytes` are unacknowledged, so a slow disk slows the client (TCP backpressure)
+instead of growing our memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import grpc
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from tapedeck import metrics, tokens
+from tapedeck.ingest import protocol
+from tapedeck.ingest.protocol import Close, ProtocolError, StartMessage, TrackStream
+from tapedeck.sessions import TRACKS, is_valid_session_id
+from tapedeck.settings import Settings
+from tapedeck.storage.client import StorageClient, StorageError, TrackWriter
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT = 30.0
+
+
+def storage_close(err: StorageError) -> ProtocolError:
+    """How a storage failure reaches the client."""
+    match err.code:
+        case grpc.StatusCode.NOT_FOUND:
+            return ProtocolError(Close.NOT_FOUND, "unknown-session", err.message)
+        case grpc.StatusCode.FAILED_PRECONDITION:
+            return ProtocolError(Close.CONFLICT, "finished", err.message)
+        case grpc.StatusCode.ABORTED:
+            return ProtocolError(Close.CONFLICT, "superseded", err.message)
+        case grpc.StatusCode.RESOURCE_EXHAUSTED if err.reason == "session-too-large":
+            return ProtocolError(Close.TOO_LARGE, "session-too-large", err.message)
+        case grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return ProtocolError(Close.UNAVAILABLE, "storage-full", err.message)
+        case grpc.StatusCode.INVALID_ARGUMENT | grpc.StatusCode.OUT_OF_RANGE:
+            return ProtocolError(Close.BAD_MESSAGE, "rejected", err.message)
+        case _:
+            return ProtocolError(Close.UNAVAILABLE, "storage-unavailable",
+                                 f"storage is unavailable ({err.code.name.lower()}); retry")
+
+
+@dataclass
+class _Connection:
+    ws: WebSocket
+    track: str
+    stream: TrackStream
+    send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    progress: asyncio.Condition = field(default_factory=asyncio.Condition)
+    arrivals: deque[tuple[int, float]] = field(default_factory=deque)
+    closed: bool = False
+
+    async def send(self, text: str) -> None:
+        async with self.send_lock:
+            if not self.closed:
+                await self.ws.send_text(text)
+
+    async def close(self, code: int, error: ProtocolError | None = None) -> None:
+        async with self.send_lock:
+            if self.closed:
+                return
+            self.closed = True
+            metrics.ingest_closes.labels(str(code)).inc()
+            with contextlib.suppress(Exception):
+                if error is not None:
+                    await self.ws.send_text(protocol.error(error.code, error.message))
+                if self.ws.application_state != WebSocketState.DISCONNECTED:
+                    await self.ws.close(code, error.message[:120] if error else None)
+
+
+class Ingest:
+    def __init__(self, storage: StorageClient, settings: Settings, secret: str) -> None:
+        self.storage = storage
+        self.settings = settings
+        self.secret = secret
+        self.active: dict[tuple[str, str], _Connection] = {}
+
+    def router(self) -> APIRouter:
+        router = APIRouter()
+        router.add_api_websocket_route("/ws/{track}", self.media)
+        return router
+
+    async def media(self, ws: WebSocket, track: str) -> None:
+        await ws.accept()
+        conn = _Connection(ws, track, TrackStream(self.settings.max_frame_bytes))
+        metrics.ingest_active_streams.inc()
+        writer: TrackWriter | None = None
+        key: tuple[str, str] | None = None
+        try:
+            session_id, token = await self._authorize(track, ws.query_params.get("session"),
+                                                      ws.query_params.get("token"))
+            start = await self._await_start(conn)
+            key = (session_id, track)
+            previous = self.active.get(key)
+            self.active[key] = conn
+            if previous is not None:
+                await previous.close(Close.CONFLICT, ProtocolError(
+                    Close.CONFLICT, "superseded", "a newer connection took over this track"))
+            try:
+                writer = await self.storage.open_writer(
+                    session_id, track, start.mimeType, start.startedAt)
+            except StorageError as err:
+                raise storage_close(err) from None
+            conn.stream.on_ready(writer.committed)
+            await conn.send(protocol.ready(session_id, track, writer.committed, token))
+            await self._pump(conn, writer)
+        except ProtocolError as err:
+            await conn.close(err.close, err)
+        except WebSocketDisconnect:
+            conn.closed = True
+        except Exception:
+            log.exception("ingest connection failed")
+            await conn.close(Close.UNAVAILABLE, ProtocolError(
+                Close.UNAVAILABLE, "internal", "internal error; reconnect and resume"))
+        finally:
+            metrics.ingest_active_streams.dec()
+            if writer is not None:
+                writer.cancel()
+            if key is not None and self.active.get(key) is conn:
+                del self.active[key]
+
+    async def _authorize(
+        self, track: str, session_id: str | None, token: str | None
+    ) -> tuple[str, str | None]:
+        """Returns the session id, and an upload token when this connection created it."""
+        if track not in TRACKS:
+            raise ProtocolError(Close.NOT_FOUND, "unknown-track",
+                                f"unknown track {track[:40]!r}: expected {', '.join(TRACKS)}")
+        if session_id is None:
+            try:
+                session = await self.storage.create_session()
+            except StorageError as err:
+                raise storage_close(err) from None
+            expires = int(time.time() + self.settings.upload_token_ttl.total_seconds())
+            return session.id, tokens.sign(self.secret, tokens.UPLOAD, session.id, expires)
+        if not is_valid_session_id(session_id):
+            raise ProtocolError(Close.BAD_MESSAGE, "invalid-session-id",
+                                "session must be 8-63 characters of a-z, 0-9 and '-'")
+        if not token or not tokens.verify(self.secret, tokens.UPLOAD, session_id, token):
+            raise ProtocolError(Close.BAD_TOKEN, "bad-token",
+                                "missing, invalid or expired upload token for this session")
+        try:
+            await self.storage.get_session(session_id)
+        except StorageError as err:
+            raise storage_close(err) from None
+        return session_id, None
+
+    async def _await_start(self, conn: _Connection) -> StartMessage:
+        try:
+            message = await asyncio.wait_for(conn.ws.receive(), START_TIMEOUT)
+        except TimeoutError:
+            raise ProtocolError(Close.BAD_MESSAGE, "start-timeout",
+                                f"no start message within {START_TIMEOUT:.0f} s") from None
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        if message.get("bytes") is not None:
+            conn.stream.on_frame(len(message["bytes"]))  # raises binary-before-start
+        start = conn.stream.on_text(message.get("text") or "")
+        if not isinstance(start, StartMessage):
+            raise ProtocolError(Close.BAD_MESSAGE, "expected-start", "the first message must be start")
+        return start
+
+    async def _pump(self, conn: _Connection, writer: TrackWriter) -> None:
+        receiving = asyncio.create_task(self._receive(conn, writer))
+        acking = asyncio.create_task(self._acks(conn, writer))
+        try:
+            done, _ = await asyncio.wait({receiving, acking}, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+            await acking  # receiving ends at finish; acks end at finished
+        finally:
+            receiving.cancel()
+            acking.cancel()
+
+    async def _receive(self, conn: _Connection, writer: TrackWriter) -> None:
+        stream = conn.stream
+        limit = self.settings.max_inflight_bytes
+        while True:
+            message = await conn.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            data = message.get("bytes")
+            if data is not None:
+                at = stream.on_frame(len(data))
+                metrics.ingest_bytes_received.labels(conn.track).inc(len(data))
+                async with conn.progress:
+                    await conn.progress.wait_for(
+                        lambda: stream.inflight <= limit or stream.inflight == len(data)
+                    )
+                conn.arrivals.append((stream.offset, time.perf_counter()))
+                await self._send(writer, at, data)
+            else:
+                stream.on_text(message.get("text") or "")  # only finish is valid here
+                await self._send(writer, stream.offset, b"", finish=True)
+                return
+
+    async def _send(self, writer: TrackWriter, offset: int, data: bytes, finish: bool = False) -> None:
+        try:
+            await writer.send(offset, data, finish)
+        except StorageError as err:
+            raise storage_close(err) from None
+
+    async def _acks(self, conn: _Connection, writer: TrackWriter) -> None:
+        stream = conn.stream
+        try:
+            async for response in writer.acks():
+                before = stream.committed
+                if stream.on_ack(response.committed_size):
+                    now = time.perf_counter()
+                    while conn.arrivals and conn.arrivals[0][0] <= stream.committed:
+                        metrics.ingest_ack_latency.observe(now - conn.arrivals.popleft()[1])
+                    metrics.ingest_bytes_committed.labels(conn.track).inc(stream.committed - before)
+                    async with conn.progress:
+                        conn.progress.notify_all()
+                    await conn.send(protocol.ack(stream.committed))
+                if response.finished:
+                    stream.on_finished()
+                    await conn.send(protocol.finished(stream.committed))
+                    await conn.close(Close.NORMAL)
+                    return
+        except StorageError as err:
+            raise storage_close(err) from None

@@ -1,0 +1,82 @@
+"""Configuration from `TAPEDECK_*` environment variables (SPEC §3)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> timedelta:
+    """Accept `90`, `90s`, `5m`, `24h`, `1h30m` (Kubernetes/Go style) or a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    text = str(value).strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return timedelta(seconds=float(text))
+    pos, total = 0, 0.0
+    for match in _DURATION.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 5m, 24h)")
+    return timedelta(seconds=total)
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TAPEDECK_", extra="ignore")
+
+    mode: Literal["embedded", "cluster"] = "embedded"
+    data_dir: Path = Path("recordings")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    storage_addr: str = "127.0.0.1:50051"
+    storage_metrics_port: int = 0
+    session_ttl: Duration = timedelta(hours=24)
+    idle_finalize: Duration = timedelta(minutes=5)
+    sweep_interval: Duration = timedelta(seconds=30)
+    api_token: str | None = None
+    secret_key: str | None = None
+    upload_token_ttl: Duration = timedelta(hours=24)
+    max_frame_bytes: int = 8 * MiB
+    max_session_bytes: int = 16 * 1024 * MiB
+    max_inflight_bytes: int = 16 * MiB
+    ffmpeg: str | None = None
+    compile_concurrency: int = 1
+    compile_max_attempts: int = 3
+    compile_timeout: Duration = timedelta(hours=2)
+    frontend_dir: Path | None = None
+
+    def ffmpeg_path(self) -> str:
+        """FFmpeg from TAPEDECK_FFMPEG, else PATH, else the imageio-ffmpeg wheel's binary."""
+        if self.ffmpeg:
+            return self.ffmpeg
+        found = shutil.which("ffmpeg")
+        if found:
+            return found
+        import imageio_ffmpeg
+
+        return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Storage service: owns session files on the persistent volume, speaks gRPC."""

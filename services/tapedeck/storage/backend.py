@@ -1,0 +1,177 @@
+"""Where bytes live. One small interface so that nothing above storage assumes a local path.
+
+`LocalBackend` keeps the seed layout on a volume:
+    {data_dir}/{id}/session.json   manifest, written atomically (temp, fsync, rename, fsync dir)
+    {data_dir}/{id}/video.webm     append-only tracks
+    {data_dir}/{id}/{id}.mp4       the compiled output, published by rename
+An S3-style backend would implement the same methods (tracks as multipart objects, output as a
+bucket object). Every method is blocking: the gRPC server calls them in worker threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from tapedeck.sessions import OUTPUT, track_file_name, validate_session_id
+from tapedeck.storage.records import SessionRecord
+
+MANIFEST = "session.json"
+READ_CHUNK = 256 * 1024
+
+
+class Appender(Protocol):
+    """An open object that takes appends; `sync` makes them durable."""
+
+    size: int
+
+    def append(self, chunks: list[bytes]) -> None: ...
+    def sync(self) -> None: ...
+    def rollback(self, size: int) -> None: ...
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    def load_all(self) -> list[SessionRecord]: ...
+    def save(self, record: SessionRecord) -> None: ...
+    def delete(self, session_id: str) -> None: ...
+    def size(self, session_id: str, obj: str) -> int: ...
+    def open_track(self, session_id: str, track: str) -> Appender: ...
+    def open_output(self, session_id: str) -> OutputWriter: ...
+    def read(self, session_id: str, obj: str, offset: int, limit: int) -> Iterator[bytes]: ...
+
+
+class FileAppender:
+    def __init__(self, path: Path, truncate: bool = False) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if truncate else 0)
+        self._fd = os.open(path, flags, 0o640)
+        self.size = os.fstat(self._fd).st_size
+
+    def append(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                written = os.pwrite(self._fd, view, self.size)
+                self.size += written
+                view = view[written:]
+
+    def sync(self) -> None:
+        os.fdatasync(self._fd)
+
+    def rollback(self, size: int) -> None:
+        """Cut bytes that were written but never made durable (e.g. after ENOSPC)."""
+        os.ftruncate(self._fd, size)
+        self.size = size
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
+class OutputWriter(FileAppender):
+    """Writes the MP4 beside its final name and publishes it atomically with a content hash."""
+
+    def __init__(self, partial: Path, final: Path) -> None:
+        super().__init__(partial, truncate=True)
+        self._partial, self._final = partial, final
+        self._hash = hashlib.sha256()
+
+    def append(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            self._hash.update(chunk)
+        super().append(chunks)
+
+    def rollback(self, size: int) -> None:
+        raise OSError("output writes cannot be rolled back; start the upload again")
+
+    def publish(self) -> str:
+        self.sync()
+        os.replace(self._partial, self._final)
+        _fsync_dir(self._final.parent)
+        return self._hash.hexdigest()[:32]
+
+
+class LocalBackend:
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _dir(self, session_id: str) -> Path:
+        return self.root / validate_session_id(session_id)
+
+    def _object_path(self, session_id: str, obj: str) -> Path:
+        if obj == OUTPUT:
+            return self._dir(session_id) / f"{session_id}.mp4"
+        return self._dir(session_id) / track_file_name(obj)
+
+    def load_all(self) -> list[SessionRecord]:
+        for trash in self.root.glob(".deleted-*"):
+            shutil.rmtree(trash, ignore_errors=True)  # a delete that a crash interrupted
+        records = []
+        for manifest in sorted(self.root.glob(f"[!.]*/{MANIFEST}")):
+            try:
+                records.append(SessionRecord.model_validate_json(manifest.read_bytes()))
+            except ValueError:
+                continue  # a foreign or damaged directory is not a session; leave it alone
+        return records
+
+    def save(self, record: SessionRecord) -> None:
+        directory = self._dir(record.id)
+        new = not directory.exists()
+        directory.mkdir(exist_ok=True)
+        tmp = directory / f".{MANIFEST}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(record.model_dump_json().encode())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, directory / MANIFEST)
+        _fsync_dir(directory)
+        if new:
+            _fsync_dir(self.root)
+
+    def delete(self, session_id: str) -> None:
+        directory = self._dir(session_id)
+        # Rename first so a crash mid-delete never leaves a half-deleted session visible.
+        trash = self.root / f".deleted-{session_id}"
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(directory, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def size(self, session_id: str, obj: str) -> int:
+        try:
+            return self._object_path(session_id, obj).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def open_track(self, session_id: str, track: str) -> FileAppender:
+        return FileAppender(self._object_path(session_id, track))
+
+    def open_output(self, session_id: str) -> OutputWriter:
+        final = self._object_path(session_id, OUTPUT)
+        return OutputWriter(final.with_name(f".{final.name}.partial"), final)
+
+    def read(self, session_id: str, obj: str, offset: int, limit: int) -> Iterator[bytes]:
+        with open(self._object_path(session_id, obj), "rb") as f:
+            f.seek(offset)
+            remaining = limit if limit > 0 else None
+            while remaining is None or remaining > 0:
+                want = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
+                chunk = f.read(want)
+                if not chunk:
+                    return
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,238 @@
+"""Async client for the storage service, used by ingest, api, the compiler and the operator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import grpc
+
+from tapedeck._proto import storage_pb2 as pb
+from tapedeck._proto import storage_pb2_grpc as pb_grpc
+from tapedeck.sessions import OUTPUT
+
+REASON_KEY = "tapedeck-reason"
+UPLOAD_CHUNK = 1024 * 1024
+
+# gRPC's own retry policy (a well-kept library beats a hand-written loop): unary calls are
+# retried while storage restarts. Streams are resumed by their callers from committed sizes.
+_SERVICE_CONFIG = json.dumps({
+    "methodConfig": [{
+        "name": [{"service": "tapedeck.v1.Storage", "method": m} for m in (
+            "CreateSession", "GetSession", "ListSessions", "UpdateSession", "DeleteSession",
+            "QueryWriteStatus",
+        )],
+        "retryPolicy": {
+            "maxAttempts": 5,
+            "initialBackoff": "0.1s",
+            "maxBackoff": "2s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        },
+        "waitForReady": True,
+        "timeout": "10s",
+    }]
+})
+
+
+class StorageError(Exception):
+    """A storage call failed; `code` is the gRPC status, `reason` the storage's detail."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.code, self.message, self.reason = code, message, reason
+
+    @classmethod
+    def from_rpc(cls, err: grpc.aio.AioRpcError) -> StorageError:
+        reason = ""
+        for key, value in err.trailing_metadata() or ():
+            if key == REASON_KEY:
+                reason = str(value)
+        return cls(err.code(), err.details() or err.code().name, reason)
+
+
+class TrackWriter:
+    """One open Write stream. `committed` is what storage has durably; resend from there."""
+
+    def __init__(self, call: grpc.aio.StreamStreamCall[pb.WriteRequest, pb.WriteResponse]) -> None:
+        self._call = call
+        self.committed = 0
+
+    async def open(self, first: pb.WriteRequest) -> int:
+        try:
+            await self._call.write(first)
+            response = await self._call.read()
+        except grpc.aio.AioRpcError as err:
+            raise StorageError.from_rpc(err) from None
+        if response is grpc.aio.EOF:
+            await self._raise_status()
+        self.committed = response.committed_size
+        return self.committed
+
+    async def send(self, offset: int, data: bytes, finish: bool = False) -> None:
+        try:
+            await self._call.write(
+                pb.WriteRequest(write_offset=offset, data=data, finish_write=finish)
+            )
+        except grpc.aio.AioRpcError as err:
+            raise StorageError.from_rpc(err) from None
+        except grpc.aio.UsageError:
+            await self._raise_status()
+
+    async def acks(self) -> AsyncIterator[pb.WriteResponse]:
+        """Durable sizes as storage reports them; ends after `finished`, raises on errors."""
+        while True:
+            try:
+                response = await self._call.read()
+            except grpc.aio.AioRpcError as err:
+                raise StorageError.from_rpc(err) from None
+            if response is grpc.aio.EOF:
+                await self._raise_status()
+            self.committed = response.committed_size
+            yield response
+            if response.finished:
+                return
+
+    async def _raise_status(self) -> None:
+        code = await self._call.code()
+        if code == grpc.StatusCode.OK:
+            raise StorageError(grpc.StatusCode.ABORTED, "storage ended the write stream")
+        reason = ""
+        for key, value in await self._call.trailing_metadata() or ():
+            if key == REASON_KEY:
+                reason = str(value)
+        raise StorageError(code, await self._call.details() or code.name, reason)
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
+class StorageClient:
+    def __init__(self, addr: str) -> None:
+        self.addr = addr
+        self._channel: grpc.aio.Channel | None = None
+        self._stub_instance: pb_grpc.StorageStub | None = None
+
+    @property
+    def _stub(self) -> pb_grpc.StorageStub:
+        """Made on first use: a grpc.aio channel belongs to the event loop that creates it."""
+        if self._stub_instance is None:
+            self._channel = grpc.aio.insecure_channel(self.addr, options=[
+                ("grpc.service_config", _SERVICE_CONFIG),
+                ("grpc.enable_retries", 1),
+                ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+                ("grpc.max_send_message_length", 16 * 1024 * 1024),
+            ])
+            self._stub_instance = pb_grpc.StorageStub(self._channel)
+        return self._stub_instance
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = self._stub_instance = None
+
+    async def _unary(self, method: str, request: object) -> object:
+        try:
+            return await getattr(self._stub, method)(request)
+        except grpc.aio.AioRpcError as err:
+            raise StorageError.from_rpc(err) from None
+
+    async def create_session(self, session_id: str = "", ttl_seconds: int = 0) -> pb.Session:
+        req = pb.CreateSessionRequest(session_id=session_id, ttl_seconds=ttl_seconds)
+        result = await self._unary("CreateSession", req)
+        assert isinstance(result, pb.Session)
+        return result
+
+    async def get_session(self, session_id: str) -> pb.Session:
+        result = await self._unary("GetSession", pb.GetSessionRequest(session_id=session_id))
+        assert isinstance(result, pb.Session)
+        return result
+
+    async def list_sessions(
+        self, page_size: int = 0, page_token: str = "", states: list[int] | None = None
+    ) -> pb.ListSessionsResponse:
+        req = pb.ListSessionsRequest(page_size=page_size, page_token=page_token, states=states or [])
+        result = await self._unary("ListSessions", req)
+        assert isinstance(result, pb.ListSessionsResponse)
+        return result
+
+    async def update_session(self, request: pb.UpdateSessionRequest) -> pb.Session:
+        result = await self._unary("UpdateSession", request)
+        assert isinstance(result, pb.Session)
+        return result
+
+    async def delete_session(self, session_id: str) -> None:
+        await self._unary("DeleteSession", pb.DeleteSessionRequest(session_id=session_id))
+
+    async def query_write_status(self, session_id: str, obj: str) -> pb.QueryWriteStatusResponse:
+        req = pb.QueryWriteStatusRequest(session_id=session_id, object=obj)
+        result = await self._unary("QueryWriteStatus", req)
+        assert isinstance(result, pb.QueryWriteStatusResponse)
+        return result
+
+    async def open_writer(
+        self, session_id: str, obj: str, mime_type: str = "", started_at: float = 0.0
+    ) -> TrackWriter:
+        writer = TrackWriter(self._stub.Write(wait_for_ready=True))
+        await writer.open(pb.WriteRequest(
+            session_id=session_id, object=obj, mime_type=mime_type, started_at=started_at
+        ))
+        return writer
+
+    async def read(
+        self, session_id: str, obj: str, offset: int = 0, limit: int = 0
+    ) -> AsyncIterator[bytes]:
+        call = self._stub.Read(
+            pb.ReadRequest(session_id=session_id, object=obj, read_offset=offset, read_limit=limit)
+        )
+        try:
+            async for response in call:
+                yield response.data
+        except grpc.aio.AioRpcError as err:
+            raise StorageError.from_rpc(err) from None
+        finally:
+            call.cancel()
+
+    async def download(self, session_id: str, obj: str, path: Path) -> int:
+        """Copy an object to a local file (the compiler's scratch space)."""
+        size = 0
+        with open(path, "wb") as f:
+            async for chunk in self.read(session_id, obj):
+                f.write(chunk)
+                size += len(chunk)
+        return size
+
+    async def upload_output(self, session_id: str, path: Path) -> int:
+        """Store the compiled MP4; storage publishes it atomically when the upload finishes."""
+        writer = await self.open_writer(session_id, OUTPUT)
+
+        async def final_ack() -> int:
+            async for ack in writer.acks():  # drained as we go so acks never block the stream
+                if ack.finished:
+                    return ack.committed_size
+            raise StorageError(grpc.StatusCode.ABORTED, "output upload ended early")
+
+        acks = asyncio.create_task(final_ack())
+        try:
+            offset = 0
+            with open(path, "rb") as f:
+                while chunk := f.read(UPLOAD_CHUNK):
+                    await writer.send(offset, chunk)
+                    offset += len(chunk)
+            await writer.send(offset, b"", finish=True)
+            return await acks
+        finally:
+            acks.cancel()
+            writer.cancel()

@@ -1,0 +1,104 @@
+"""Builds the HTTP/WebSocket process: ingest, api, or both on one port (embedded mode)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+
+import grpc
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import make_asgi_app
+
+from tapedeck.api import errors
+from tapedeck.api.routes import build_router
+from tapedeck.embedded.sweeper import run_sweeper
+from tapedeck.embedded.worker import LocalCompileWorker
+from tapedeck.ingest.app import Ingest
+from tapedeck.settings import Settings
+from tapedeck.storage.client import StorageClient
+from tapedeck.tokens import new_secret
+
+log = logging.getLogger(__name__)
+
+SECRET_FILE = ".tapedeck-secret"
+
+
+def resolve_secret(settings: Settings) -> str:
+    """The HMAC key for upload and download tokens: configured, or kept beside the data."""
+    if settings.secret_key:
+        return settings.secret_key
+    path = settings.data_dir / SECRET_FILE
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(new_secret())
+    return path.read_text().strip()
+
+
+def default_frontend_dir() -> Path | None:
+    candidate = Path(__file__).resolve().parents[2] / "frontend" / "out"
+    return candidate if (candidate / "index.html").exists() else None
+
+
+async def storage_serving(storage_addr: str) -> bool:
+    async with grpc.aio.insecure_channel(storage_addr) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def create_app(settings: Settings, parts: Iterable[str] = ("api", "ingest")) -> FastAPI:
+    parts = set(parts)
+    storage = StorageClient(settings.storage_addr)
+    secret = resolve_secret(settings)
+    worker = LocalCompileWorker(storage, settings)
+    background: list[asyncio.Task[None]] = []
+    embedded = settings.mode == "embedded" and "api" in parts
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if embedded:
+            await worker.start()
+            background.append(asyncio.create_task(run_sweeper(storage, settings)))
+        yield
+        for task in background:
+            task.cancel()
+        await worker.stop()
+        await storage.close()
+
+    app = FastAPI(title="Tapedeck", version="0.1.0", lifespan=lifespan,
+                  description="Record from a browser, stream to a server, compile into an MP4.")
+    errors.install(app)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], response_model=None)
+    async def readyz() -> JSONResponse | dict[str, str]:
+        if not await storage_serving(settings.storage_addr):
+            return errors.error_response(503, "storage-unavailable", "storage is not serving")
+        return {"status": "ready"}
+
+    app.mount("/metrics", make_asgi_app())
+    if "ingest" in parts:
+        app.include_router(Ingest(storage, settings, secret).router())
+    if "api" in parts:
+        app.include_router(build_router(storage, settings, secret, worker))
+        frontend = settings.frontend_dir or default_frontend_dir()
+        if frontend is not None:
+            app.mount("/", StaticFiles(directory=frontend, html=True), name="frontend")
+        else:
+            log.info("no frontend build found; run `make frontend` to serve the UI at /")
+    return app
