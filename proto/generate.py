@@ -31,9 +31,13 @@ def generate(out_dir: Path) -> None:
         if protoc.main(args) != 0:
             raise SystemExit("protoc failed")
         for path in sorted(Path(tmp).rglob("*.py*")):
-            text = re.sub(r"^from tapedeck\.v1 import", f"from {PACKAGE} import", path.read_text(), flags=re.M)
+            text = re.sub(
+                r"^from tapedeck\.v1 import", f"from {PACKAGE} import", path.read_text(), flags=re.M
+            )
             (out_dir / path.name).write_text(text)
-    (out_dir / "__init__.py").write_text('"""Generated gRPC stubs: run `make proto`, do not edit."""\n')
+    (out_dir / "__init__.py").write_text(
+        '"""Generated gRPC stubs: run `make proto`, do not edit."""\n'
+    )
 
 
 if __name__ == "__main__":

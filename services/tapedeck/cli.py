@@ -32,8 +32,9 @@ def main(argv: list[str] | None = None) -> None:
     up.add_argument("--host")
     up.add_argument("--data-dir", type=Path)
     serve = sub.add_parser("serve", help="run one service (what a container runs)")
-    serve.add_argument("role", choices=ROLES,
-                       help="web = api and ingest on one port, as `up` runs them")
+    serve.add_argument(
+        "role", choices=ROLES, help="web = api and ingest on one port, as `up` runs them"
+    )
     serve.add_argument("--port", type=int)
     serve.add_argument("--host")
     compile_ = sub.add_parser("compile", help="compile one session (what a compile Job runs)")
@@ -49,9 +50,15 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     if args.command == "up" or (args.command == "serve" and args.role != "storage"):
-        if settings.mode == "embedded" and not settings.api_token and not _is_loopback(settings.host):
-            sys.exit(f"refusing to listen on {settings.host} without TAPEDECK_API_TOKEN: "
-                     "set a token, or bind to 127.0.0.1")
+        if (
+            settings.mode == "embedded"
+            and not settings.api_token
+            and not _is_loopback(settings.host)
+        ):
+            sys.exit(
+                f"refusing to listen on {settings.host} without TAPEDECK_API_TOKEN: "
+                "set a token, or bind to 127.0.0.1"
+            )
 
     if args.command == "up":
         from tapedeck.embedded.supervisor import supervise
@@ -68,10 +75,14 @@ def main(argv: list[str] | None = None) -> None:
 
         parts = ("api", "ingest") if args.role == "web" else (args.role,)
         uvicorn.run(
-            create_app(settings, parts), host=settings.host, port=settings.port,
+            create_app(settings, parts),
+            host=settings.host,
+            port=settings.port,
             ws_per_message_deflate=False,  # media is already compressed (SPEC §6)
             ws_max_size=2 * settings.max_frame_bytes + 1024 * 1024,
-            log_level="info", access_log=False, timeout_graceful_shutdown=5,
+            log_level="info",
+            access_log=False,
+            timeout_graceful_shutdown=5,
         )
     elif args.command == "compile":
         from tapedeck.compiler.job import main as compile_main

@@ -12,7 +12,8 @@ storage_bytes_committed = Counter(
     "tapedeck_storage_bytes_committed_total", "Bytes made durable", ["object"]
 )
 storage_fsync_seconds = Histogram(
-    "tapedeck_storage_fsync_seconds", "Time of one group commit (write + fsync)",
+    "tapedeck_storage_fsync_seconds",
+    "Time of one group commit (write + fsync)",
     buckets=LATENCY_BUCKETS,
 )
 storage_sessions = Gauge("tapedeck_storage_sessions", "Sessions known to storage")
@@ -26,7 +27,8 @@ ingest_bytes_committed = Counter(
     "tapedeck_ingest_bytes_committed_total", "Media bytes acknowledged to clients", ["track"]
 )
 ingest_ack_latency = Histogram(
-    "tapedeck_ingest_ack_latency_seconds", "From a frame's arrival to its ack",
+    "tapedeck_ingest_ack_latency_seconds",
+    "From a frame's arrival to its ack",
     buckets=LATENCY_BUCKETS,
 )
 ingest_closes = Counter("tapedeck_ingest_closes_total", "WebSocket closes by code", ["code"])
@@ -35,7 +37,9 @@ ingest_closes = Counter("tapedeck_ingest_closes_total", "WebSocket closes by cod
 compile_queue_depth = Gauge("tapedeck_compile_queue_depth", "Compiles waiting for a worker")
 compile_running = Gauge("tapedeck_compile_running", "Compiles running")
 compile_duration = Histogram(
-    "tapedeck_compile_duration_seconds", "Compile wall time", ["outcome"],
+    "tapedeck_compile_duration_seconds",
+    "Compile wall time",
+    ["outcome"],
     buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
 )
 compile_outcomes = Counter("tapedeck_compile_total", "Compiles by outcome", ["outcome"])

@@ -28,7 +28,9 @@ def sign(secret: str, purpose: str, session_id: str, expires: int) -> str:
     return f"{expires}.{_mac(secret, purpose, session_id, expires)}"
 
 
-def verify(secret: str, purpose: str, session_id: str, token: str, now: float | None = None) -> bool:
+def verify(
+    secret: str, purpose: str, session_id: str, token: str, now: float | None = None
+) -> bool:
     expires_text, _, mac = token.partition(".")
     if not expires_text.isdigit() or len(expires_text) > 12 or not mac:
         return False

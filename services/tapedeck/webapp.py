@@ -15,6 +15,8 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import make_asgi_app
+from starlette.routing import Match, Mount
+from starlette.types import Receive, Scope, Send
 
 from tapedeck.api import errors
 from tapedeck.api.routes import build_router
@@ -41,6 +43,30 @@ def resolve_secret(settings: Settings) -> str:
         with os.fdopen(fd, "w") as f:
             f.write(new_secret())
     return path.read_text().strip()
+
+
+class FrontendFiles(StaticFiles):
+    """The UI's static export; unknown `/api` and `/ws` paths still get JSON errors."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        if path == "/api" or path.startswith(("/api/", "/ws/")):
+            # This mount matches every method, so a known path with the wrong method lands
+            # here too: tell the two apart as the router would have.
+            routes = scope["app"].router.routes
+            if any(
+                r.matches(scope)[0] == Match.PARTIAL for r in routes if not isinstance(r, Mount)
+            ):
+                response = errors.error_response(
+                    405, "method-not-allowed", f"{scope['method']} is not allowed on {path[:100]}"
+                )
+            else:
+                response = errors.error_response(
+                    404, "not-found", f"no such endpoint: {path[:100]}"
+                )
+            await response(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def default_frontend_dir() -> Path | None:
@@ -77,8 +103,12 @@ def create_app(settings: Settings, parts: Iterable[str] = ("api", "ingest")) -> 
         await worker.stop()
         await storage.close()
 
-    app = FastAPI(title="Tapedeck", version="0.1.0", lifespan=lifespan,
-                  description="Record from a browser, stream to a server, compile into an MP4.")
+    app = FastAPI(
+        title="Tapedeck",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Record from a browser, stream to a server, compile into an MP4.",
+    )
     errors.install(app)
 
     @app.get("/healthz", tags=["health"])
@@ -98,7 +128,7 @@ def create_app(settings: Settings, parts: Iterable[str] = ("api", "ingest")) -> 
         app.include_router(build_router(storage, settings, secret, worker))
         frontend = settings.frontend_dir or default_frontend_dir()
         if frontend is not None:
-            app.mount("/", StaticFiles(directory=frontend, html=True), name="frontend")
+            app.mount("/", FrontendFiles(directory=frontend, html=True), name="frontend")
         else:
             log.info("no frontend build found; run `make frontend` to serve the UI at /")
     return app

@@ -25,8 +25,9 @@ class Auth:
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), self.api_token):
-            raise ApiError(401, "unauthorized", "missing or wrong bearer token",
-                           {"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401, "unauthorized", "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
+            )
 
     def require_download(self, request: Request, session_id: str) -> None:
         sig, exp = request.query_params.get("sig"), request.query_params.get("exp")

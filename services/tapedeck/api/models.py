@@ -95,8 +95,13 @@ def session_view(session: pb.Session, download_url: str | None) -> SessionView:
         expires_at=ms_to_datetime(session.expires_at_ms),
         updated_at=ms_to_datetime(session.updated_at_ms),
         tracks=[
-            TrackView(name=t.name, bytes=t.committed_size, mime_type=t.mime_type,
-                      started_at=t.started_at, finished=t.finished)
+            TrackView(
+                name=t.name,
+                bytes=t.committed_size,
+                mime_type=t.mime_type,
+                started_at=t.started_at,
+                finished=t.finished,
+            )
             for t in tracks
         ],
         bytes=sum(t.committed_size for t in session.tracks),

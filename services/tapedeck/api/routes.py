@@ -40,8 +40,9 @@ class CompileDispatcher(Protocol):
 
 def checked_id(session_id: str) -> str:
     if not is_valid_session_id(session_id):
-        raise ApiError(400, "invalid-session-id",
-                       "session ids are 8-63 characters of a-z, 0-9 and '-'")
+        raise ApiError(
+            400, "invalid-session-id", "session ids are 8-63 characters of a-z, 0-9 and '-'"
+        )
     return session_id
 
 
@@ -87,8 +88,9 @@ def build_router(
     ) -> SessionList:
         states = [STATE_TO_PB[state]] if state else []
         page = await storage.list_sessions(limit, cursor or "", states)
-        return SessionList(items=[view(s) for s in page.sessions],
-                           next_cursor=page.next_page_token or None)
+        return SessionList(
+            items=[view(s) for s in page.sessions], next_cursor=page.next_page_token or None
+        )
 
     @router.get("/sessions/{session_id}", dependencies=guarded)
     async def session_detail(session_id: str) -> SessionView:
@@ -104,15 +106,19 @@ def build_router(
     async def compile_video(session_id: str) -> CompileAccepted:
         session = await get_session(session_id)
         state = PB_TO_STATE[session.state]
-        verdict = decide_compile(SessionFacts(
-            state=state, writing=session.writing,
-            recorded_bytes=sum(t.committed_size for t in session.tracks),
-        ))
+        verdict = decide_compile(
+            SessionFacts(
+                state=state,
+                writing=session.writing,
+                recorded_bytes=sum(t.committed_size for t in session.tracks),
+            )
+        )
         if verdict == CompileVerdict.ALREADY:
             return CompileAccepted(state=state.value)
         if verdict == CompileVerdict.STILL_RECORDING:
-            raise ApiError(409, "still-recording",
-                           "a track is still being written; stop the recording first")
+            raise ApiError(
+                409, "still-recording", "a track is still being written; stop the recording first"
+            )
         if verdict == CompileVerdict.EMPTY:
             raise ApiError(409, "empty", "nothing was recorded in this session")
         if verdict == CompileVerdict.EXPIRED:
@@ -121,11 +127,17 @@ def build_router(
         if verdict == CompileVerdict.FINALIZE_AND_QUEUE:
             allowed.append(pb.SESSION_STATE_RECORDING)
         try:
-            await storage.update_session(pb.UpdateSessionRequest(
-                session_id=session_id, state=pb.SESSION_STATE_QUEUED, progress=0.0, error="",
-                compile_attempts=0, if_state_in=allowed,
-                finish_tracks=verdict == CompileVerdict.FINALIZE_AND_QUEUE,
-            ))
+            await storage.update_session(
+                pb.UpdateSessionRequest(
+                    session_id=session_id,
+                    state=pb.SESSION_STATE_QUEUED,
+                    progress=0.0,
+                    error="",
+                    compile_attempts=0,
+                    if_state_in=allowed,
+                    finish_tracks=verdict == CompileVerdict.FINALIZE_AND_QUEUE,
+                )
+            )
         except StorageError as err:
             if err.code.name != "FAILED_PRECONDITION":
                 raise
@@ -134,16 +146,20 @@ def build_router(
         await dispatcher.submit(session_id)
         return CompileAccepted(state=State.QUEUED.value)
 
-    @router.api_route("/download/{session_id}", methods=["GET", "HEAD"],
-                      response_class=StreamingResponse,
-                      responses={200: {"content": {"video/mp4": {}}}, 206: {}})
+    @router.api_route(
+        "/download/{session_id}",
+        methods=["GET", "HEAD"],
+        response_class=StreamingResponse,
+        responses={200: {"content": {"video/mp4": {}}}, 206: {}},
+    )
     async def download(session_id: str, request: Request) -> Response:
         checked_id(session_id)
         auth.require_download(request, session_id)
         session = await get_session(session_id)
         if PB_TO_STATE[session.state] != State.READY or not session.output.size:
-            raise ApiError(409, "not-ready",
-                           f"session is {PB_TO_STATE[session.state].value}; compile it first")
+            raise ApiError(
+                409, "not-ready", f"session is {PB_TO_STATE[session.state].value}; compile it first"
+            )
         size, etag = session.output.size, session.output.etag
         headers = {
             "Accept-Ranges": "bytes",
@@ -154,11 +170,16 @@ def build_router(
         if request.headers.get("if-none-match", "").strip() in (f'"{etag}"', "*"):
             return Response(status_code=304, headers=headers)
         try:
-            part = ranges.select(request.headers.get("range"), request.headers.get("if-range"),
-                                 size, etag)
+            part = ranges.select(
+                request.headers.get("range"), request.headers.get("if-range"), size, etag
+            )
         except ranges.Unsatisfiable:
-            raise ApiError(416, "range-not-satisfiable", f"the file has {size} bytes",
-                           {"Content-Range": f"bytes */{size}"}) from None
+            raise ApiError(
+                416,
+                "range-not-satisfiable",
+                f"the file has {size} bytes",
+                {"Content-Range": f"bytes */{size}"},
+            ) from None
         headers["Content-Length"] = str(part.length)
         if part.partial:
             headers["Content-Range"] = f"bytes {part.start}-{part.stop - 1}/{size}"

@@ -42,15 +42,17 @@ async def _run_child(child: Child, stopping: asyncio.Event) -> None:
     while not stopping.is_set():
         started = time.monotonic()
         child.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tapedeck", *child.args, env=child.env)
+            sys.executable, "-m", "tapedeck", *child.args, env=child.env
+        )
         code = await child.process.wait()
         if stopping.is_set():
             return
         if time.monotonic() - started > STABLE_AFTER:
             backoff = 0.5
         child.restarts += 1
-        log.warning("%s exited with %s; restart #%d in %.1f s", child.name, code, child.restarts,
-                    backoff)
+        log.warning(
+            "%s exited with %s; restart #%d in %.1f s", child.name, code, child.restarts, backoff
+        )
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), backoff)
         backoff = min(MAX_BACKOFF, backoff * 2)
@@ -75,8 +77,13 @@ async def supervise(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     auth = "bearer token required on /api" if settings.api_token else "no API token: loopback only"
-    log.info("Tapedeck on http://%s:%d (data in %s; %s)", settings.host, settings.port,
-             settings.data_dir.resolve(), auth)
+    log.info(
+        "Tapedeck on http://%s:%d (data in %s; %s)",
+        settings.host,
+        settings.port,
+        settings.data_dir.resolve(),
+        auth,
+    )
     runners = [asyncio.create_task(_run_child(c, stopping)) for c in children]
     await stopping.wait()
     log.info("stopping")

@@ -21,7 +21,9 @@ class SweepResult:
     finalized: int = 0
 
 
-async def sweep_once(storage: StorageClient, settings: Settings, now: int | None = None) -> SweepResult:
+async def sweep_once(
+    storage: StorageClient, settings: Settings, now: int | None = None
+) -> SweepResult:
     now = now_ms() if now is None else now
     idle_ms = int(settings.idle_finalize.total_seconds() * 1000)
     result = SweepResult()
@@ -34,12 +36,19 @@ async def sweep_once(storage: StorageClient, settings: Settings, now: int | None
                     await storage.delete_session(session.id)
                     result.expired += 1
                     continue
-                last_write = max([session.created_at_ms, *(t.updated_at_ms for t in session.tracks)])
-                if should_finalize_idle(PB_TO_STATE[session.state], session.writing, last_write,
-                                        now, idle_ms):
-                    await storage.update_session(pb.UpdateSessionRequest(
-                        session_id=session.id, finish_tracks=True,
-                        if_state_in=[pb.SESSION_STATE_RECORDING]))
+                last_write = max(
+                    [session.created_at_ms, *(t.updated_at_ms for t in session.tracks)]
+                )
+                if should_finalize_idle(
+                    PB_TO_STATE[session.state], session.writing, last_write, now, idle_ms
+                ):
+                    await storage.update_session(
+                        pb.UpdateSessionRequest(
+                            session_id=session.id,
+                            finish_tracks=True,
+                            if_state_in=[pb.SESSION_STATE_RECORDING],
+                        )
+                    )
                     result.finalized += 1
             except StorageError as err:  # deleted or changed meanwhile: the next sweep decides
                 log.info("sweep skipped %s: %s", session.id, err.message)

@@ -33,7 +33,9 @@ class LocalCompileWorker:
         self.tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        self.tasks = [asyncio.create_task(self._work()) for _ in range(self.settings.compile_concurrency)]
+        self.tasks = [
+            asyncio.create_task(self._work()) for _ in range(self.settings.compile_concurrency)
+        ]
         self.tasks.append(asyncio.create_task(self._recover()))
 
     async def stop(self) -> None:
@@ -55,7 +57,8 @@ class LocalCompileWorker:
         while True:
             try:
                 page = await self.storage.list_sessions(
-                    500, token, [pb.SESSION_STATE_QUEUED, pb.SESSION_STATE_COMPILING])
+                    500, token, [pb.SESSION_STATE_QUEUED, pb.SESSION_STATE_COMPILING]
+                )
             except StorageError as err:
                 log.warning("compile recovery: storage unavailable (%s); retrying", err.message)
                 await asyncio.sleep(2)
@@ -91,31 +94,42 @@ class LocalCompileWorker:
                 log.warning("compile %s: cannot read back its state: %s", session_id, err.message)
                 return
             state = PB_TO_STATE[session.state]
-            decision = after_compile_exit(state, session.compile_attempts,
-                                          self.settings.compile_max_attempts)
+            decision = after_compile_exit(
+                state, session.compile_attempts, self.settings.compile_max_attempts
+            )
             outcome = state.value if decision == AfterExit.DONE else decision.value
             metrics.compile_outcomes.labels(outcome).inc()
             metrics.compile_duration.labels(outcome).observe(time.perf_counter() - started)
             if decision == AfterExit.DONE:
                 return
             if decision == AfterExit.GIVE_UP:
-                await self.storage.update_session(pb.UpdateSessionRequest(
-                    session_id=session_id, state=pb.SESSION_STATE_FAILED,
-                    error=f"compile did not finish after {session.compile_attempts} attempts "
-                          f"(last exit code {code})",
-                    if_state_in=[pb.SESSION_STATE_QUEUED, pb.SESSION_STATE_COMPILING],
-                ))
+                await self.storage.update_session(
+                    pb.UpdateSessionRequest(
+                        session_id=session_id,
+                        state=pb.SESSION_STATE_FAILED,
+                        error=f"compile did not finish after {session.compile_attempts} attempts "
+                        f"(last exit code {code})",
+                        if_state_in=[pb.SESSION_STATE_QUEUED, pb.SESSION_STATE_COMPILING],
+                    )
+                )
                 return
-            delay = min(30.0, 0.5 * 2 ** session.compile_attempts)
-            log.warning("compile %s exited %s while %s; retrying in %.1f s",
-                        session_id, code, state.value, delay)
+            delay = min(30.0, 0.5 * 2**session.compile_attempts)
+            log.warning(
+                "compile %s exited %s while %s; retrying in %.1f s",
+                session_id,
+                code,
+                state.value,
+                delay,
+            )
             await asyncio.sleep(delay)
 
     async def _run(self, session_id: str) -> int:
         env = {**os.environ, "TAPEDECK_STORAGE_ADDR": self.storage.addr}
         process = await asyncio.create_subprocess_exec(*compile_command(session_id), env=env)
         try:
-            return await asyncio.wait_for(process.wait(), self.settings.compile_timeout.total_seconds())
+            return await asyncio.wait_for(
+                process.wait(), self.settings.compile_timeout.total_seconds()
+            )
         except (TimeoutError, asyncio.CancelledError):
             with contextlib.suppress(ProcessLookupError):
                 process.kill()

@@ -47,8 +47,11 @@ def storage_close(err: StorageError) -> ProtocolError:
         case grpc.StatusCode.INVALID_ARGUMENT | grpc.StatusCode.OUT_OF_RANGE:
             return ProtocolError(Close.BAD_MESSAGE, "rejected", err.message)
         case _:
-            return ProtocolError(Close.UNAVAILABLE, "storage-unavailable",
-                                 f"storage is unavailable ({err.code.name.lower()}); retry")
+            return ProtocolError(
+                Close.UNAVAILABLE,
+                "storage-unavailable",
+                f"storage is unavailable ({err.code.name.lower()}); retry",
+            )
 
 
 @dataclass
@@ -98,18 +101,24 @@ class Ingest:
         writer: TrackWriter | None = None
         key: tuple[str, str] | None = None
         try:
-            session_id, token = await self._authorize(track, ws.query_params.get("session"),
-                                                      ws.query_params.get("token"))
+            session_id, token = await self._authorize(
+                track, ws.query_params.get("session"), ws.query_params.get("token")
+            )
             start = await self._await_start(conn)
             key = (session_id, track)
             previous = self.active.get(key)
             self.active[key] = conn
             if previous is not None:
-                await previous.close(Close.CONFLICT, ProtocolError(
-                    Close.CONFLICT, "superseded", "a newer connection took over this track"))
+                await previous.close(
+                    Close.CONFLICT,
+                    ProtocolError(
+                        Close.CONFLICT, "superseded", "a newer connection took over this track"
+                    ),
+                )
             try:
                 writer = await self.storage.open_writer(
-                    session_id, track, start.mimeType, start.startedAt)
+                    session_id, track, start.mimeType, start.startedAt
+                )
             except StorageError as err:
                 raise storage_close(err) from None
             conn.stream.on_ready(writer.committed)
@@ -121,8 +130,12 @@ class Ingest:
             conn.closed = True
         except Exception:
             log.exception("ingest connection failed")
-            await conn.close(Close.UNAVAILABLE, ProtocolError(
-                Close.UNAVAILABLE, "internal", "internal error; reconnect and resume"))
+            await conn.close(
+                Close.UNAVAILABLE,
+                ProtocolError(
+                    Close.UNAVAILABLE, "internal", "internal error; reconnect and resume"
+                ),
+            )
         finally:
             metrics.ingest_active_streams.dec()
             if writer is not None:
@@ -135,8 +148,11 @@ class Ingest:
     ) -> tuple[str, str | None]:
         """Returns the session id, and an upload token when this connection created it."""
         if track not in TRACKS:
-            raise ProtocolError(Close.NOT_FOUND, "unknown-track",
-                                f"unknown track {track[:40]!r}: expected {', '.join(TRACKS)}")
+            raise ProtocolError(
+                Close.NOT_FOUND,
+                "unknown-track",
+                f"unknown track {track[:40]!r}: expected {', '.join(TRACKS)}",
+            )
         if session_id is None:
             try:
                 session = await self.storage.create_session()
@@ -145,11 +161,17 @@ class Ingest:
             expires = int(time.time() + self.settings.upload_token_ttl.total_seconds())
             return session.id, tokens.sign(self.secret, tokens.UPLOAD, session.id, expires)
         if not is_valid_session_id(session_id):
-            raise ProtocolError(Close.BAD_MESSAGE, "invalid-session-id",
-                                "session must be 8-63 characters of a-z, 0-9 and '-'")
+            raise ProtocolError(
+                Close.BAD_MESSAGE,
+                "invalid-session-id",
+                "session must be 8-63 characters of a-z, 0-9 and '-'",
+            )
         if not token or not tokens.verify(self.secret, tokens.UPLOAD, session_id, token):
-            raise ProtocolError(Close.BAD_TOKEN, "bad-token",
-                                "missing, invalid or expired upload token for this session")
+            raise ProtocolError(
+                Close.BAD_TOKEN,
+                "bad-token",
+                "missing, invalid or expired upload token for this session",
+            )
         try:
             await self.storage.get_session(session_id)
         except StorageError as err:
@@ -160,15 +182,18 @@ class Ingest:
         try:
             message = await asyncio.wait_for(conn.ws.receive(), START_TIMEOUT)
         except TimeoutError:
-            raise ProtocolError(Close.BAD_MESSAGE, "start-timeout",
-                                f"no start message within {START_TIMEOUT:.0f} s") from None
+            raise ProtocolError(
+                Close.BAD_MESSAGE, "start-timeout", f"no start message within {START_TIMEOUT:.0f} s"
+            ) from None
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", 1000))
         if message.get("bytes") is not None:
             conn.stream.on_frame(len(message["bytes"]))  # raises binary-before-start
         start = conn.stream.on_text(message.get("text") or "")
         if not isinstance(start, StartMessage):
-            raise ProtocolError(Close.BAD_MESSAGE, "expected-start", "the first message must be start")
+            raise ProtocolError(
+                Close.BAD_MESSAGE, "expected-start", "the first message must be start"
+            )
         return start
 
     async def _pump(self, conn: _Connection, writer: TrackWriter) -> None:
@@ -192,11 +217,12 @@ class Ingest:
                 raise WebSocketDisconnect(message.get("code", 1000))
             data = message.get("bytes")
             if data is not None:
-                at = stream.on_frame(len(data))
-                metrics.ingest_bytes_received.labels(conn.track).inc(len(data))
+                size = len(data)
+                at = stream.on_frame(size)
+                metrics.ingest_bytes_received.labels(conn.track).inc(size)
                 async with conn.progress:
                     await conn.progress.wait_for(
-                        lambda: stream.inflight <= limit or stream.inflight == len(data)
+                        lambda: stream.inflight <= limit or stream.inflight == size  # noqa: B023
                     )
                 conn.arrivals.append((stream.offset, time.perf_counter()))
                 await self._send(writer, at, data)
@@ -205,7 +231,9 @@ class Ingest:
                 await self._send(writer, stream.offset, b"", finish=True)
                 return
 
-    async def _send(self, writer: TrackWriter, offset: int, data: bytes, finish: bool = False) -> None:
+    async def _send(
+        self, writer: TrackWriter, offset: int, data: bytes, finish: bool = False
+    ) -> None:
         try:
             await writer.send(offset, data, finish)
         except StorageError as err:

@@ -55,17 +55,23 @@ _client_message: TypeAdapter[StartMessage | FinishMessage] = TypeAdapter(ClientM
 
 def parse_client_message(text: str) -> StartMessage | FinishMessage:
     if len(text.encode()) > MAX_TEXT_BYTES:
-        raise ProtocolError(Close.TOO_LARGE, "message-too-large",
-                            f"text messages are limited to {MAX_TEXT_BYTES} bytes")
+        raise ProtocolError(
+            Close.TOO_LARGE,
+            "message-too-large",
+            f"text messages are limited to {MAX_TEXT_BYTES} bytes",
+        )
     try:
         data = json.loads(text)
     except ValueError:
-        raise ProtocolError(Close.BAD_MESSAGE, "malformed-json", "message is not valid JSON") from None
+        raise ProtocolError(
+            Close.BAD_MESSAGE, "malformed-json", "message is not valid JSON"
+        ) from None
     if not isinstance(data, dict) or "type" not in data:
         raise ProtocolError(Close.BAD_MESSAGE, "bad-message", 'expected a JSON object with "type"')
     if data["type"] not in ("start", "finish"):
-        raise ProtocolError(Close.BAD_MESSAGE, "unknown-type",
-                            f"unknown message type {str(data['type'])[:40]!r}")
+        raise ProtocolError(
+            Close.BAD_MESSAGE, "unknown-type", f"unknown message type {str(data['type'])[:40]!r}"
+        )
     try:
         return _client_message.validate_python(data)
     except ValidationError as exc:
@@ -79,7 +85,10 @@ def parse_client_message(text: str) -> StartMessage | FinishMessage:
 
 def ready(session_id: str, track: str, committed: int, upload_token: str | None) -> str:
     message: dict[str, object] = {
-        "type": "ready", "sessionId": session_id, "track": track, "committed": committed,
+        "type": "ready",
+        "sessionId": session_id,
+        "track": track,
+        "committed": committed,
     }
     if upload_token:
         message["uploadToken"] = upload_token
@@ -126,8 +135,11 @@ class TrackStream:
             self.start = message
         else:
             if self.phase != Phase.STREAMING:
-                raise ProtocolError(Close.BAD_MESSAGE, "unexpected-finish",
-                                    f"finish is not allowed while {self.phase.value}")
+                raise ProtocolError(
+                    Close.BAD_MESSAGE,
+                    "unexpected-finish",
+                    f"finish is not allowed while {self.phase.value}",
+                )
             self.phase = Phase.FINISHING
         return message
 
@@ -138,13 +150,19 @@ class TrackStream:
     def on_frame(self, size: int) -> int:
         """Accept `size` bytes; returns the offset they are written at."""
         if self.phase in (Phase.AWAIT_START, Phase.OPENING):
-            raise ProtocolError(Close.BAD_MESSAGE, "binary-before-start",
-                                "send a start message before any media bytes")
+            raise ProtocolError(
+                Close.BAD_MESSAGE,
+                "binary-before-start",
+                "send a start message before any media bytes",
+            )
         if self.phase != Phase.STREAMING:
             raise ProtocolError(Close.CONFLICT, "finished", "the track is finished; no more bytes")
         if size > self.max_frame_bytes:
-            raise ProtocolError(Close.TOO_LARGE, "frame-too-large",
-                                f"frame of {size} bytes exceeds the limit of {self.max_frame_bytes}")
+            raise ProtocolError(
+                Close.TOO_LARGE,
+                "frame-too-large",
+                f"frame of {size} bytes exceeds the limit of {self.max_frame_bytes}",
+            )
         if size == 0:
             raise ProtocolError(Close.BAD_MESSAGE, "empty-frame", "binary frames must not be empty")
         at = self.offset

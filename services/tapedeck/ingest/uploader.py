@@ -71,8 +71,9 @@ async def upload_track(
         url = ws_url(base, track, result.session_id or None, token or result.upload_token)
         try:
             async with connect(url, compression=None, max_size=2**24) as ws:
-                await ws.send(json.dumps({"type": "start", "mimeType": mime_type,
-                                          "startedAt": started_at}))
+                await ws.send(
+                    json.dumps({"type": "start", "mimeType": mime_type, "startedAt": started_at})
+                )
                 ready = await _recv_json(ws)
                 if ready.get("type") != "ready":
                     await _rejected(ws, ready)

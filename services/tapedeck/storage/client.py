@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -20,23 +20,34 @@ UPLOAD_CHUNK = 1024 * 1024
 
 # gRPC's own retry policy (a well-kept library beats a hand-written loop): unary calls are
 # retried while storage restarts. Streams are resumed by their callers from committed sizes.
-_SERVICE_CONFIG = json.dumps({
-    "methodConfig": [{
-        "name": [{"service": "tapedeck.v1.Storage", "method": m} for m in (
-            "CreateSession", "GetSession", "ListSessions", "UpdateSession", "DeleteSession",
-            "QueryWriteStatus",
-        )],
-        "retryPolicy": {
-            "maxAttempts": 5,
-            "initialBackoff": "0.1s",
-            "maxBackoff": "2s",
-            "backoffMultiplier": 2,
-            "retryableStatusCodes": ["UNAVAILABLE"],
-        },
-        "waitForReady": True,
-        "timeout": "10s",
-    }]
-})
+_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [
+                    {"service": "tapedeck.v1.Storage", "method": m}
+                    for m in (
+                        "CreateSession",
+                        "GetSession",
+                        "ListSessions",
+                        "UpdateSession",
+                        "DeleteSession",
+                        "QueryWriteStatus",
+                    )
+                ],
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+                "waitForReady": True,
+                "timeout": "10s",
+            }
+        ]
+    }
+)
 
 
 class StorageError(Exception):
@@ -80,7 +91,7 @@ class TrackWriter:
             )
         except grpc.aio.AioRpcError as err:
             raise StorageError.from_rpc(err) from None
-        except grpc.aio.UsageError:
+        except (grpc.aio.UsageError, asyncio.InvalidStateError):  # the stream already ended
             await self._raise_status()
 
     async def acks(self) -> AsyncIterator[pb.WriteResponse]:
@@ -121,12 +132,15 @@ class StorageClient:
     def _stub(self) -> pb_grpc.StorageStub:
         """Made on first use: a grpc.aio channel belongs to the event loop that creates it."""
         if self._stub_instance is None:
-            self._channel = grpc.aio.insecure_channel(self.addr, options=[
-                ("grpc.service_config", _SERVICE_CONFIG),
-                ("grpc.enable_retries", 1),
-                ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-                ("grpc.max_send_message_length", 16 * 1024 * 1024),
-            ])
+            self._channel = grpc.aio.insecure_channel(
+                self.addr,
+                options=[
+                    ("grpc.service_config", _SERVICE_CONFIG),
+                    ("grpc.enable_retries", 1),
+                    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+                    ("grpc.max_send_message_length", 16 * 1024 * 1024),
+                ],
+            )
             self._stub_instance = pb_grpc.StorageStub(self._channel)
         return self._stub_instance
 
@@ -161,9 +175,14 @@ class StorageClient:
         return result
 
     async def list_sessions(
-        self, page_size: int = 0, page_token: str = "", states: list[int] | None = None
+        self,
+        page_size: int = 0,
+        page_token: str = "",
+        states: Sequence[pb.SessionState.ValueType] | None = None,
     ) -> pb.ListSessionsResponse:
-        req = pb.ListSessionsRequest(page_size=page_size, page_token=page_token, states=states or [])
+        req = pb.ListSessionsRequest(
+            page_size=page_size, page_token=page_token, states=states or []
+        )
         result = await self._unary("ListSessions", req)
         assert isinstance(result, pb.ListSessionsResponse)
         return result
@@ -186,9 +205,11 @@ class StorageClient:
         self, session_id: str, obj: str, mime_type: str = "", started_at: float = 0.0
     ) -> TrackWriter:
         writer = TrackWriter(self._stub.Write(wait_for_ready=True))
-        await writer.open(pb.WriteRequest(
-            session_id=session_id, object=obj, mime_type=mime_type, started_at=started_at
-        ))
+        await writer.open(
+            pb.WriteRequest(
+                session_id=session_id, object=obj, mime_type=mime_type, started_at=started_at
+            )
+        )
         return writer
 
     async def read(
@@ -208,7 +229,7 @@ class StorageClient:
     async def download(self, session_id: str, obj: str, path: Path) -> int:
         """Copy an object to a local file (the compiler's scratch space)."""
         size = 0
-        with open(path, "wb") as f:
+        with open(path, "wb") as f:  # noqa: ASYNC230 -- local scratch file of the compiler
             async for chunk in self.read(session_id, obj):
                 f.write(chunk)
                 size += len(chunk)
@@ -227,7 +248,7 @@ class StorageClient:
         acks = asyncio.create_task(final_ack())
         try:
             offset = 0
-            with open(path, "rb") as f:
+            with open(path, "rb") as f:  # noqa: ASYNC230 -- local scratch file of the compiler
                 while chunk := f.read(UPLOAD_CHUNK):
                     await writer.send(offset, chunk)
                     offset += len(chunk)

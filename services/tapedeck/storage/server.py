@@ -24,7 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tapedeck import metrics
 from tapedeck._proto import storage_pb2 as pb
 from tapedeck._proto import storage_pb2_grpc as pb_grpc
-from tapedeck.sessions import OUTPUT, OBJECTS, TRACKS, State, is_valid_session_id, new_session_id
+from tapedeck.sessions import OBJECTS, OUTPUT, TRACKS, State, is_valid_session_id, new_session_id
 from tapedeck.settings import Settings
 from tapedeck.storage.backend import Appender, Backend, LocalBackend, OutputWriter
 from tapedeck.storage.records import (
@@ -66,7 +66,7 @@ class _Lease:
         self.queue.put_nowait(self.stopped)
 
 
-class StorageService(pb_grpc.StorageServicer):
+class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generated, untyped
     def __init__(self, backend: Backend, settings: Settings) -> None:
         self.backend = backend
         self.settings = settings
@@ -82,7 +82,10 @@ class StorageService(pb_grpc.StorageServicer):
     # --- helpers ---------------------------------------------------------------------------
 
     async def _abort(
-        self, context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str,
+        self,
+        context: grpc.aio.ServicerContext,
+        code: grpc.StatusCode,
+        message: str,
         reason: str = "",
     ) -> NoReturn:
         if reason:
@@ -92,8 +95,9 @@ class StorageService(pb_grpc.StorageServicer):
 
     async def _record(self, session_id: str, context: grpc.aio.ServicerContext) -> SessionRecord:
         if not is_valid_session_id(session_id):
-            await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT,
-                              f"invalid session id {session_id[:80]!r}")
+            await self._abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, f"invalid session id {session_id[:80]!r}"
+            )
         record = self.records.get(session_id)
         if record is None:
             await self._abort(context, grpc.StatusCode.NOT_FOUND, f"session {session_id} not found")
@@ -121,18 +125,21 @@ class StorageService(pb_grpc.StorageServicer):
     ) -> pb.Session:
         session_id = request.session_id or new_session_id()
         if not is_valid_session_id(session_id):
-            await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT,
-                              f"invalid session id {session_id[:80]!r}")
+            await self._abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, f"invalid session id {session_id[:80]!r}"
+            )
         async with self._lock(session_id):
             if session_id in self.records:
-                await self._abort(context, grpc.StatusCode.ALREADY_EXISTS,
-                                  f"session {session_id} exists")
+                await self._abort(
+                    context, grpc.StatusCode.ALREADY_EXISTS, f"session {session_id} exists"
+                )
             created = now_ms()
             ttl_ms = (request.ttl_seconds * 1000) or int(
                 self.settings.session_ttl.total_seconds() * 1000
             )
-            record = SessionRecord(id=session_id, created_at_ms=created,
-                                   expires_at_ms=created + ttl_ms)
+            record = SessionRecord(
+                id=session_id, created_at_ms=created, expires_at_ms=created + ttl_ms
+            )
             try:
                 await self._save(record)
             except OSError as exc:
@@ -156,7 +163,9 @@ class StorageService(pb_grpc.StorageServicer):
         after: tuple[int, str] | None = None
         if request.page_token:
             try:
-                created, _, sid = base64.urlsafe_b64decode(request.page_token).decode().partition(":")
+                created, _, sid = (
+                    base64.urlsafe_b64decode(request.page_token).decode().partition(":")
+                )
                 after = (int(created), sid)
             except ValueError:
                 await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, "malformed page token")
@@ -187,8 +196,11 @@ class StorageService(pb_grpc.StorageServicer):
             if request.if_state_in and record.state not in {
                 PB_TO_STATE.get(s) for s in request.if_state_in
             }:
-                await self._abort(context, grpc.StatusCode.FAILED_PRECONDITION,
-                                  f"session {record.id} is {record.state.value}")
+                await self._abort(
+                    context,
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"session {record.id} is {record.state.value}",
+                )
             updated = record.model_copy(deep=True)
             if request.HasField("state"):
                 if request.state not in PB_TO_STATE:
@@ -204,11 +216,13 @@ class StorageService(pb_grpc.StorageServicer):
                 updated.compile_attempts = request.compile_attempts
             if request.HasField("output"):
                 current = updated.output or OutputRecord()
-                updated.output = current.model_copy(update={
-                    "duration_seconds": request.output.duration_seconds,
-                    "video_codec": request.output.video_codec,
-                    "audio_codec": request.output.audio_codec,
-                })
+                updated.output = current.model_copy(
+                    update={
+                        "duration_seconds": request.output.duration_seconds,
+                        "video_codec": request.output.video_codec,
+                        "audio_codec": request.output.audio_codec,
+                    }
+                )
             if request.finish_tracks:
                 for track in updated.tracks.values():
                     track.finished = True
@@ -260,8 +274,11 @@ class StorageService(pb_grpc.StorageServicer):
 
     async def _object(self, name: str, context: grpc.aio.ServicerContext) -> str:
         if name not in OBJECTS:
-            await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT,
-                              f"unknown object {name[:40]!r}: expected one of {', '.join(OBJECTS)}")
+            await self._abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"unknown object {name[:40]!r}: expected one of {', '.join(OBJECTS)}",
+            )
         return name
 
     async def Read(
@@ -280,8 +297,11 @@ class StorageService(pb_grpc.StorageServicer):
                 await self._abort(context, grpc.StatusCode.NOT_FOUND, f"no {obj} track")
             size = self.sizes.get((record.id, obj), 0)  # never expose bytes that are not durable
         if request.read_offset > size:
-            await self._abort(context, grpc.StatusCode.OUT_OF_RANGE,
-                              f"read_offset {request.read_offset} beyond size {size}")
+            await self._abort(
+                context,
+                grpc.StatusCode.OUT_OF_RANGE,
+                f"read_offset {request.read_offset} beyond size {size}",
+            )
         limit = size - request.read_offset
         if request.read_limit:
             limit = min(limit, request.read_limit)
@@ -348,20 +368,35 @@ class StorageService(pb_grpc.StorageServicer):
         return self.backend.open_track(session_id, obj)
 
     async def _open_track(
-        self, record: SessionRecord, track: str, first: pb.WriteRequest,
+        self,
+        record: SessionRecord,
+        track: str,
+        first: pb.WriteRequest,
         context: grpc.aio.ServicerContext,
     ) -> None:
         existing = record.tracks.get(track)
         if existing is not None and existing.finished:
-            await self._abort(context, grpc.StatusCode.FAILED_PRECONDITION,
-                              f"{track} track of {record.id} is finished")
-        if record.state != State.RECORDING:
-            await self._abort(context, grpc.StatusCode.FAILED_PRECONDITION,
-                              f"session {record.id} is {record.state.value}, not recording")
+            await self._abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{track} track of {record.id} is finished",
+            )
+        # A track that opens after the others finished (it raced them) reopens a `recorded`
+        # session; once a compile was requested, the recording is closed for good.
+        reopen = existing is None and record.state == State.RECORDED
+        if record.state != State.RECORDING and not reopen:
+            await self._abort(
+                context,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"session {record.id} is {record.state.value}, not recording",
+            )
         if existing is None or (first.mime_type and not existing.mime_type):
             updated = record.model_copy(deep=True)
+            updated.state = State.RECORDING
             updated.tracks[track] = TrackRecord(
-                name=track, mime_type=first.mime_type[:200], started_at=first.started_at,
+                name=track,
+                mime_type=first.mime_type[:200],
+                started_at=first.started_at,
                 updated_at_ms=now_ms(),
             )
             try:
@@ -381,7 +416,11 @@ class StorageService(pb_grpc.StorageServicer):
         await queue.put(None)
 
     async def _commit_loop(
-        self, session_id: str, obj: str, lease: _Lease, appender: Appender,
+        self,
+        session_id: str,
+        obj: str,
+        lease: _Lease,
+        appender: Appender,
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.WriteResponse]:
         while True:
@@ -401,9 +440,14 @@ class StorageService(pb_grpc.StorageServicer):
                     break
                 if item.write_offset != offset:
                     await self._abort(
-                        context, grpc.StatusCode.OUT_OF_RANGE,
+                        context,
+                        grpc.StatusCode.OUT_OF_RANGE,
                         f"write_offset {item.write_offset} but {obj} has {offset} bytes committed"
-                        + (f" (+{offset - appender.size} pending)" if offset != appender.size else ""),
+                        + (
+                            f" (+{offset - appender.size} pending)"
+                            if offset != appender.size
+                            else ""
+                        ),
                     )
                 if item.data:
                     chunks.append(item.data)
@@ -419,9 +463,11 @@ class StorageService(pb_grpc.StorageServicer):
                 total = self._session_bytes(session_id) + (offset - appender.size)
                 if total > self.settings.max_session_bytes:
                     await self._abort(
-                        context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        context,
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
                         f"session would hold {total} bytes, over the limit of "
-                        f"{self.settings.max_session_bytes}", reason="session-too-large",
+                        f"{self.settings.max_session_bytes}",
+                        reason="session-too-large",
                     )
             if chunks or finish:
                 async with lease.lock:
@@ -435,7 +481,11 @@ class StorageService(pb_grpc.StorageServicer):
                 return
 
     async def _commit(
-        self, session_id: str, obj: str, appender: Appender, chunks: list[bytes],
+        self,
+        session_id: str,
+        obj: str,
+        appender: Appender,
+        chunks: list[bytes],
         context: grpc.aio.ServicerContext,
     ) -> None:
         before = appender.size
@@ -488,18 +538,26 @@ class StorageService(pb_grpc.StorageServicer):
 
     async def _disk_error(self, context: grpc.aio.ServicerContext, exc: OSError) -> NoReturn:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            await self._abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                              "storage is full: no space left on the volume", reason="disk-full")
+            await self._abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "storage is full: no space left on the volume",
+                reason="disk-full",
+            )
         log.exception("storage I/O error")
-        await self._abort(context, grpc.StatusCode.UNAVAILABLE, f"storage I/O error: {exc.strerror}")
+        await self._abort(
+            context, grpc.StatusCode.UNAVAILABLE, f"storage I/O error: {exc.strerror}"
+        )
 
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Run the storage server until cancelled."""
-    server = grpc.aio.server(options=[
-        ("grpc.max_receive_message_length", settings.max_frame_bytes + 64 * 1024),
-        ("grpc.so_reuseport", 0),
-    ])
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", settings.max_frame_bytes + 64 * 1024),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
     service = StorageService(LocalBackend(settings.data_dir), settings)
     pb_grpc.add_StorageServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()

@@ -1,0 +1,179 @@
+"""What a media file contains, read with PyAV (so the runtime never needs ffprobe).
+
+MediaRecorder WebM has no duration in its header (it is written live, never rewritten),
+so start and end are measured by demuxing every packet: no decoding, so an hour of media
+takes about a second. The same pass proves the file is readable; a truncated tail (a
+browser that crashed mid-cluster) is tolerated because FFmpeg tolerates it too.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+import av
+
+StreamKind = Literal["video", "audio"]
+
+
+class ProbeError(Exception):
+    """The file is missing, empty or not audio/video FFmpeg can read."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """One audio or video stream. Times are seconds on the file's own timeline."""
+
+    index: int
+    kind: StreamKind
+    codec: str
+    packets: int = 0
+    start: float | None = None
+    """Smallest packet pts (None when the stream has no packets)."""
+    end: float | None = None
+    """Largest packet pts + its duration."""
+    width: int | None = None
+    height: int | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+
+    @property
+    def duration(self) -> float:
+        if self.start is None or self.end is None:
+            return 0.0
+        return max(0.0, self.end - self.start)
+
+    @property
+    def usable(self) -> bool:
+        """A stream FFmpeg can actually take media from (a header alone is not enough)."""
+        return self.packets > 0 and self.start is not None
+
+
+@dataclass(frozen=True, slots=True)
+class MediaInfo:
+    path: str
+    format_name: str
+    size: int
+    streams: tuple[StreamInfo, ...]
+    truncated: bool = False
+    """Demuxing stopped at a damaged tail; the packets before it are still usable."""
+
+    @property
+    def start(self) -> float:
+        """Earliest packet pts of any stream: the point FFmpeg rebases this input on."""
+        starts = [s.start for s in self.streams if s.start is not None]
+        return min(starts) if starts else 0.0
+
+    @property
+    def end(self) -> float:
+        ends = [s.end for s in self.streams if s.end is not None]
+        return max(ends) if ends else 0.0
+
+    @property
+    def duration(self) -> float:
+        return max(0.0, self.end - self.start)
+
+    def first(self, kind: StreamKind) -> StreamInfo | None:
+        """The first usable stream of a kind (what a compile would take)."""
+        return next((s for s in self.streams if s.kind == kind and s.usable), None)
+
+    @property
+    def video(self) -> StreamInfo | None:
+        return self.first("video")
+
+    @property
+    def audio(self) -> StreamInfo | None:
+        return self.first("audio")
+
+
+@dataclass(slots=True)
+class _Extent:
+    packets: int = 0
+    start: Fraction | None = None
+    end: Fraction | None = None
+
+
+def _reason(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return str(text).rstrip(".")
+
+
+def probe(path: str | os.PathLike[str]) -> MediaInfo:
+    """Read stream codecs, sizes and the real start/end of every stream in `path`."""
+    file = Path(path)
+    name = file.name
+    try:
+        size = file.stat().st_size
+    except OSError as exc:
+        raise ProbeError(f"{name}: cannot read the file ({exc.strerror or exc})") from exc
+    if size == 0:
+        raise ProbeError(f"{name} is empty (0 bytes): nothing was recorded")
+    try:
+        container = av.open(str(file), mode="r")
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise ProbeError(f"{name} is not a readable audio/video file: {_reason(exc)}") from exc
+    with container:
+        selected = [s for s in container.streams if isinstance(s, av.VideoStream | av.AudioStream)]
+        extents = {s.index: _Extent() for s in selected}
+        truncated = False
+        if selected:
+            try:
+                for packet in container.demux(*selected):
+                    _extend(extents, packet)
+            except (av.FFmpegError, ValueError, EOFError):
+                # A damaged tail: keep what was readable, like FFmpeg does.
+                if not any(e.packets for e in extents.values()):
+                    raise ProbeError(
+                        f"{name} is not a readable audio/video file: no packet could be read"
+                    ) from None
+                truncated = True
+        streams = tuple(_stream_info(s, extents[s.index]) for s in selected)
+        format_name = container.format.name
+    if not streams:
+        raise ProbeError(f"{name} contains no audio or video stream")
+    return MediaInfo(
+        path=str(file),
+        format_name=format_name,
+        size=size,
+        streams=streams,
+        truncated=truncated,
+    )
+
+
+def _extend(extents: dict[int, _Extent], packet: av.Packet[av.stream.Stream]) -> None:
+    if packet.size == 0:  # PyAV's end-of-stream flush packets
+        return
+    ts = packet.pts if packet.pts is not None else packet.dts
+    extent = extents.get(packet.stream.index)
+    if extent is None or ts is None or packet.time_base is None:
+        return
+    base = Fraction(packet.time_base)
+    start = ts * base
+    end = (ts + max(packet.duration or 0, 0)) * base
+    extent.packets += 1
+    extent.start = start if extent.start is None else min(extent.start, start)
+    extent.end = end if extent.end is None else max(extent.end, end)
+
+
+def _stream_info(stream: av.VideoStream | av.AudioStream, extent: _Extent) -> StreamInfo:
+    start: Fraction | None = extent.start
+    if stream.start_time is not None and stream.time_base is not None and extent.packets:
+        # libavformat's own start time is what FFmpeg rebases on; it already accounts
+        # for edit lists and codec priming (an MP4's AAC starts at 0, not at -1024).
+        start = stream.start_time * Fraction(stream.time_base)
+    info = StreamInfo(
+        index=stream.index,
+        kind="video" if isinstance(stream, av.VideoStream) else "audio",
+        codec=stream.codec_context.name,
+        packets=extent.packets,
+        start=float(start) if start is not None else None,
+        end=float(extent.end) if extent.end is not None else None,
+    )
+    if isinstance(stream, av.VideoStream):
+        video = stream.codec_context
+        return replace(info, width=video.width or None, height=video.height or None)
+    audio = stream.codec_context
+    return replace(info, sample_rate=audio.sample_rate or None, channels=audio.channels or None)

@@ -1,0 +1,270 @@
+"""Run FFmpeg for a plan: progress from `-progress`, a bounded error tail, cancellation.
+
+FFmpeg's stderr can be megabytes on a long broken input, so only its last few KiB are
+kept: the cause of a failure is at the end. Progress arrives as `key=value` blocks on
+stdout (`-progress pipe:1`) and is turned into a monotonic 0..1 fraction, rate-limited so
+a slow callback (a gRPC status update) cannot become the bottleneck. A cancelled compile
+kills FFmpeg rather than leaving it writing to a file nobody will read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import os
+import re
+import signal
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tapedeck.compiler.plan import CompilePlan, OutputOptions, PlanError, TrackInput, plan_compile
+from tapedeck.compiler.probe import MediaInfo, ProbeError, probe
+
+ProgressCallback = Callable[[float], Awaitable[None] | None]
+
+STDERR_TAIL_BYTES = 4096
+TAIL_LINES = 5
+PROGRESS_INTERVAL = 0.25  # at most ~4 reports per second
+KILL_WAIT_SECONDS = 5.0
+
+_ADDRESS = re.compile(r" @ 0x[0-9a-f]+\]")
+
+
+class CompileError(Exception):
+    """FFmpeg failed; the message is the readable tail of what it said."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        """True when running again might succeed (FFmpeg was killed, e.g. out of memory)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompileResult:
+    size: int
+    duration_seconds: float
+    video_codec: str | None
+    audio_codec: str | None
+    summary: str = ""
+
+
+class _Tail:
+    """The last `limit` bytes written to it, never more."""
+
+    def __init__(self, limit: int = STDERR_TAIL_BYTES) -> None:
+        self._limit = limit
+        self._data = bytearray()
+        self.dropped = False
+
+    def feed(self, chunk: bytes) -> None:
+        self._data += chunk
+        excess = len(self._data) - self._limit
+        if excess > 0:
+            del self._data[:excess]
+            self.dropped = True
+
+    def lines(self, count: int = TAIL_LINES) -> list[str]:
+        """The last meaningful lines: no blanks, repeats or memory addresses."""
+        text = self._data.decode("utf-8", errors="replace").replace("\r", "\n")
+        raw = text.split("\n")
+        if self.dropped:
+            raw = raw[1:]  # the first line was cut in the middle
+        lines: list[str] = []
+        for line in raw:
+            line = _ADDRESS.sub("]", line).strip()
+            if line and (not lines or lines[-1] != line):
+                lines.append(line[:300])
+        return lines[-count:]
+
+
+def failure_message(returncode: int, tail: _Tail) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        head = f"FFmpeg was killed ({name})"
+    else:
+        head = f"FFmpeg failed (exit status {returncode})"
+    lines = tail.lines()
+    return f"{head}: " + "\n".join(lines) if lines else f"{head} without an error message"
+
+
+class _Progress:
+    """Monotonic, clamped, rate-limited fraction reports; 1.0 only on success."""
+
+    def __init__(self, expected: float, callback: ProgressCallback | None) -> None:
+        self._expected = expected
+        self._callback = callback
+        self._last = 0.0
+        self._last_at: float | None = None
+        self.seconds = 0.0
+
+    async def _emit(self, fraction: float) -> None:
+        self._last = fraction
+        self._last_at = time.monotonic()
+        if self._callback is not None:
+            result = self._callback(fraction)
+            if inspect.isawaitable(result):
+                await result
+
+    async def update(self, seconds: float) -> None:
+        self.seconds = max(self.seconds, seconds)
+        if self._expected <= 0:
+            return
+        fraction = min(max(seconds / self._expected, 0.0), 0.999)
+        if fraction <= self._last:
+            return
+        if self._last_at is not None and time.monotonic() - self._last_at < PROGRESS_INTERVAL:
+            return  # a later block will carry a newer value
+        await self._emit(fraction)
+
+    async def finish(self) -> None:
+        await self._emit(1.0)
+
+
+def _out_time(block: dict[str, str]) -> float | None:
+    """Seconds of output written, from one `-progress` block."""
+    for key in ("out_time_us", "out_time_ms"):  # out_time_ms is microseconds too (sic)
+        value = block.get(key, "")
+        if value.lstrip("-").isdigit():
+            micros = int(value)
+            return micros / 1_000_000 if micros >= 0 else None
+    match = re.fullmatch(r"(\d+):(\d+):(\d+(?:\.\d+)?)", block.get("out_time", ""))
+    if match:
+        hours, minutes, secs = match.groups()
+        return int(hours) * 3600 + int(minutes) * 60 + float(secs)
+    return None
+
+
+async def _read_progress(stream: asyncio.StreamReader, progress: _Progress) -> None:
+    block: dict[str, str] = {}
+    async for raw in stream:
+        key, sep, value = raw.decode("utf-8", errors="replace").strip().partition("=")
+        if not sep:
+            continue
+        block[key] = value
+        if key == "progress":
+            seconds = _out_time(block)
+            if seconds is not None:
+                await progress.update(seconds)
+            block = {}
+
+
+async def _drain(stream: asyncio.StreamReader, tail: _Tail) -> None:
+    while chunk := await stream.read(4096):
+        tail.feed(chunk)
+
+
+async def run_ffmpeg(
+    ffmpeg: str, plan: CompilePlan, on_progress: ProgressCallback | None = None
+) -> CompileResult:
+    """Run FFmpeg with `plan.args`; report progress; raise CompileError on failure."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            ffmpeg,
+            *plan.args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except OSError as exc:
+        raise CompileError(f"cannot run FFmpeg ({ffmpeg}): {exc.strerror or exc}") from exc
+    assert proc.stdout is not None and proc.stderr is not None
+    tail = _Tail()
+    progress = _Progress(plan.expected_duration, on_progress)
+    drain = asyncio.create_task(_drain(proc.stderr, tail))
+    try:
+        await _read_progress(proc.stdout, progress)
+        await drain
+        returncode = await proc.wait()
+    except BaseException:
+        # Cancelled (or the callback failed): FFmpeg must not outlive the compile.
+        drain.cancel()
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
+                await asyncio.wait_for(proc.wait(), KILL_WAIT_SECONDS)
+        raise
+    if returncode != 0:
+        raise CompileError(failure_message(returncode, tail), retryable=returncode < 0)
+    await progress.finish()
+    size = await asyncio.to_thread(os.path.getsize, plan.output_path)
+    return CompileResult(
+        size=size,
+        duration_seconds=progress.seconds or plan.expected_duration,
+        video_codec=plan.video_codec,
+        audio_codec=plan.audio_codec,
+        summary=plan.summary,
+    )
+
+
+def _load_inputs(
+    inputs: Sequence[tuple[str, str | os.PathLike[str], float | None]], output: Path
+) -> list[TrackInput]:
+    tracks: list[TrackInput] = []
+    for name, path, started_at in inputs:
+        if Path(path).resolve() == output.resolve():
+            raise PlanError("the output path is one of the inputs; refusing to overwrite a track")
+        try:
+            info = probe(path)
+        except ProbeError as exc:
+            raise ProbeError(f"{name} track: {exc}") from exc
+        tracks.append(TrackInput(name=name, path=os.fspath(path), started_at=started_at, info=info))
+    return tracks
+
+
+def _finish(plan: CompilePlan, partial: Path, output: Path) -> MediaInfo:
+    """Check the written file is what the plan promised, then move it into place."""
+    try:
+        result = probe(partial)
+    except ProbeError as exc:
+        raise CompileError(f"FFmpeg wrote an unreadable file: {exc}") from exc
+    for kind, want in (("video", plan.video_codec), ("audio", plan.audio_codec)):
+        stream = result.video if kind == "video" else result.audio
+        got = stream.codec if stream else None
+        if got != want:
+            raise CompileError(f"FFmpeg wrote {kind} as {got or 'nothing'}, expected {want}")
+    partial.replace(output)
+    return result
+
+
+def _discard(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+async def compile_files(
+    ffmpeg: str,
+    inputs: Sequence[tuple[str, str | os.PathLike[str], float | None]],
+    output_path: str | os.PathLike[str],
+    options: OutputOptions | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> CompileResult:
+    """Probe, plan and run one compile of local files into `output_path`.
+
+    FFmpeg writes to a `.part` file beside the output, renamed into place only after the
+    result probes as the planned streams, so a failure never leaves a half-written MP4
+    and never touches the inputs. Raises ProbeError, PlanError or CompileError, each with
+    a message fit to show a user.
+    """
+    output = Path(output_path)
+    tracks = await asyncio.to_thread(_load_inputs, inputs, output)
+    partial = output.with_name(f"{output.name}.part")
+    plan = plan_compile(tracks, str(partial), options)
+    try:
+        await run_ffmpeg(ffmpeg, plan, on_progress)
+        result = await asyncio.to_thread(_finish, plan, partial, output)
+    except BaseException:
+        _discard(partial)
+        raise
+    return CompileResult(
+        size=result.size,
+        duration_seconds=result.duration,
+        video_codec=result.video.codec if result.video else None,
+        audio_codec=result.audio.codec if result.audio else None,
+        summary=plan.summary,
+    )

@@ -1,0 +1,141 @@
+"""Real Tapedeck processes on loopback for tests: start, wait until healthy, kill, restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for(check: object, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except Exception:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def storage_healthy(addr: str) -> bool:
+    with grpc.insecure_channel(addr) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=1
+        )
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+@dataclass
+class Service:
+    """One `tapedeck` child process with its environment, restartable after a kill."""
+
+    args: list[str]
+    env: dict[str, str]
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tapedeck", *self.args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@dataclass
+class Stack:
+    """Storage and the web process (api + ingest), as `tapedeck up` runs them."""
+
+    data_dir: Path
+    env: dict[str, str]
+    port: int
+    storage_addr: str
+    storage: Service
+    web: Service
+    extra: list[Service] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_base(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self) -> Stack:
+        self.start_storage()
+        self.web.start()
+        wait_for(
+            lambda: httpx.get(f"{self.base_url}/readyz").status_code == 200, what="web /readyz"
+        )
+        return self
+
+    def start_storage(self) -> None:
+        self.storage.start()
+        wait_for(lambda: storage_healthy(self.storage_addr), what="storage health")
+
+    def stop(self) -> None:
+        for service in (self.web, self.storage, *self.extra):
+            service.stop()
+
+    def logs(self) -> str:
+        return "\n".join(
+            s.log.read_text(errors="replace")[-4000:]
+            for s in (self.storage, self.web)
+            if s.log.exists()
+        )
+
+
+def make_stack(tmp: Path, **settings: str) -> Stack:
+    port, storage_addr = free_port(), f"127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "TAPEDECK_DATA_DIR": str(tmp / "recordings"),
+        "TAPEDECK_STORAGE_ADDR": storage_addr,
+        "TAPEDECK_PORT": str(port),
+        "TAPEDECK_HOST": "127.0.0.1",
+        "TAPEDECK_SWEEP_INTERVAL": "1s",
+        **{f"TAPEDECK_{k.upper()}": v for k, v in settings.items()},
+    }
+    return Stack(
+        data_dir=tmp / "recordings",
+        env=env,
+        port=port,
+        storage_addr=storage_addr,
+        storage=Service(["serve", "storage"], env, tmp / "storage.log"),
+        web=Service(["serve", "web"], env, tmp / "web.log"),
+    )

@@ -1,0 +1,72 @@
+"""The ingest protocol state machine, without sockets."""
+
+from __future__ import annotations
+
+import pytest
+from tapedeck.ingest.protocol import (
+    Close,
+    FinishMessage,
+    Phase,
+    ProtocolError,
+    StartMessage,
+    TrackStream,
+    parse_client_message,
+)
+
+
+def test_happy_path() -> None:
+    stream = TrackStream(max_frame_bytes=100)
+    start = stream.on_text('{"type":"start","mimeType":"video/webm","startedAt":1.5}')
+    assert isinstance(start, StartMessage) and start.startedAt == 1.5
+    stream.on_ready(committed=40)
+    assert stream.on_frame(10) == 40 and stream.on_frame(5) == 50
+    assert stream.inflight == 15
+    assert stream.on_ack(50) and not stream.on_ack(45) and stream.committed == 50
+    assert isinstance(stream.on_text('{"type":"finish"}'), FinishMessage)
+    assert stream.phase == Phase.FINISHING
+
+
+@pytest.mark.parametrize(
+    ("text", "close", "code"),
+    [
+        ("{not json", Close.BAD_MESSAGE, "malformed-json"),
+        ("[1,2]", Close.BAD_MESSAGE, "bad-message"),
+        ('{"type":"dance"}', Close.BAD_MESSAGE, "unknown-type"),
+        ('{"type":"start"}', Close.BAD_MESSAGE, "bad-message"),
+        ('{"type":"start","mimeType":"","startedAt":1}', Close.BAD_MESSAGE, "bad-message"),
+        ('{"type":"start","mimeType":"v","startedAt":"soon"}', Close.BAD_MESSAGE, "bad-message"),
+        ('{"type":"start","mimeType":"v","startedAt":-5}', Close.BAD_MESSAGE, "bad-message"),
+        (
+            '{"type":"start","mimeType":"' + "v" * 5000 + '","startedAt":1}',
+            Close.TOO_LARGE,
+            "message-too-large",
+        ),
+    ],
+)
+def test_bad_messages(text: str, close: Close, code: str) -> None:
+    with pytest.raises(ProtocolError) as err:
+        parse_client_message(text)
+    assert (err.value.close, err.value.code) == (close, code)
+    assert err.value.message
+
+
+def test_order_is_enforced() -> None:
+    stream = TrackStream(max_frame_bytes=100)
+    with pytest.raises(ProtocolError) as binary_first:
+        stream.on_frame(10)
+    assert binary_first.value.code == "binary-before-start"
+    with pytest.raises(ProtocolError) as finish_first:
+        stream.on_text('{"type":"finish"}')
+    assert finish_first.value.code == "unexpected-finish"
+    stream.on_text('{"type":"start","mimeType":"v","startedAt":1}')
+    stream.on_ready(0)
+    with pytest.raises(ProtocolError) as twice:
+        stream.on_text('{"type":"start","mimeType":"v","startedAt":1}')
+    assert twice.value.code == "unexpected-start"
+    with pytest.raises(ProtocolError) as big:
+        stream.on_frame(101)
+    assert big.value.close == Close.TOO_LARGE
+    stream.on_text('{"type":"finish"}')
+    with pytest.raises(ProtocolError) as after:
+        stream.on_frame(1)
+    assert after.value.close == Close.CONFLICT

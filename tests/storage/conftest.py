@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from harness import free_port
+from tapedeck._proto import storage_pb2_grpc as pb_grpc
+from tapedeck.settings import Settings
+from tapedeck.storage.backend import LocalBackend
+from tapedeck.storage.client import StorageClient
+from tapedeck.storage.server import StorageService
+
+
+@pytest.fixture
+def storage_settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        storage_addr=f"127.0.0.1:{free_port()}",
+        max_session_bytes=1_000_000,
+    )
+
+
+@pytest.fixture
+async def storage(storage_settings: Settings) -> AsyncIterator[StorageClient]:
+    """A real grpc.aio storage server on a loopback port, and a client for it."""
+    server = grpc.aio.server()
+    pb_grpc.add_StorageServicer_to_server(
+        StorageService(LocalBackend(storage_settings.data_dir), storage_settings), server
+    )
+    server.add_insecure_port(storage_settings.storage_addr)
+    await server.start()
+    async with StorageClient(storage_settings.storage_addr) as client:
+        yield client
+    await server.stop(None)

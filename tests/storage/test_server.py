@@ -1,0 +1,235 @@
+"""The storage gRPC contract, over a real socket."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import grpc
+import pytest
+from tapedeck._proto import storage_pb2 as pb
+from tapedeck.settings import Settings
+from tapedeck.storage.client import StorageClient, StorageError
+
+
+async def write_all(
+    storage: StorageClient, sid: str, track: str, data: bytes, finish: bool = True
+) -> int:
+    writer = await storage.open_writer(sid, track, "video/webm", 1.5)
+    offset = writer.committed
+    await writer.send(offset, data[offset:], finish=finish)
+    async for ack in writer.acks():
+        if ack.committed_size == len(data) and (ack.finished or not finish):
+            writer.cancel()
+            return ack.committed_size
+    raise AssertionError("no final ack")
+
+
+async def test_create_write_read_and_layout(
+    storage: StorageClient, storage_settings: Settings
+) -> None:
+    session = await storage.create_session()
+    data = os.urandom(300_000)
+    assert await write_all(storage, session.id, "video", data) == len(data)
+    stored = b"".join([c async for c in storage.read(session.id, "video")])
+    assert stored == data
+    middle = b"".join([c async for c in storage.read(session.id, "video", 1000, 5000)])
+    assert middle == data[1000:6000]
+    directory = storage_settings.data_dir / session.id
+    assert (directory / "video.webm").read_bytes() == data
+    assert (directory / "session.json").exists()
+    detail = await storage.get_session(session.id)
+    assert detail.state == pb.SESSION_STATE_RECORDED
+    assert detail.tracks[0].committed_size == len(data) and detail.tracks[0].finished
+    assert detail.tracks[0].mime_type == "video/webm" and detail.tracks[0].started_at == 1.5
+
+
+async def test_wrong_offset_is_out_of_range(storage: StorageClient) -> None:
+    session = await storage.create_session()
+    writer = await storage.open_writer(session.id, "audio", "audio/webm", 0)
+    await writer.send(0, b"abc")
+    await writer.send(10, b"def")
+    with pytest.raises(StorageError) as err:
+        async for _ in writer.acks():
+            pass
+    assert err.value.code == grpc.StatusCode.OUT_OF_RANGE
+    assert "write_offset 10" in err.value.message
+    status = await storage.query_write_status(session.id, "audio")
+    assert status.committed_size == 3 and not status.complete
+
+
+async def test_unknown_and_invalid_ids_are_distinct(storage: StorageClient) -> None:
+    with pytest.raises(StorageError) as unknown:
+        await storage.get_session("abcdefgh-0000")
+    assert unknown.value.code == grpc.StatusCode.NOT_FOUND
+    for bad in ("..", "../../etc", "a/b/c/d/e/f", "x" * 64, "ABCDEFGHI", "a%2Fbcdefgh"):
+        with pytest.raises(StorageError) as invalid:
+            await storage.get_session(bad)
+        assert invalid.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(StorageError) as invalid_write:
+            await storage.open_writer(bad, "video")
+        assert invalid_write.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    session = await storage.create_session()
+    with pytest.raises(StorageError) as bad_object:
+        await storage.open_writer(session.id, "../../passwd")
+    assert bad_object.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_finished_track_refuses_writes(storage: StorageClient) -> None:
+    session = await storage.create_session()
+    await write_all(storage, session.id, "video", b"x" * 100)
+    with pytest.raises(StorageError) as err:
+        await storage.open_writer(session.id, "video")
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_newer_writer_takes_over(storage: StorageClient) -> None:
+    session = await storage.create_session()
+    old = await storage.open_writer(session.id, "video", "video/webm", 0)
+    await old.send(0, b"a" * 1000)
+    async for ack in old.acks():
+        assert ack.committed_size == 1000
+        break
+    new = await storage.open_writer(session.id, "video", "video/webm", 0)
+    assert new.committed == 1000
+    with pytest.raises(StorageError) as err:
+        await old.send(1000, b"b" * 10)
+        async for _ in old.acks():
+            pass
+    assert err.value.code == grpc.StatusCode.ABORTED
+    await new.send(1000, b"c" * 10, finish=True)
+    async for ack in new.acks():
+        if ack.finished:
+            break
+    stored = b"".join([c async for c in storage.read(session.id, "video")])
+    assert stored == b"a" * 1000 + b"c" * 10
+
+
+async def test_session_byte_limit(storage: StorageClient) -> None:
+    session = await storage.create_session()
+    writer = await storage.open_writer(session.id, "video", "video/webm", 0)
+    await writer.send(0, b"v" * 900_000)
+    async for _ in writer.acks():
+        break
+    other = await storage.open_writer(session.id, "audio", "audio/webm", 0)
+    await other.send(0, b"a" * 200_000)
+    with pytest.raises(StorageError) as err:
+        async for _ in other.acks():
+            pass
+    assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert err.value.reason == "session-too-large"
+    assert (await storage.query_write_status(session.id, "video")).committed_size == 900_000
+
+
+async def test_list_paginates_and_filters(storage: StorageClient) -> None:
+    ids = set()
+    for _ in range(7):
+        ids.add((await storage.create_session()).id)
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = await storage.list_sessions(3, token)
+        assert len(page.sessions) <= 3
+        seen += [s.id for s in page.sessions]
+        token = page.next_page_token
+        if not token:
+            break
+    assert sorted(seen) == sorted(ids) and len(seen) == len(set(seen))
+    ready = await storage.list_sessions(10, "", [pb.SESSION_STATE_READY])
+    assert list(ready.sessions) == []
+    with pytest.raises(StorageError) as err:
+        await storage.list_sessions(3, "not-a-token!")
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_update_compare_and_set(storage: StorageClient) -> None:
+    session = await storage.create_session()
+    with pytest.raises(StorageError) as err:
+        await storage.update_session(
+            pb.UpdateSessionRequest(
+                session_id=session.id,
+                state=pb.SESSION_STATE_QUEUED,
+                if_state_in=[pb.SESSION_STATE_RECORDED],
+            )
+        )
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    updated = await storage.update_session(
+        pb.UpdateSessionRequest(
+            session_id=session.id, finish_tracks=True, if_state_in=[pb.SESSION_STATE_RECORDING]
+        )
+    )
+    assert updated.state == pb.SESSION_STATE_RECORDED
+
+
+async def test_output_is_published_atomically(
+    storage: StorageClient, tmp_path: Path, storage_settings: Settings
+) -> None:
+    session = await storage.create_session()
+    mp4 = tmp_path / "out.mp4"
+    mp4.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
+    assert await storage.upload_output(session.id, mp4) == mp4.stat().st_size
+    detail = await storage.get_session(session.id)
+    assert detail.output.size == mp4.stat().st_size and len(detail.output.etag) == 32
+    final = storage_settings.data_dir / session.id / f"{session.id}.mp4"
+    assert final.read_bytes() == mp4.read_bytes()
+    assert not list(final.parent.glob(".*partial"))
+    tail = b"".join(
+        [c async for c in storage.read(session.id, "output", final.stat().st_size - 10)]
+    )
+    assert tail == mp4.read_bytes()[-10:]
+
+
+async def test_delete_removes_everything(
+    storage: StorageClient, storage_settings: Settings
+) -> None:
+    session = await storage.create_session()
+    await write_all(storage, session.id, "audio", b"z" * 10)
+    await storage.delete_session(session.id)
+    assert not (storage_settings.data_dir / session.id).exists()
+    with pytest.raises(StorageError) as err:
+        await storage.get_session(session.id)
+    assert err.value.code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_delete_stops_active_writer(storage: StorageClient) -> None:
+    session = await storage.create_session()
+    writer = await storage.open_writer(session.id, "video", "video/webm", 0)
+    await writer.send(0, b"1" * 10)
+    async for _ in writer.acks():
+        break
+    await storage.delete_session(session.id)
+    with pytest.raises(StorageError):
+        await writer.send(10, b"2" * 10)
+        async for _ in writer.acks():
+            pass
+
+
+async def test_manifests_survive_restart(storage_settings: Settings) -> None:
+    """A second server over the same directory sees the sessions and sizes the first left."""
+    import grpc as grpc_mod
+    from tapedeck._proto import storage_pb2_grpc as pb_grpc
+    from tapedeck.storage.backend import LocalBackend
+    from tapedeck.storage.server import StorageService
+
+    async def run_server() -> grpc_mod.aio.Server:
+        server = grpc_mod.aio.server()
+        pb_grpc.add_StorageServicer_to_server(
+            StorageService(LocalBackend(storage_settings.data_dir), storage_settings), server
+        )
+        server.add_insecure_port(storage_settings.storage_addr)
+        await server.start()
+        return server
+
+    server = await run_server()
+    async with StorageClient(storage_settings.storage_addr) as client:
+        session = await client.create_session()
+        await write_all(client, session.id, "video", b"q" * 5000, finish=False)
+    await server.stop(None)
+    await asyncio.sleep(0.1)
+    server = await run_server()
+    async with StorageClient(storage_settings.storage_addr) as client:
+        detail = await client.get_session(session.id)
+        assert detail.tracks[0].committed_size == 5000 and not detail.tracks[0].finished
+        assert detail.state == pb.SESSION_STATE_RECORDING
+    await server.stop(None)
