@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from media import make_h264_webm, make_opus_webm, make_vp8_webm
 
 pytest_plugins = ["stack_fixtures"]

@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import av
+
 from tapedeck.settings import Settings
 
 Size = tuple[int, int]

@@ -12,6 +12,7 @@ from typing import Any
 import av
 import httpx
 import pytest
+
 from harness import Stack
 from media import make_garbage, packets, top_level_boxes
 from tapedeck.ingest.uploader import upload_track

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+
 from harness import Stack
 from tapedeck.ingest.uploader import upload_track
 

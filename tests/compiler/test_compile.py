@@ -13,6 +13,7 @@ from pathlib import Path
 import av
 import psutil
 import pytest
+
 from media import ffmpeg_binary, make_garbage, make_h264_webm, packets, top_level_boxes
 from tapedeck.compiler.plan import CompilePlan, OutputOptions, PlanError
 from tapedeck.compiler.probe import ProbeError, probe

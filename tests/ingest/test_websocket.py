@@ -9,10 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import Stack
-from tapedeck.ingest.uploader import UploadRejected, upload_track
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+
+from harness import Stack
+from tapedeck.ingest.uploader import UploadRejected, upload_track
 
 
 def new_session(api: httpx.Client) -> tuple[str, str]:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from harness import free_port
 from tapedeck._proto import storage_pb2_grpc as pb_grpc
 from tapedeck.settings import Settings

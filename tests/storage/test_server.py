@@ -8,6 +8,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from tapedeck._proto import storage_pb2 as pb
 from tapedeck.settings import Settings
 from tapedeck.storage.client import StorageClient, StorageError
@@ -208,6 +209,7 @@ async def test_delete_stops_active_writer(storage: StorageClient) -> None:
 async def test_manifests_survive_restart(storage_settings: Settings) -> None:
     """A second server over the same directory sees the sessions and sizes the first left."""
     import grpc as grpc_mod
+
     from tapedeck._proto import storage_pb2_grpc as pb_grpc
     from tapedeck.storage.backend import LocalBackend
     from tapedeck.storage.server import StorageService

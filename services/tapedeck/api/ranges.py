@@ -32,6 +32,11 @@ def select(range_header: str | None, if_range: str | None, size: int, etag: str)
     parsed = parse_range_header(range_header)
     if parsed is None or parsed.units != "bytes" or len(parsed.ranges) != 1:
         return whole
+    start, stop = parsed.ranges[0]
+    if start < 0 and stop is None and size > 0:
+        # A suffix longer than the file means the whole file (RFC 9110 §14.1.2); werkzeug
+        # calls that unsatisfiable.
+        return Slice(max(0, size + start), size, partial=True)
     bounds = parsed.range_for_length(size)
     if bounds is None:
         raise Unsatisfiable

@@ -1,0 +1,54 @@
+"""TTL expiry and idle finalization, run by the web process's sweeper against real storage."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+
+from harness import Stack, make_stack
+
+
+@pytest.fixture
+def short_lived(tmp_path: Path) -> Iterator[Stack]:
+    running = make_stack(tmp_path, session_ttl="3s", idle_finalize="1s", sweep_interval="0.5s")
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def wait_state(api: httpx.Client, sid: str, want: str | None, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = api.get(f"/api/sessions/{sid}")
+        if (want is None and response.status_code == 404) or (
+            response.status_code == 200 and response.json()["state"] == want
+        ):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{sid} never became {want or 'gone'}: {response.text}")
+
+
+async def test_idle_recording_is_finalized_then_expires(short_lived: Stack) -> None:
+    with httpx.Client(base_url=short_lived.base_url) as api:
+        created = api.post("/api/sessions").json()
+        sid = created["id"]
+        url = f"{short_lived.ws_base}/ws/audio?session={sid}&token={created['uploadToken']}"
+        async with connect(url) as ws:  # the client vanishes without `finish`
+            await ws.send(json.dumps({"type": "start", "mimeType": "audio/webm", "startedAt": 1}))
+            await ws.recv()
+            await ws.send(b"abc")
+            await ws.recv()
+        await asyncio.to_thread(wait_state, api, sid, "recorded")
+        detail = api.get(f"/api/sessions/{sid}").json()
+        assert detail["tracks"][0]["finished"] and detail["tracks"][0]["bytes"] == 3
+        await asyncio.to_thread(wait_state, api, sid, None)
+        assert not (short_lived.data_dir / sid).exists()

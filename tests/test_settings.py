@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tapedeck.settings import Settings, parse_duration
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90", 90),
+        ("90s", 90),
+        ("5m", 300),
+        ("24h", 86400),
+        ("1h30m", 5400),
+        ("2d", 172800),
+        ("250ms", 0.25),
+        ("1.5h", 5400),
+    ],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["", "h", "5 m", "5x", "-5m", "1h-30m", "m5"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAPEDECK_SESSION_TTL", "2h")
+    monkeypatch.setenv("TAPEDECK_DATA_DIR", "/srv/rec")
+    monkeypatch.setenv("TAPEDECK_MAX_FRAME_BYTES", "1024")
+    settings = Settings()
+    assert settings.session_ttl == timedelta(hours=2)
+    assert settings.data_dir == Path("/srv/rec") and settings.max_frame_bytes == 1024
+
+
+def test_ffmpeg_falls_back_to_the_wheel(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    path = Settings().ffmpeg_path()
+    assert "imageio_ffmpeg" in path and Path(path).exists()
+    monkeypatch.setenv("TAPEDECK_FFMPEG", "/opt/ffmpeg")
+    assert Settings().ffmpeg_path() == "/opt/ffmpeg"
