@@ -37,18 +37,21 @@ proto: $(VENV)/.stamp-dev
 	$(BIN)/python proto/generate.py services/tapedeck/_proto
 
 lint: $(VENV)/.stamp-dev
-	$(BIN)/ruff format --check services tests bench proto
-	$(BIN)/ruff check services tests bench proto
+	$(BIN)/ruff format --check services tests bench proto docs
+	$(BIN)/ruff check services tests bench proto docs
 	$(BIN)/mypy
 	@if [ -d frontend/node_modules ]; then cd frontend && npx tsc --noEmit; fi
 
 format: $(VENV)/.stamp-dev
-	$(BIN)/ruff format services tests bench proto
-	$(BIN)/ruff check --fix services tests bench proto
+	$(BIN)/ruff format services tests bench proto docs
+	$(BIN)/ruff check --fix services tests bench proto docs
 
 bench: $(VENV)/.stamp-dev
 	$(BIN)/python bench/ingest_memory.py
 	$(BIN)/python bench/compile_time.py
+
+screenshots: $(VENV)/.stamp-dev frontend
+	$(BIN)/python docs/make_screenshots.py
 
 clean:
 	rm -rf $(VENV) frontend/node_modules frontend/out frontend/.next
