@@ -9,8 +9,12 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tapedeck.settings import get_settings
+
+if TYPE_CHECKING:
+    from tapedeck.compiler.plan import OutputOptions
 
 ROLES = ("storage", "ingest", "api", "web")
 
@@ -39,7 +43,17 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--host")
     compile_ = sub.add_parser("compile", help="compile one session (what a compile Job runs)")
     compile_.add_argument("session_id")
+    compile_.add_argument("--video-codec", choices=("auto", "h264"), help="h264: always re-encode")
+    compile_.add_argument("--crf", type=int, help="libx264 quality, 0-51 (default 23)")
+    compile_.add_argument("--preset", help="libx264 preset (default veryfast)")
+    compile_.add_argument("--max-height", type=int, help="scale taller video down to this")
+    operator = sub.add_parser("operator", help="the Kubernetes operator (RecordingSession → Jobs)")
+    scope = operator.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", help="namespace to serve (repeatable)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true")
+    operator.add_argument("--liveness", help="liveness endpoint URL (default: settings)")
     args = parser.parse_args(argv)
+    options = _output_options(parser, args) if args.command == "compile" else None
 
     for name in ("port", "host", "data_dir"):
         value = getattr(args, name, None)
@@ -87,4 +101,31 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "compile":
         from tapedeck.compiler.job import main as compile_main
 
-        sys.exit(asyncio.run(compile_main(args.session_id, settings)))
+        sys.exit(asyncio.run(compile_main(args.session_id, settings, options)))
+    elif args.command == "operator":
+        from tapedeck_operator.run import run_operator
+
+        run_operator(
+            settings,
+            namespaces=args.namespace or [],
+            clusterwide=args.all_namespaces,
+            liveness=args.liveness,
+        )
+
+
+def _output_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> OutputOptions:
+    """`--crf/--preset/--max-height/--video-codec` → the compiler's (and the CRD's) options."""
+    from pydantic import ValidationError
+
+    from tapedeck.compiler.plan import OutputOptions
+
+    given = {
+        name: getattr(args, name)
+        for name in ("video_codec", "crf", "preset", "max_height")
+        if getattr(args, name) is not None
+    }
+    try:
+        return OutputOptions(**given)
+    except ValidationError as err:
+        first = err.errors()[0]
+        parser.error(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}")

@@ -9,8 +9,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -64,6 +64,39 @@ class Settings(BaseSettings):
     compile_max_attempts: int = 3
     compile_timeout: Duration = timedelta(hours=2)
     frontend_dir: Path | None = None
+
+    # Doors (docs/security.md).
+    allowed_origins: Annotated[list[str], NoDecode] = []
+    """Origins allowed to open WebSockets besides the page's own (comma-separated, or `*`)."""
+    cors_origins: Annotated[list[str], NoDecode] = []
+    """Origins allowed to call /api from other sites; empty: CORS off."""
+    max_open_sessions: int = 1000
+    """Sessions that may be `recording` at once; more are refused until some finish."""
+    sessions_per_minute: int = 60
+    """New sessions per client address per minute (0: unlimited)."""
+
+    @field_validator("allowed_origins", "cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    # Cluster mode (the api's RecordingSession hooks, and the operator).
+    namespace: str | None = None
+    """Where RecordingSessions and compile Jobs live; default: the pod's own namespace."""
+    compile_image: str = "tapedeck-compile:0.1.0"
+    compile_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    compile_resources: dict[str, dict[str, str]] = {
+        "requests": {"cpu": "250m", "memory": "256Mi"},
+        "limits": {"cpu": "2", "memory": "2Gi"},
+    }
+    """A Kubernetes `resources` block for compile pods (JSON in TAPEDECK_COMPILE_RESOURCES)."""
+    compile_scratch_size: str = "10Gi"
+    """Size limit of the compile pod's /tmp (an emptyDir): the tracks are copied there."""
+    compile_job_ttl: Duration = timedelta(hours=1)
+    """How long a finished compile Job (and its pod's log) is kept."""
+    operator_liveness: str = "http://0.0.0.0:8080/healthz"
 
     def ffmpeg_path(self) -> str:
         """FFmpeg from TAPEDECK_FFMPEG, else PATH, else the imageio-ffmpeg wheel's binary."""

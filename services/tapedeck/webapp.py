@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -110,6 +111,14 @@ def create_app(settings: Settings, parts: Iterable[str] = ("api", "ingest")) -> 
         description="Record from a browser, stream to a server, compile into an MP4.",
     )
     errors.install(app)
+    if settings.cors_origins:  # off unless configured: the UI is same-origin
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Range"],
+            expose_headers=["Content-Range", "ETag", "Content-Disposition"],
+        )
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -125,7 +134,14 @@ def create_app(settings: Settings, parts: Iterable[str] = ("api", "ingest")) -> 
     if "ingest" in parts:
         app.include_router(Ingest(storage, settings, secret).router())
     if "api" in parts:
-        app.include_router(build_router(storage, settings, secret, worker))
+        if settings.mode == "cluster":
+            from tapedeck.cluster.api import ClusterSessions
+            from tapedeck.cluster.kube import Kube
+
+            cluster = ClusterSessions(Kube.from_settings(settings))
+            app.include_router(build_router(storage, settings, secret, cluster, cluster))
+        else:
+            app.include_router(build_router(storage, settings, secret, worker))
         frontend = settings.frontend_dir or default_frontend_dir()
         if frontend is not None:
             app.mount("/", FrontendFiles(directory=frontend, html=True), name="frontend")

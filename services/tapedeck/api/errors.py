@@ -36,6 +36,8 @@ _STORAGE_STATUS = {
 
 
 def from_storage(err: StorageError) -> ApiError:
+    if err.reason == "too-many-open-sessions":
+        return ApiError(429, "too-many-sessions", err.message, {"Retry-After": "30"})
     status, code = _STORAGE_STATUS.get(err.code, (503, "storage-unavailable"))
     message = err.message if status != 503 else "storage is unavailable; try again shortly"
     return ApiError(status, code, message)
@@ -49,7 +51,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StorageError)
     async def storage_error(_: Request, exc: StorageError) -> JSONResponse:
         err = from_storage(exc)
-        return error_response(err.status, err.code, err.message)
+        return error_response(err.status, err.code, err.message, err.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -35,6 +35,15 @@ class OutputView(_Model):
     audio_codec: str
 
 
+class ResourceView(_Model):
+    """Cluster mode: the session's RecordingSession resource, as the operator reports it."""
+
+    name: str
+    phase: str | None
+    job: str | None = Field(description="the compile Job of the latest compile request")
+    message: str | None
+
+
 class SessionView(_Model):
     id: str
     state: str
@@ -50,6 +59,11 @@ class SessionView(_Model):
     error: str | None
     compile_attempts: int
     download_url: str | None
+    resource: ResourceView | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="cluster mode only: the RecordingSession resource's status",
+    )
 
 
 class SessionList(_Model):
@@ -77,7 +91,9 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-def session_view(session: pb.Session, download_url: str | None) -> SessionView:
+def session_view(
+    session: pb.Session, download_url: str | None, resource: ResourceView | None = None
+) -> SessionView:
     state = PB_TO_STATE[session.state]
     output = None
     if session.HasField("output") and session.output.size:
@@ -112,4 +128,5 @@ def session_view(session: pb.Session, download_url: str | None) -> SessionView:
         error=session.error or None,
         compile_attempts=session.compile_attempts,
         download_url=download_url if output else None,
+        resource=resource,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Annotated, Protocol
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -18,12 +18,15 @@ from tapedeck.api.models import (
     CompileAccepted,
     CreatedSession,
     ErrorBody,
+    ResourceView,
     SessionList,
     SessionView,
     ms_to_datetime,
     session_view,
 )
-from tapedeck.lifecycle import CompileVerdict, SessionFacts, decide_compile
+from tapedeck.compiler.queue import request_compile
+from tapedeck.guards import creation_limiter
+from tapedeck.lifecycle import CompileVerdict
 from tapedeck.sessions import OUTPUT, State, is_valid_session_id
 from tapedeck.settings import Settings
 from tapedeck.storage.client import StorageClient, StorageError
@@ -36,6 +39,19 @@ class CompileDispatcher(Protocol):
     """Starts compiles: the local worker in embedded mode, the operator in a cluster."""
 
     async def submit(self, session_id: str) -> None: ...
+
+
+class SessionDirectory(Protocol):
+    """Where sessions are registered besides storage: RecordingSession resources in a cluster.
+
+    Embedded mode has none. Storage stays the source of truth for state and progress.
+    """
+
+    async def created(self, session_id: str) -> None: ...
+
+    async def deleted(self, session_id: str) -> None: ...
+
+    async def describe(self, session_ids: Sequence[str]) -> Mapping[str, ResourceView]: ...
 
 
 def checked_id(session_id: str) -> str:
@@ -52,7 +68,11 @@ ERRORS: dict[int | str, dict[str, object]] = {
 
 
 def build_router(
-    storage: StorageClient, settings: Settings, secret: str, dispatcher: CompileDispatcher
+    storage: StorageClient,
+    settings: Settings,
+    secret: str,
+    dispatcher: CompileDispatcher,
+    directory: SessionDirectory | None = None,
 ) -> APIRouter:
     auth = Auth(settings, secret)
     router = APIRouter(prefix="/api", responses=ERRORS)
@@ -66,12 +86,32 @@ def build_router(
                 raise ApiError(404, "not-found", f"session {session_id} not found") from None
             raise
 
-    def view(session: pb.Session) -> SessionView:
-        return session_view(session, auth.download_url(session.id))
+    async def views(sessions: Sequence[pb.Session]) -> list[SessionView]:
+        resources = await directory.describe([s.id for s in sessions]) if directory else {}
+        return [session_view(s, auth.download_url(s.id), resources.get(s.id)) for s in sessions]
 
-    @router.post("/sessions", status_code=201, dependencies=guarded)
+    creation = creation_limiter(settings.sessions_per_minute)
+
+    def limit_creation(request: Request) -> None:
+        client = request.client.host if request.client else "unknown"
+        if not creation.allow(client):
+            wait = creation.retry_after(client)
+            raise ApiError(
+                429,
+                "rate-limited",
+                f"too many new sessions from {client}; retry in {wait} s",
+                {"Retry-After": str(wait)},
+            )
+
+    @router.post("/sessions", status_code=201, dependencies=[*guarded, Depends(limit_creation)])
     async def create_session() -> CreatedSession:
         session = await storage.create_session()
+        if directory:
+            try:
+                await directory.created(session.id)
+            except Exception:
+                await storage.delete_session(session.id)
+                raise
         expires = int(time.time() + settings.upload_token_ttl.total_seconds())
         return CreatedSession(
             id=session.id,
@@ -89,62 +129,43 @@ def build_router(
         states = [STATE_TO_PB[state]] if state else []
         page = await storage.list_sessions(limit, cursor or "", states)
         return SessionList(
-            items=[view(s) for s in page.sessions], next_cursor=page.next_page_token or None
+            items=await views(page.sessions), next_cursor=page.next_page_token or None
         )
 
     @router.get("/sessions/{session_id}", dependencies=guarded)
     async def session_detail(session_id: str) -> SessionView:
-        return view(await get_session(session_id))
+        return (await views([await get_session(session_id)]))[0]
 
     @router.delete("/sessions/{session_id}", status_code=204, dependencies=guarded)
     async def delete_session(session_id: str) -> Response:
         await get_session(session_id)
-        await storage.delete_session(session_id)
+        if directory:
+            # The resource's finalizer deletes the data as well; doing it here too makes the
+            # 204 true at once, and whichever comes second finds nothing left to delete.
+            await directory.deleted(session_id)
+            try:
+                await storage.delete_session(session_id)
+            except StorageError as err:
+                if err.code.name != "NOT_FOUND":
+                    raise
+        else:
+            await storage.delete_session(session_id)
         return Response(status_code=204)
 
     @router.post("/compile-video/{session_id}", status_code=202, dependencies=guarded)
     async def compile_video(session_id: str) -> CompileAccepted:
-        session = await get_session(session_id)
-        state = PB_TO_STATE[session.state]
-        verdict = decide_compile(
-            SessionFacts(
-                state=state,
-                writing=session.writing,
-                recorded_bytes=sum(t.committed_size for t in session.tracks),
-            )
-        )
-        if verdict == CompileVerdict.ALREADY:
-            return CompileAccepted(state=state.value)
-        if verdict == CompileVerdict.STILL_RECORDING:
+        request = await request_compile(storage, await get_session(session_id))
+        if request.verdict == CompileVerdict.STILL_RECORDING:
             raise ApiError(
                 409, "still-recording", "a track is still being written; stop the recording first"
             )
-        if verdict == CompileVerdict.EMPTY:
+        if request.verdict == CompileVerdict.EMPTY:
             raise ApiError(409, "empty", "nothing was recorded in this session")
-        if verdict == CompileVerdict.EXPIRED:
+        if request.verdict == CompileVerdict.EXPIRED:
             raise ApiError(409, "expired", "this session has expired")
-        allowed = [pb.SESSION_STATE_RECORDED, pb.SESSION_STATE_FAILED]
-        if verdict == CompileVerdict.FINALIZE_AND_QUEUE:
-            allowed.append(pb.SESSION_STATE_RECORDING)
-        try:
-            await storage.update_session(
-                pb.UpdateSessionRequest(
-                    session_id=session_id,
-                    state=pb.SESSION_STATE_QUEUED,
-                    progress=0.0,
-                    error="",
-                    compile_attempts=0,
-                    if_state_in=allowed,
-                    finish_tracks=verdict == CompileVerdict.FINALIZE_AND_QUEUE,
-                )
-            )
-        except StorageError as err:
-            if err.code.name != "FAILED_PRECONDITION":
-                raise
-            # Someone else moved it first (a concurrent request): report where it is now.
-            return CompileAccepted(state=PB_TO_STATE[(await get_session(session_id)).state].value)
-        await dispatcher.submit(session_id)
-        return CompileAccepted(state=State.QUEUED.value)
+        if request.queued:
+            await dispatcher.submit(session_id)
+        return CompileAccepted(state=request.state.value)
 
     @router.api_route(
         "/download/{session_id}",

@@ -1,0 +1,334 @@
+"""What the handlers do, with the I/O: storage over gRPC, Jobs and status over the API.
+
+The decisions are not here: `tapedeck.compiler.queue.request_compile` (the api's own
+compare-and-set), `tapedeck.lifecycle`, `jobs` and `status` make them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import grpc
+import kopf
+
+from tapedeck._proto import storage_pb2 as pb
+from tapedeck.cluster.kube import KubeConflict
+from tapedeck.cluster.resources import (
+    LABEL_SESSION_ID,
+    InvalidSpec,
+    RecordingSessionSpec,
+    is_label_value,
+    parse_spec,
+    pending_compile_request,
+)
+from tapedeck.compiler.queue import request_compile
+from tapedeck.lifecycle import AfterExit, CompileVerdict, is_expired
+from tapedeck.sessions import State
+from tapedeck.storage.client import StorageError
+from tapedeck.storage.records import PB_TO_STATE, now_ms
+from tapedeck_operator import status as st
+from tapedeck_operator._context import Context
+from tapedeck_operator._errors import classified
+from tapedeck_operator.jobs import build_job
+
+log = logging.getLogger(__name__)
+
+WAIT_FOR_RECORDING = 15.0  # seconds between looks at a recording that must finish first
+
+Json = dict[str, Any]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_body(resource: Mapping[str, Any]) -> kopf.Body:
+    """What kopf's Event posting takes (it needs apiVersion, kind and metadata)."""
+    if isinstance(resource, kopf.Body):
+        return resource
+    return kopf.Body(cast(kopf.RawBody, dict(resource)))
+
+
+def post(resource: Mapping[str, Any], previous: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    for event in st.events(previous, new):
+        if event.warning:
+            kopf.warn(as_body(resource), reason=event.reason, message=event.message)
+        else:
+            kopf.info(as_body(resource), reason=event.reason, message=event.message)
+
+
+async def get_or_none(ctx: Context, session_id: str) -> pb.Session | None:
+    with classified("reading the session"):
+        try:
+            return await ctx.storage.get_session(session_id)
+        except StorageError as err:
+            if err.code == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+
+
+async def ensure_session(ctx: Context, session_id: str, spec: RecordingSessionSpec) -> pb.Session:
+    """The session in storage, created if it is not there yet; its expiry follows `spec.ttl`."""
+    ttl = int(spec.ttl.total_seconds()) if spec.ttl else 0
+    session = await get_or_none(ctx, session_id)
+    with classified("creating the session"):
+        if session is None:
+            try:
+                session = await ctx.storage.create_session(session_id, ttl_seconds=ttl)
+            except StorageError as err:
+                if err.code != grpc.StatusCode.ALREADY_EXISTS:
+                    raise
+                session = await ctx.storage.get_session(session_id)
+        if ttl and session.expires_at_ms != session.created_at_ms + ttl * 1000:
+            session = await ctx.storage.update_session(
+                pb.UpdateSessionRequest(
+                    session_id=session_id, expires_at_ms=session.created_at_ms + ttl * 1000
+                )
+            )
+    return session
+
+
+@dataclass
+class CompileOutcome:
+    session: pb.Session
+    job: Json | None
+    handled: int | None
+    note: str = ""
+    wait: bool = False
+
+
+async def has_running_job(ctx: Context, body: Mapping[str, Any], job: Mapping[str, Any]) -> bool:
+    if not job or job.get("phase") in (st.JOB_SUCCEEDED, st.JOB_FAILED):
+        return False
+    found = await ctx.kube.get_job(str(job["name"]), body["metadata"]["namespace"])
+    return found is not None and not st.job_view(found).finished
+
+
+async def ensure_job(ctx: Context, body: Mapping[str, Any], manifest: Json) -> Json:
+    """Create the request's Job, or adopt it if an earlier attempt (ours) already did."""
+    try:
+        return await ctx.kube.create_job(manifest)
+    except KubeConflict:
+        name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
+        existing = await ctx.kube.get_job(name, namespace)
+        uid = body["metadata"].get("uid")
+        owners = (existing or {}).get("metadata", {}).get("ownerReferences") or []
+        if existing is not None and any(o.get("uid") == uid for o in owners):
+            log.info("adopting the existing Job %s", name)
+            return existing
+        raise kopf.TemporaryError(
+            f"a Job named {name} exists but is not this resource's (an older one being "
+            "deleted?); trying again",
+            delay=30,
+        ) from None
+
+
+async def start_compile(
+    ctx: Context,
+    body: Mapping[str, Any],
+    spec: RecordingSessionSpec,
+    session: pb.Session,
+    request: int,
+    status: Mapping[str, Any],
+) -> CompileOutcome:
+    """Act on compile request `request`: queue the session (the api's compare-and-set) and
+    make the request's one Job."""
+    job = status.get("job")
+    result = await request_compile(ctx.storage, session)
+    if result.verdict == CompileVerdict.STILL_RECORDING:
+        note = "waiting for the recording to finish before compiling"
+        return CompileOutcome(session, job, status.get("compileRequest"), note, wait=True)
+    if result.verdict in (CompileVerdict.EMPTY, CompileVerdict.EXPIRED):
+        note = (
+            "nothing was recorded in this session"
+            if result.verdict == CompileVerdict.EMPTY
+            else "the session has expired"
+        )
+        kopf.warn(as_body(body), reason="CompileRefused", message=note)
+        return CompileOutcome(session, job, request, note)
+    start = result.queued or (
+        result.state in (State.QUEUED, State.COMPILING)
+        and not await has_running_job(ctx, body, job or {})
+    )
+    if start:
+        manifest = build_job(body, session.id, request, spec.output, ctx.settings)
+        job = st.job_view(await ensure_job(ctx, body, manifest)).as_status()
+        kopf.info(
+            as_body(body),
+            reason="JobCreated",
+            message=f"compile request {request}: Job {manifest['metadata']['name']}",
+        )
+    return CompileOutcome(await ctx.storage.get_session(session.id), job, request)
+
+
+def apply(
+    patch: MutableMapping[str, Any],
+    body: Mapping[str, Any],
+    previous: Mapping[str, Any],
+    new: Mapping[str, Any],
+) -> None:
+    changes = st.status_patch(previous, new)
+    if changes:
+        patch.setdefault("status", {}).update(changes)
+    post(body, previous, new)
+
+
+async def reconcile_spec(ctx: Context, body: Mapping[str, Any], patch: kopf.Patch) -> None:
+    """On create, resume and every spec change: the session exists, and a pending compile
+    request gets its Job."""
+    meta = body["metadata"]
+    status = dict(body.get("status") or {})
+    generation = meta.get("generation")
+    kept = {"job": status.get("job"), "compile_request": status.get("compileRequest")}
+    try:
+        spec = parse_spec(body.get("spec") or {})
+    except InvalidSpec as err:
+        new = st.build_status(
+            None, status, utcnow(), generation=generation, note=str(err), phase=st.INVALID, **kept
+        )
+        apply(patch, body, status, new)
+        raise kopf.PermanentError(str(err)) from None
+    session_id = spec.session_id or meta["name"]
+    if (
+        is_label_value(session_id)
+        and (meta.get("labels") or {}).get(LABEL_SESSION_ID) != session_id
+    ):
+        patch.metadata.setdefault("labels", {})[LABEL_SESSION_ID] = session_id
+    session = await ensure_session(ctx, session_id, spec)
+    outcome = CompileOutcome(session, kept["job"], kept["compile_request"])
+    request = pending_compile_request(spec, status)
+    if request is not None:
+        with classified("requesting a compile"):
+            outcome = await start_compile(ctx, body, spec, session, request, status)
+    new = st.build_status(
+        outcome.session,
+        status,
+        utcnow(),
+        job=outcome.job,
+        compile_request=outcome.handled,
+        generation=generation,
+        note=outcome.note,
+    )
+    apply(patch, body, status, new)
+    if outcome.wait:
+        raise kopf.TemporaryError(outcome.note, delay=WAIT_FOR_RECORDING)
+
+
+async def patch_status(
+    ctx: Context, resource: Mapping[str, Any], previous: Mapping[str, Any], new: Mapping[str, Any]
+) -> None:
+    changes = st.status_patch(previous, new)
+    if changes:
+        meta = resource["metadata"]
+        with classified("updating the status"):
+            await ctx.kube.patch_session_status(meta["name"], changes, meta["namespace"])
+    post(resource, previous, new)
+
+
+async def expire(ctx: Context, resource: Mapping[str, Any], session_id: str) -> None:
+    """TTL: the data and then the resource go (its finalizer finds nothing left to delete)."""
+    meta = resource["metadata"]
+    kopf.info(as_body(resource), reason="Expired", message="the session expired; deleting it")
+    with classified("deleting an expired session"):
+        try:
+            await ctx.storage.delete_session(session_id)
+        except StorageError as err:
+            if err.code != grpc.StatusCode.NOT_FOUND:
+                raise
+        await ctx.kube.delete_session(meta["name"], meta["namespace"])
+
+
+async def refresh(
+    ctx: Context, resource: Mapping[str, Any], job: Mapping[str, Any] | None = None
+) -> None:
+    """Mirror storage (and the current request's Job) into status; settle a session whose
+    Job ended without settling it; delete the session when it has expired."""
+    meta = resource["metadata"]
+    if meta.get("deletionTimestamp"):
+        return
+    status = dict(resource.get("status") or {})
+    try:
+        spec = parse_spec(resource.get("spec") or {})
+    except InvalidSpec:
+        return  # reported by the spec handler; nothing is stored under an invalid id
+    session_id = spec.session_id or meta["name"]
+    handled = status.get("compileRequest")
+    kept = {"compile_request": handled, "generation": status.get("observedGeneration")}
+    now = utcnow()
+    session = await get_or_none(ctx, session_id)
+    if session is None:
+        expires = status.get("expiresAt")
+        if expires and datetime.fromisoformat(expires.replace("Z", "+00:00")) <= now:
+            await expire(ctx, resource, session_id)
+            return
+        note = "the session's data is not in storage"
+        new = st.build_status(
+            None, status, now, job=status.get("job"), note=note, phase=st.MISSING, **kept
+        )
+        await patch_status(ctx, resource, status, new)
+        return
+    if is_expired(session.expires_at_ms, now_ms()):
+        await expire(ctx, resource, session_id)
+        return
+
+    current = status.get("job")
+    view: st.JobView | None = None
+    if job is not None:
+        view = st.job_view(job)
+    elif current and current.get("phase") not in (st.JOB_SUCCEEDED, st.JOB_FAILED):
+        with classified("reading the compile Job"):
+            found = await ctx.kube.get_job(str(current["name"]), meta["namespace"])
+        view = st.job_view(found) if found else st.vanished_job(current)
+    if view is not None and (handled is None or view.request != handled):
+        view = None  # a Job of an earlier request: the current one is what status shows
+    if view is not None and view.finished:
+        state = PB_TO_STATE[session.state]
+        if st.after_job(state) == AfterExit.GIVE_UP:
+            message = st.give_up_message(view)
+            with classified("recording a failed compile"):
+                try:
+                    session = await ctx.storage.update_session(
+                        pb.UpdateSessionRequest(
+                            session_id=session_id,
+                            state=pb.SESSION_STATE_FAILED,
+                            error=message,
+                            if_state_in=[pb.SESSION_STATE_QUEUED, pb.SESSION_STATE_COMPILING],
+                        )
+                    )
+                except StorageError as err:
+                    if err.code != grpc.StatusCode.FAILED_PRECONDITION:
+                        raise
+                    session = await ctx.storage.get_session(session_id)
+
+    state = PB_TO_STATE[session.state]
+    same_phase = status.get("phase") == st.PHASES[state]
+    note = str(status.get("message") or "") if same_phase and state != State.FAILED else ""
+    new = st.build_status(
+        session,
+        status,
+        now,
+        job=view.as_status() if view else current,
+        note=note,
+        **kept,
+    )
+    await patch_status(ctx, resource, status, new)
+
+
+async def cleanup(ctx: Context, body: Mapping[str, Any]) -> None:
+    """The finalizer: the session's data goes with its resource."""
+    try:
+        spec = parse_spec(body.get("spec") or {})
+    except InvalidSpec:
+        return  # nothing is ever stored under an invalid id
+    session_id = spec.session_id or body["metadata"]["name"]
+    with classified("deleting the session's data"):
+        try:
+            await ctx.storage.delete_session(session_id)
+        except StorageError as err:
+            if err.code != grpc.StatusCode.NOT_FOUND:
+                raise
+    log.info("deleted the data of session %s", session_id)

@@ -1,0 +1,99 @@
+"""The kopf handlers: `kopf run -m tapedeck_operator.handlers`, or `tapedeck operator`.
+
+- create / resume / spec change → the session exists in storage, and a pending compile
+  request gets exactly one Job (`_sessions.reconcile_spec`);
+- Job events → the outcome is mirrored into status (and a Job that ended without settling
+  the session marks it failed) before Kubernetes cleans the Job up;
+- timers → progress while compiling, status and TTL otherwise: an expired session's data
+  and resource are deleted;
+- deletion → the finalizer deletes the session's data from storage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from tapedeck.cluster.resources import FINALIZER, GROUP, KIND, PLURAL, VERSION
+from tapedeck.settings import Settings
+from tapedeck_operator import _sessions
+from tapedeck_operator._context import MEMO_KEY, Context, context
+from tapedeck_operator.jobs import LABEL_MANAGED_BY, MANAGED_BY
+
+# Read once, when kopf loads this module: timers' intervals are part of their registration.
+SWEEP_INTERVAL = Settings().sweep_interval.total_seconds()
+PROGRESS_INTERVAL = min(2.0, SWEEP_INTERVAL)
+
+SESSIONS = (GROUP, VERSION, PLURAL)
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Our own names for what kopf keeps on the resources, and nothing in `status` that the
+    # CRD's structural schema would prune.
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # One replica (Deployment strategy Recreate), no peering: see docs/kubernetes.md.
+    settings.peering.standalone = True
+    # The CRD comes with the chart, before the operator: no need to watch for CRDs (nor the
+    # cluster-wide RBAC that would take).
+    settings.scanning.disabled = True
+    if MEMO_KEY not in memo:
+        memo[MEMO_KEY] = Context.from_environment()
+    context(memo).start_sweeper()
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    if MEMO_KEY in memo:
+        await context(memo).close()
+
+
+@kopf.on.resume(*SESSIONS)
+@kopf.on.create(*SESSIONS)
+@kopf.on.update(*SESSIONS, field="spec")
+async def reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    await _sessions.reconcile_spec(context(memo), body, patch)
+
+
+@kopf.on.delete(*SESSIONS)
+async def delete_data(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await _sessions.cleanup(context(memo), body)
+
+
+def _compiling(status: kopf.Status, **_: Any) -> bool:
+    return status.get("phase") in ("Queued", "Compiling")
+
+
+@kopf.timer(*SESSIONS, interval=PROGRESS_INTERVAL, when=_compiling, id="progress")
+@kopf.timer(*SESSIONS, interval=SWEEP_INTERVAL, initial_delay=SWEEP_INTERVAL, id="sweep")
+async def refresh(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    ctx = context(memo)
+    meta = body["metadata"]
+    fresh = await ctx.kube.get_session(meta["name"], meta["namespace"])  # not the timer's copy
+    if fresh is not None and fresh["metadata"].get("uid") == meta.get("uid"):
+        await _sessions.refresh(ctx, fresh)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})
+async def job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    if type == "DELETED":
+        return  # a finished Job's outcome was mirrored when it finished; timers cover the rest
+    owner = next(
+        (
+            ref
+            for ref in body["metadata"].get("ownerReferences") or []
+            if ref.get("kind") == KIND and str(ref.get("apiVersion", "")).startswith(GROUP + "/")
+        ),
+        None,
+    )
+    if owner is None:
+        return
+    ctx = context(memo)
+    resource = await ctx.kube.get_session(owner["name"], body["metadata"]["namespace"])
+    if resource is not None and resource["metadata"].get("uid") == owner.get("uid"):
+        await _sessions.refresh(ctx, resource, job=body)

@@ -1,0 +1,205 @@
+"""The compile Job for one compile request: pure, so its every field is unit-tested.
+
+The pod runs `tapedeck compile ID` with the resource's output options, against the storage
+service over gRPC (no shared volume): the same command the embedded worker runs locally.
+Its exit codes (`tapedeck.compiler.job`) drive the pod failure policy: 1 is a compile that
+failed on its input (the session is already `failed`, with FFmpeg's message), so the Job
+fails at once; 75 (storage unreachable) is retried up to `backoffLimit`; a pod evicted or
+preempted is retried without counting.
+
+`python -m tapedeck_operator.jobs examples/recordingsession.yaml` prints the Job the operator
+makes for that resource (docs/kubernetes.md shows it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from tapedeck.cluster.resources import API_VERSION, KIND
+from tapedeck.compiler.job import EXIT_FAILED
+from tapedeck.compiler.plan import OutputOptions
+from tapedeck.settings import Settings
+
+NAME_PREFIX = "tapedeck-compile-"
+MAX_NAME = 63  # a Job's name is also a label value on its pods
+CONTAINER = "compile"
+UID = 10001
+
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "tapedeck-operator"
+LABEL_REQUEST = "tapedeck.io/compile-request"
+ANNOTATION_SESSION_ID = "tapedeck.io/session-id"
+LABELS = {
+    "app.kubernetes.io/name": "tapedeck",
+    "app.kubernetes.io/component": "compile",
+    LABEL_MANAGED_BY: MANAGED_BY,
+}
+
+
+def job_name(session_id: str, request: int) -> str:
+    """Deterministic, so a repeated or restarted request finds its Job instead of making one.
+
+    `tapedeck-compile-{session id}-{request}`; a session id too long for that is cut and
+    followed by a hash of the whole id, so two long ids never share a name.
+    """
+    suffix = f"-{request}"
+    name = f"{NAME_PREFIX}{session_id}{suffix}"
+    if len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.sha256(session_id.encode()).hexdigest()[:8]
+    room = MAX_NAME - len(NAME_PREFIX) - len(suffix) - len(digest) - 1
+    return f"{NAME_PREFIX}{session_id[:room].rstrip('-')}-{digest}{suffix}"
+
+
+def compile_args(session_id: str, output: OutputOptions) -> list[str]:
+    args = [
+        "compile",
+        session_id,
+        "--video-codec",
+        output.video_codec,
+        "--crf",
+        str(output.crf),
+        "--preset",
+        output.preset,
+    ]
+    if output.max_height is not None:
+        args += ["--max-height", str(output.max_height)]
+    return args
+
+
+def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
+    meta = owner["metadata"]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def build_job(
+    owner: Mapping[str, Any],
+    session_id: str,
+    request: int,
+    output: OutputOptions,
+    settings: Settings,
+) -> dict[str, Any]:
+    """The Job for compile request `request` of the RecordingSession `owner`."""
+    labels = {**LABELS, LABEL_REQUEST: str(request)}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(session_id, request),
+            "namespace": owner["metadata"]["namespace"],
+            "labels": dict(labels),
+            "annotations": {ANNOTATION_SESSION_ID: session_id},
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {
+            "backoffLimit": max(0, settings.compile_max_attempts - 1),
+            "activeDeadlineSeconds": int(settings.compile_timeout.total_seconds()),
+            "ttlSecondsAfterFinished": int(settings.compile_job_ttl.total_seconds()),
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        # The compile failed on its input and recorded why: retrying would
+                        # fail the same way.
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": CONTAINER,
+                            "operator": "In",
+                            "values": [EXIT_FAILED],
+                        },
+                    },
+                    {
+                        # Evicted, preempted or drained: not the compile's fault.
+                        "action": "Ignore",
+                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                    },
+                ]
+            },
+            "template": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": UID,
+                        "runAsGroup": UID,
+                        "fsGroup": UID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": CONTAINER,
+                            "image": settings.compile_image,
+                            "imagePullPolicy": settings.compile_image_pull_policy,
+                            "command": ["tapedeck"],
+                            "args": compile_args(session_id, output),
+                            "env": [
+                                {"name": "TAPEDECK_STORAGE_ADDR", "value": settings.storage_addr},
+                                {"name": "TMPDIR", "value": "/tmp"},
+                                {"name": "HOME", "value": "/tmp"},
+                                {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+                            ],
+                            "resources": {
+                                k: dict(v) for k, v in settings.compile_resources.items()
+                            },
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "readOnlyRootFilesystem": True,
+                                "runAsNonRoot": True,
+                                "capabilities": {"drop": ["ALL"]},
+                                "seccompProfile": {"type": "RuntimeDefault"},
+                            },
+                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                        }
+                    ],
+                    "volumes": [
+                        {"name": "tmp", "emptyDir": {"sizeLimit": settings.compile_scratch_size}}
+                    ],
+                },
+            },
+        },
+    }
+
+
+def example_job(resource: Mapping[str, Any]) -> dict[str, Any]:
+    """The Job the operator makes for a resource's first compile, with default settings and
+    the storage address the Helm chart gives the operator (for docs/kubernetes.md)."""
+    from tapedeck.cluster.resources import parse_spec, session_id_of
+
+    settings = Settings.model_construct(storage_addr="tapedeck-storage:50051")
+    owner = {
+        **resource,
+        "metadata": {
+            "namespace": "tapedeck",
+            "uid": "5e1f2d9a-8c41-4a55-9a3e-1b7c2f60d2aa",
+            **resource["metadata"],
+        },
+    }
+    spec = parse_spec(resource.get("spec") or {})
+    return build_job(owner, session_id_of(resource), spec.compile_request, spec.output, settings)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m tapedeck_operator.jobs RESOURCE.yaml`: print the Job for that resource."""
+    import argparse
+
+    import yaml
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("resource", type=argparse.FileType())
+    args = parser.parse_args(argv)
+    print(yaml.safe_dump(example_job(yaml.safe_load(args.resource)), sort_keys=False), end="")
+
+
+if __name__ == "__main__":
+    main()
