@@ -19,6 +19,8 @@ import {
   type CaptureMode,
   type DeviceLists,
 } from "@/lib/media";
+import { lockSession, type Release } from "@/lib/locks";
+import { UploadStore } from "@/lib/persist";
 import { TrackUploader, type TrackName, type UploadStats } from "@/lib/upload";
 import { TrackStatus } from "./TrackStatus";
 
@@ -36,6 +38,24 @@ interface Recording {
   streams: MediaStream[];
   recorders: MediaRecorder[];
   uploaders: TrackUploader[];
+}
+
+/** An event's time as epoch ms (event timestamps count from the page's time origin). */
+function eventTime(ev: Event): number {
+  const ts = ev.timeStamp;
+  return typeof performance !== "undefined" && ts > 0 && Number.isFinite(performance.timeOrigin)
+    ? performance.timeOrigin + ts
+    : Date.now();
+}
+
+/** Optional override of the uploader's memory budget (localStorage `tapedeck.memoryBudgetBytes`). */
+function memoryBudget(): number | undefined {
+  try {
+    const v = Number(window.localStorage.getItem("tapedeck.memoryBudgetBytes"));
+    return Number.isFinite(v) && v > 0 ? v : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export function Recorder({ onSessionsChanged, onUnauthorized }: Props) {
@@ -221,6 +241,17 @@ export function Recorder({ onSessionsChanged, onUnauthorized }: Props) {
     setSessionId(session.id);
     onSessionsChanged();
 
+    // This tab owns the session's upload (a reload or another tab must not resume it
+    // while this page lives), and every chunk goes to IndexedDB before it is sent.
+    let release: Release = () => undefined;
+    try {
+      release = await lockSession(session.id);
+    } catch {
+      // no coordination available: upload anyway
+    }
+    const store = await UploadStore.open();
+    const budget = memoryBudget();
+
     // 3. One recorder and one uploader per track.
     const pairs: Array<{ track: TrackName; stream: MediaStream; mime: string }> = [
       { track: visualTrack, stream: new MediaStream(visual.getVideoTracks()), mime: videoMime },
@@ -239,6 +270,7 @@ export function Recorder({ onSessionsChanged, onUnauthorized }: Props) {
       acquired.forEach(stopStream);
       showStream(null);
       void Promise.all(rec.uploaders.map((u) => u.whenSettled)).then((results) => {
+        release();
         if (recording.current === rec) recording.current = null;
         setPhase("done");
         phaseRef.current = "done";
@@ -267,6 +299,8 @@ export function Recorder({ onSessionsChanged, onUnauthorized }: Props) {
           mimeType: mime || recorder.mimeType,
           url: trackSocketUrl(track),
           confirmFinished,
+          store,
+          memoryBudgetBytes: budget,
         });
         uploader.subscribe((s) => {
           setStats((prev) => ({ ...prev, [track]: s }));
@@ -275,11 +309,7 @@ export function Recorder({ onSessionsChanged, onUnauthorized }: Props) {
           }
         });
         recorder.addEventListener("start", (ev) => {
-          const ts = ev.timeStamp;
-          const at =
-            typeof performance !== "undefined" && ts > 0 && Number.isFinite(performance.timeOrigin)
-              ? performance.timeOrigin + ts
-              : Date.now();
+          const at = eventTime(ev);
           // Announce the type we asked for (e.g. video/webm;codecs=h264); Chromium
           // reports its own spelling (video/x-matroska;codecs=avc1) for the same bytes.
           // Only when the browser chose the format do we pass on its description.
@@ -289,7 +319,7 @@ export function Recorder({ onSessionsChanged, onUnauthorized }: Props) {
           uploader.start(at, mime || reported);
         });
         recorder.addEventListener("dataavailable", (ev) => {
-          if (ev.data && ev.data.size > 0) uploader.push(ev.data);
+          if (ev.data && ev.data.size > 0) uploader.push(ev.data, eventTime(ev));
         });
         recorder.addEventListener("stop", () => {
           // The last dataavailable has fired before stop.
@@ -313,6 +343,7 @@ export function Recorder({ onSessionsChanged, onUnauthorized }: Props) {
         if (r.state !== "inactive") r.stop();
       }
       recording.current = null;
+      release();
       giveUp(`The browser could not record: ${e instanceof Error ? e.message : String(e)}`);
       return;
     }
@@ -344,8 +375,11 @@ export function Recorder({ onSessionsChanged, onUnauthorized }: Props) {
     return () => clearInterval(t);
   }, [phase]);
 
-  // Warn before leaving while something is unacknowledged.
-  const busy = phase === "starting" || phase === "recording" || phase === "stopping";
+  // Warn before leaving while recording (leaving stops the recorder), or while bytes
+  // that are held in memory only (no IndexedDB) are unacknowledged. Stored bytes
+  // survive: the next page load resumes their upload.
+  const memoryOnly = Object.values(stats).some((s) => s && !s.persistent && s.backlog > 0);
+  const busy = phase === "starting" || phase === "recording" || (phase === "stopping" && memoryOnly);
   useEffect(() => {
     if (!busy) return;
     const onBeforeUnload = (e: BeforeUnloadEvent) => {

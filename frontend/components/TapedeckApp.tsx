@@ -3,6 +3,7 @@
 import { useCallback, useState, type FormEvent } from "react";
 import { getApiToken, setApiToken } from "@/lib/api";
 import { Recorder } from "./Recorder";
+import { ResumeUploads } from "./ResumeUploads";
 import { SessionList } from "./SessionList";
 
 /** The whole page: recording on top, the list of recordings below. */
@@ -45,6 +46,7 @@ export function TapedeckApp() {
           </div>
         </form>
       ) : null}
+      <ResumeUploads onSessionsChanged={reload} />
       <Recorder onSessionsChanged={reload} onUnauthorized={unauthorized} />
       <SessionList reloadKey={reloadKey} onUnauthorized={unauthorized} />
     </>

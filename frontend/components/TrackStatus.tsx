@@ -33,6 +33,12 @@ export function TrackStatus({ stats }: { stats: UploadStats }) {
       data-bytes-acknowledged={stats.bytesAcknowledged}
       data-backlog={stats.backlog}
       data-reconnects={stats.reconnects}
+      data-bytes-stored={stats.bytesStored}
+      data-bytes-in-memory={stats.bytesInMemory}
+      data-persistent={String(stats.persistent)}
+      data-resumed={String(stats.resumed)}
+      data-started-at={stats.startedAt ?? ""}
+      data-recorded-until={stats.recordedUntil ?? ""}
     >
       <div className="track-status-head">
         <span className="track-name">{LABEL[stats.track] ?? stats.track}</span>{" "}
@@ -52,6 +58,14 @@ export function TrackStatus({ stats }: { stats: UploadStats }) {
           <dt>Backlog</dt>
           <dd>{formatBytes(stats.backlog)}</dd>
         </div>
+        {stats.backlog > 0 ? (
+          <div>
+            <dt>Backlog in memory</dt>
+            <dd title="The rest of the backlog is saved in this browser (IndexedDB)">
+              {formatBytes(stats.bytesInMemory)}
+            </dd>
+          </div>
+        ) : null}
         {stats.reconnects > 0 ? (
           <div>
             <dt>Reconnects</dt>
@@ -60,6 +74,7 @@ export function TrackStatus({ stats }: { stats: UploadStats }) {
         ) : null}
       </dl>
       {stats.error && stats.state !== "uploaded" ? <p className="track-error">{stats.error}</p> : null}
+      {stats.storageError && stats.state !== "uploaded" ? <p className="track-error">{stats.storageError}</p> : null}
     </div>
   );
 }

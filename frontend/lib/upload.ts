@@ -9,10 +9,17 @@
 //   server → {"type":"finished","committed":N}  then close 1000
 //   errors:  {"type":"error","code":..,"message":..} then close 44xx / 4503
 //
-// Every recorded byte is kept in memory until the server acknowledges it. When
-// the connection drops, the uploader reconnects with exponential backoff and
-// resends from the server's `committed` offset, so nothing acknowledged is sent
-// twice and nothing unacknowledged is lost.
+// Every recorded byte is kept until the server acknowledges it: first written to
+// IndexedDB (lib/persist.ts), then sent, so a reload or a crashed tab can resume
+// the upload (see `resume`). Memory holds only the newest chunks, up to
+// `memoryBudgetBytes`; older unacknowledged ones are read back from IndexedDB when
+// a reconnect has to resend them. When the connection drops, the uploader
+// reconnects with exponential backoff and resends from the server's `committed`
+// offset, so nothing acknowledged is sent twice and nothing unacknowledged is lost.
+// Without IndexedDB (or once it fails, e.g. quota), the rest of the track is kept
+// in memory only, as before.
+
+import type { UploadStore } from "./persist";
 
 export type TrackName = "video" | "audio" | "screen";
 
@@ -29,8 +36,20 @@ export interface UploadStats {
   readonly track: TrackName;
   readonly state: UploadState;
   readonly mimeType: string;
-  /** Bytes handed to the uploader by the recorder. */
+  /** Bytes handed to the uploader by the recorder (when resuming: stored before the reload). */
   readonly bytesRecorded: number;
+  /** Bytes written to this browser's IndexedDB so far (a reload keeps them). */
+  readonly bytesStored: number;
+  /** Unacknowledged bytes held in memory right now (the rest of the backlog is in IndexedDB). */
+  readonly bytesInMemory: number;
+  /** True while every recorded byte goes to IndexedDB before it is sent. */
+  readonly persistent: boolean;
+  /** This uploader finishes a recording that a previous page (reload, crash) left behind. */
+  readonly resumed: boolean;
+  /** The recorder's start, epoch ms (null before it started). */
+  readonly startedAt: number | null;
+  /** Epoch ms of the recorder event that produced the last kept chunk. */
+  readonly recordedUntil: number | null;
   /** Offset up to which bytes were written to the current (or last) socket. */
   readonly bytesSent: number;
   /** Bytes the server has confirmed as durable. */
@@ -45,6 +64,8 @@ export interface UploadStats {
   readonly error: string | null;
   readonly errorCode: string | null;
   readonly closeCode: number | null;
+  /** Set when IndexedDB refused a write (then the rest is kept in memory only). */
+  readonly storageError: string | null;
 }
 
 export interface UploaderOptions {
@@ -72,11 +93,26 @@ export interface UploaderOptions {
    * finished (e.g. by reading GET /api/sessions/{id}).
    */
   confirmFinished?: (track: TrackName, bytes: number) => Promise<boolean>;
+  /** Where to keep unacknowledged bytes across reloads; null/absent: memory only. */
+  store?: UploadStore | null;
+  /** Most unacknowledged bytes kept in memory besides IndexedDB. Default 16 MiB. */
+  memoryBudgetBytes?: number;
+  /** Continue an upload that IndexedDB holds (from `StoredUpload`); no recorder feeds it. */
+  resume?: ResumePoint;
   /** For tests: a WebSocket constructor. */
   WebSocketImpl?: typeof WebSocket;
 }
 
+export interface ResumePoint {
+  /** End of the stored bytes. */
+  recorded: number;
+  /** Start offsets of the stored chunks, ascending; chunks below the first were acknowledged. */
+  offsets: number[];
+  recordedUntil: number | null;
+}
+
 export const MAX_FRAME_BYTES = 8 * 1024 * 1024;
+export const DEFAULT_MEMORY_BUDGET_BYTES = 16 * 1024 * 1024;
 
 /** Close codes after which reconnecting cannot help. */
 const FATAL_CLOSE: Record<number, string> = {
@@ -120,18 +156,40 @@ export class TrackUploader {
       | "maxBackoffMs"
       | "readyTimeoutMs"
       | "stallTimeoutMs"
+      | "memoryBudgetBytes"
     >
   > &
     UploaderOptions;
   private mimeType: string;
   private startedAt: number | null = null;
+  private readonly store: UploadStore | null;
+  private readonly resumed: boolean;
 
-  // Unacknowledged bytes: chunks[0] starts at absolute offset `bufferStart`.
-  private chunks: Blob[] = [];
-  private bufferStart = 0;
-  private recorded = 0;
+  // Byte accounting, absolute offsets in the track: committed ≤ sent ≤ kept ≤ received.
+  // `received`: handed over by the recorder. `kept`: stored in IndexedDB (or, when
+  // storage is unavailable, held in memory): only kept bytes are sent.
+  private received = 0;
+  private kept = 0;
+  private stored = 0;
   private committed = 0;
   private sent = 0;
+  private recordedUntil: number | null = null;
+
+  // Kept chunks not yet fully acknowledged, by start offset (ascending); chunk i
+  // ends where chunk i+1 starts, the last one at `kept`.
+  private offsets: number[] = [];
+  // In-memory copies (Map order = offset order). `pinned` ones are in memory only.
+  private readonly mem = new Map<number, Blob>();
+  private memBytes = 0;
+  private readonly pinned = new Set<number>();
+  // The last chunk read back from IndexedDB for a resend.
+  private readahead: { offset: number; blob: Blob } | null = null;
+  private loading = false;
+  private readFailures = 0;
+  private persisting: boolean;
+  private storageError: string | null = null;
+  // IndexedDB operations run one after another, in the order they were asked for.
+  private storeChain: Promise<void> = Promise.resolve();
 
   private ws: WebSocket | null = null;
   private ready = false;
@@ -171,11 +229,24 @@ export class TrackUploader {
       maxBackoffMs: 5000,
       readyTimeoutMs: 10_000,
       stallTimeoutMs: 30_000,
+      memoryBudgetBytes: DEFAULT_MEMORY_BUDGET_BYTES,
       ...options,
     };
     this.track = options.track;
     this.sessionId = options.sessionId;
     this.mimeType = options.mimeType;
+    this.store = options.store ?? null;
+    this.persisting = this.store !== null;
+    const resume = options.resume;
+    this.resumed = !!resume;
+    if (resume) {
+      const end = Math.max(0, resume.recorded);
+      this.offsets = resume.offsets.filter((o) => o >= 0 && o < end).sort((a, b) => a - b);
+      this.received = this.kept = this.stored = end;
+      // Chunks below the first stored one were acknowledged (and deleted) before.
+      this.committed = this.sent = this.offsets[0] ?? end;
+      this.recordedUntil = resume.recordedUntil;
+    }
     this.settled = new Promise((resolve) => {
       this.settle = resolve;
     });
@@ -188,19 +259,29 @@ export class TrackUploader {
       track: this.track,
       state: this.state,
       mimeType: this.mimeType,
-      bytesRecorded: this.recorded,
+      bytesRecorded: this.received,
+      bytesStored: this.stored,
+      bytesInMemory: this.memBytes + (this.readahead?.blob.size ?? 0),
+      persistent: this.persisting,
+      resumed: this.resumed,
+      startedAt: this.startedAt,
+      recordedUntil: this.recordedUntil,
       bytesSent: this.sent,
       bytesAcknowledged: this.committed,
-      backlog: this.recorded - this.committed,
+      backlog: this.received - this.committed,
       reconnects: this.reconnects,
       nextRetryAt: this.nextRetryAt,
       error: this.error,
       errorCode: this.errorCode,
       closeCode: this.closeCode,
+      storageError: this.storageError,
     };
   }
 
-  /** Resolves (never rejects) once the track is uploaded or has failed for good. */
+  /**
+   * Resolves (never rejects) once the track is uploaded or has failed for good, and
+   * this browser's stored copy is cleaned up accordingly.
+   */
   get whenSettled(): Promise<UploadStats> {
     return this.settled;
   }
@@ -216,37 +297,54 @@ export class TrackUploader {
   /**
    * Open the connection. `startedAt` is the recorder's start time (epoch ms);
    * `mimeType` may refine the one given to the constructor (what the recorder
-   * actually produces).
+   * actually produces). For a resumed upload, pass the stored values.
    */
   start(startedAt: number, mimeType?: string): void {
     if (this.startedAt !== null || this.done) return;
     this.startedAt = startedAt;
     if (mimeType) this.mimeType = mimeType;
+    if (!this.resumed && this.persisting) {
+      const upload = {
+        sessionId: this.sessionId,
+        track: this.track,
+        uploadToken: this.opts.uploadToken,
+        mimeType: this.mimeType,
+        startedAt,
+      };
+      this.enqueue((store) => store.begin(upload)).then((ok) => {
+        if (!ok) this.storageFailed("could not create the upload record");
+      });
+    }
     if (typeof window !== "undefined") window.addEventListener("online", this.onOnline);
     this.watchdog = setInterval(() => this.checkStall(), 1000);
     this.connect();
   }
 
-  /** Append the recorder's next blob. */
-  push(blob: Blob): void {
-    if (blob.size === 0 || this.finishing) return;
+  /**
+   * Append the recorder's next blob. `at` is when the recorder produced it (epoch
+   * ms). The blob is written to IndexedDB first and sent once that has committed.
+   */
+  push(blob: Blob, at?: number): void {
+    if (blob.size === 0 || this.finishing || this.resumed) return;
     if (this.done) {
       // Failed for good: count what could not be uploaded, so the backlog shows it.
       if (this.state === "error") {
-        this.recorded += blob.size;
+        this.received += blob.size;
         this.emit();
       }
       return;
     }
-    this.chunks.push(blob);
-    this.recorded += blob.size;
-    this.pump();
+    const offset = this.received;
+    this.received += blob.size;
+    const when = at ?? Date.now();
+    this.storeChain = this.storeChain.then(() => this.keep(offset, blob, when)).catch(() => undefined);
     this.emit();
   }
 
   /**
    * No more data will come (call after the recorder's last `dataavailable`,
-   * i.e. from its `stop` event). Sends `finish` once every byte is sent.
+   * i.e. from its `stop` event; for a resumed upload right after `start`). Sends
+   * `finish` once every byte is kept and sent.
    */
   finish(): Promise<UploadStats> {
     if (!this.done && !this.finishing) {
@@ -255,6 +353,9 @@ export class TrackUploader {
         // The recorder never started: nothing to upload.
         this.fail("The recorder never started, so nothing was uploaded.", null);
       } else {
+        if (!this.resumed && this.persisting) {
+          void this.enqueue((store) => store.update(this.sessionId, this.track, { stopped: true }));
+        }
         // While (re)connecting the state stays as it is; `ready` switches to "finishing".
         if (this.state === "recording") this.setState("finishing");
         this.pump();
@@ -263,10 +364,13 @@ export class TrackUploader {
     return this.settled;
   }
 
-  /** Stop everything now (e.g. the page is going away); unacknowledged bytes are dropped. */
-  abort(reason = "Upload cancelled."): void {
+  /**
+   * Stop everything now. Unacknowledged bytes are dropped from memory; the copy in
+   * IndexedDB is deleted too unless `keepStored` (then a later page load resumes it).
+   */
+  abort(reason = "Upload cancelled.", keepStored = false): void {
     if (this.done) return;
-    this.fail(reason, null);
+    this.fail(reason, null, keepStored);
   }
 
   // ---- connection ---------------------------------------------------------
@@ -281,7 +385,7 @@ export class TrackUploader {
     try {
       ws = new Impl(`${this.opts.url}?${query.toString()}`);
     } catch (e) {
-      this.fail(`Could not open the upload connection: ${String(e)}`, null);
+      this.fail(`Could not open the upload connection: ${String(e)}`, null, true);
       return;
     }
     ws.binaryType = "arraybuffer";
@@ -317,17 +421,17 @@ export class TrackUploader {
       case "ready": {
         this.clearReadyTimer();
         const c = Number(msg.committed) || 0;
-        if (c > this.recorded) {
+        if (c > this.kept) {
           this.failAndClose(
             ws,
-            `The server already holds ${c} bytes of this track but this tab recorded only ${this.recorded}; another recorder wrote to it.`,
+            `The server already holds ${c} bytes of this track but this tab kept only ${this.kept}; another recorder wrote to it.`,
           );
           return;
         }
-        if (c < this.bufferStart) {
+        if (c < this.committed) {
           this.failAndClose(
             ws,
-            `The server lost acknowledged data (it has ${c} bytes, it had confirmed ${this.bufferStart}).`,
+            `The server lost acknowledged data (it has ${c} bytes, it had confirmed ${this.committed}).`,
           );
           return;
         }
@@ -350,12 +454,12 @@ export class TrackUploader {
       }
       case "finished": {
         this.acknowledge(Number(msg.committed) || 0);
-        if (this.committed >= this.recorded) {
+        if (this.committed >= this.received) {
           this.complete();
         } else {
           this.failAndClose(
             ws,
-            `The server finished the track at ${this.committed} bytes, short of the ${this.recorded} recorded.`,
+            `The server finished the track at ${this.committed} bytes, short of the ${this.received} recorded.`,
           );
         }
         return;
@@ -377,9 +481,11 @@ export class TrackUploader {
     this.closeCode = code;
     if (this.done) return;
 
-    if (code === 4409 && this.everSentFinish && this.opts.confirmFinished) {
-      // Our first `finish` may have landed and only its answer got lost.
-      const bytes = this.recorded;
+    if (code === 4409 && (this.everSentFinish || this.resumed) && this.opts.confirmFinished) {
+      // Our first `finish` may have landed and only its answer got lost; or, when
+      // resuming, the page before the reload finished the track but had not yet
+      // deleted its stored copy.
+      const bytes = this.received;
       this.opts
         .confirmFinished(this.track, bytes)
         .catch(() => false)
@@ -389,13 +495,15 @@ export class TrackUploader {
             this.acknowledge(bytes);
             this.complete();
           } else {
-            this.fail(this.describeFatal(code), code);
+            this.fail(this.describeFatal(code), code, this.errorCode === "superseded");
           }
         });
       return;
     }
     if (code in FATAL_CLOSE) {
-      this.fail(this.describeFatal(code), code);
+      // Retrying cannot help, so the stored copy goes too; except when another
+      // connection took this upload over (it may still need a later resume).
+      this.fail(this.describeFatal(code), code, code === 4409 && this.errorCode === "superseded");
       return;
     }
     if (!this.error) {
@@ -445,36 +553,173 @@ export class TrackUploader {
 
   // ---- data ---------------------------------------------------------------
 
-  /** Record that bytes below `offset` are durable and drop them from the buffer. */
-  private acknowledge(offset: number): void {
-    const n = Math.min(offset, this.recorded);
-    if (n > this.committed) this.committed = n;
-    while (this.chunks.length > 0 && this.bufferStart + this.chunks[0].size <= this.committed) {
-      this.bufferStart += this.chunks[0].size;
-      this.chunks.shift();
+  /** Persist, then keep: the chunk becomes sendable only once IndexedDB has it. */
+  private async keep(offset: number, blob: Blob, at: number): Promise<void> {
+    let stored = false;
+    if (this.persisting && this.store && !this.done) {
+      try {
+        await this.store.append(this.sessionId, this.track, offset, blob, at);
+        stored = true;
+        this.stored = offset + blob.size;
+      } catch (e) {
+        this.storageFailed(e instanceof Error ? e.message : String(e));
+      }
     }
-    if (this.chunks.length > 0 && this.bufferStart < this.committed) {
-      this.chunks[0] = this.chunks[0].slice(this.committed - this.bufferStart);
-      this.bufferStart = this.committed;
-    }
-    if (this.chunks.length === 0) this.bufferStart = this.committed;
+    if (this.done) return;
+    this.offsets.push(offset);
+    this.mem.set(offset, blob);
+    this.memBytes += blob.size;
+    if (!stored) this.pinned.add(offset);
+    this.kept = offset + blob.size;
+    this.recordedUntil = at;
+    this.pump(); // the fresh chunk usually goes out from memory right away
+    this.trimMemory();
+    this.emit();
   }
 
-  /** Send what can be sent now; then `finish` when everything is out. */
+  /** From now on this track is kept in memory only (what is stored so far stays resumable). */
+  private storageFailed(why: string): void {
+    if (!this.persisting) return;
+    this.persisting = false;
+    this.storageError = `This browser could not store the recording (${why}). The rest of it is kept in memory only: keep this tab open until the upload finishes.`;
+    this.emit();
+  }
+
+  /** Keep at most memoryBudgetBytes of stored chunks in memory, dropping the oldest. */
+  private trimMemory(): void {
+    if (this.memBytes <= this.opts.memoryBudgetBytes) return;
+    for (const [offset, blob] of this.mem) {
+      if (this.memBytes <= this.opts.memoryBudgetBytes) break;
+      if (this.pinned.has(offset)) continue;
+      this.mem.delete(offset);
+      this.memBytes -= blob.size;
+    }
+  }
+
+  /** Run an IndexedDB operation after the ones before it; resolves whether it worked. */
+  private enqueue(op: (store: UploadStore) => Promise<void>): Promise<boolean> {
+    const store = this.store;
+    const run = this.storeChain.then(async () => {
+      if (!store) return false;
+      try {
+        await op(store);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    this.storeChain = run.then(() => undefined);
+    return run;
+  }
+
+  private chunkEnd(i: number): number {
+    return i + 1 < this.offsets.length ? this.offsets[i + 1] : this.kept;
+  }
+
+  /** Record that bytes below `offset` are durable; forget (and delete) chunks wholly below it. */
+  private acknowledge(offset: number): void {
+    const n = Math.min(offset, this.kept);
+    if (n > this.committed) this.committed = n;
+    let last = -1;
+    while (this.offsets.length > 0 && this.chunkEnd(0) <= this.committed) {
+      const start = this.offsets.shift() as number;
+      const blob = this.mem.get(start);
+      if (blob) {
+        this.mem.delete(start);
+        this.memBytes -= blob.size;
+      }
+      this.pinned.delete(start);
+      last = start;
+    }
+    if (this.readahead && this.readahead.offset + this.readahead.blob.size <= this.committed) this.readahead = null;
+    if (last >= 0 && this.stored > 0) {
+      const committed = this.committed;
+      void this.enqueue((store) => store.dropThrough(this.sessionId, this.track, last, committed));
+    }
+  }
+
+  /** Index of the kept chunk holding byte `offset`, or -1. */
+  private chunkAt(offset: number): number {
+    let lo = 0;
+    let hi = this.offsets.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.offsets[mid] <= offset) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return hi >= 0 && offset < this.chunkEnd(hi) ? hi : -1;
+  }
+
+  /**
+   * At most one frame's worth of bytes from absolute `offset`; "loading" while the
+   * chunk is being read back from IndexedDB (pump runs again when it is there).
+   */
+  private frameFrom(offset: number): Blob | "loading" | null {
+    const i = this.chunkAt(offset);
+    if (i < 0) return null;
+    const start = this.offsets[i];
+    let blob = this.mem.get(start);
+    if (!blob && this.readahead?.offset === start) blob = this.readahead.blob;
+    if (!blob) {
+      if (!this.store) return null;
+      this.load(start, this.chunkEnd(i) - start);
+      return "loading";
+    }
+    const from = offset - start;
+    return blob.slice(from, Math.min(blob.size, from + this.opts.maxFrameBytes));
+  }
+
+  private load(start: number, size: number): void {
+    if (this.loading || !this.store) return;
+    this.loading = true;
+    this.store.read(this.sessionId, this.track, start).then(
+      (blob) => {
+        this.loading = false;
+        if (this.done) return;
+        if (blob.size !== size) {
+          this.fail(`The stored chunk at byte ${start} of this track is damaged (${blob.size} bytes, expected ${size}).`, null);
+          return;
+        }
+        this.readFailures = 0;
+        this.readahead = { offset: start, blob };
+        this.pump();
+      },
+      (e: unknown) => {
+        this.loading = false;
+        if (this.done) return;
+        this.readFailures += 1;
+        const why = e instanceof Error ? e.message : String(e);
+        if (this.readFailures >= 5) {
+          this.fail(`Could not read the recording back from this browser's storage: ${why}`, null, true);
+        } else {
+          this.error = `Reading the recording back from this browser's storage failed (${why}); trying again.`;
+          this.pumpTimer = setTimeout(() => this.pump(), 500 * this.readFailures);
+          this.emit();
+        }
+      },
+    );
+  }
+
+  /** Send what can be sent now; then `finish` when everything is kept and out. */
   private pump(): void {
     this.clearPumpTimer();
     const ws = this.ws;
     if (!ws || !this.ready || ws.readyState !== WebSocket.OPEN) return;
-    while (this.sent < this.recorded && ws.bufferedAmount < this.opts.highWaterBytes) {
-      const frame = this.sliceFrom(this.sent);
+    let reading = false;
+    while (this.sent < this.kept && ws.bufferedAmount < this.opts.highWaterBytes) {
+      const frame = this.frameFrom(this.sent);
+      if (frame === "loading") {
+        reading = true;
+        break;
+      }
       if (!frame) break;
       ws.send(frame);
       this.sent += frame.size;
     }
-    if (this.sent < this.recorded) {
-      // bufferedAmount has no event: look again shortly.
-      this.pumpTimer = setTimeout(() => this.pump(), 50);
-    } else if (this.finishing && !this.finishSentOnSocket) {
+    if (this.sent < this.kept) {
+      // bufferedAmount has no event: look again shortly (a read calls pump itself).
+      if (!reading) this.pumpTimer = setTimeout(() => this.pump(), 50);
+    } else if (this.finishing && this.received === this.kept && !this.finishSentOnSocket) {
       ws.send(JSON.stringify({ type: "finish" }));
       this.finishSentOnSocket = true;
       this.everSentFinish = true;
@@ -482,32 +727,31 @@ export class TrackUploader {
     this.emit();
   }
 
-  /** At most one frame's worth of bytes starting at absolute offset `offset`. */
-  private sliceFrom(offset: number): Blob | null {
-    let start = this.bufferStart;
-    for (const chunk of this.chunks) {
-      const end = start + chunk.size;
-      if (offset < end) {
-        const from = offset - start;
-        const to = Math.min(chunk.size, from + this.opts.maxFrameBytes);
-        return chunk.slice(from, to);
-      }
-      start = end;
-    }
-    return null;
+  // ---- bookkeeping --------------------------------------------------------
+
+  private dropBuffers(): void {
+    this.offsets = [];
+    this.mem.clear();
+    this.memBytes = 0;
+    this.pinned.clear();
+    this.readahead = null;
   }
 
-  // ---- bookkeeping --------------------------------------------------------
+  /** Settle once pending IndexedDB work is through (bounded, should storage hang). */
+  private settleAfterStore(): void {
+    const timeout = new Promise<void>((resolve) => setTimeout(resolve, 5000));
+    void Promise.race([this.storeChain, timeout]).then(() => this.settle(this.stats));
+  }
 
   private complete(): void {
     this.done = true;
     this.error = null;
     this.errorCode = null;
-    this.chunks = [];
-    this.bufferStart = this.committed;
+    this.dropBuffers();
     this.teardown();
+    void this.enqueue((store) => store.remove(this.sessionId, this.track));
     this.setState("uploaded");
-    this.settle(this.stats);
+    this.settleAfterStore();
   }
 
   private failAndClose(ws: WebSocket, message: string): void {
@@ -519,7 +763,7 @@ export class TrackUploader {
     }
   }
 
-  private fail(message: string, code: number | null): void {
+  private fail(message: string, code: number | null, keepStored = false): void {
     this.done = true;
     this.error = message;
     if (code !== null) this.closeCode = code;
@@ -532,9 +776,11 @@ export class TrackUploader {
         // ignore
       }
     }
+    this.dropBuffers();
     this.teardown();
+    if (!keepStored) void this.enqueue((store) => store.remove(this.sessionId, this.track));
     this.setState("error");
-    this.settle(this.stats);
+    this.settleAfterStore();
   }
 
   private teardown(): void {

@@ -11,7 +11,7 @@ import av
 import pytest
 from playwright.sync_api import ConsoleMessage, Page, expect
 
-from browser.conftest import Tapedeck
+from harness import Up
 
 RECORD_SECONDS = 5.0
 pytestmark = pytest.mark.browser
@@ -72,9 +72,7 @@ def wait_uploaded(page: Page, *tracks: str) -> None:
         )
 
 
-def test_camera_recording_compiles_and_downloads(
-    page: Page, tapedeck: Tapedeck, tmp_path: Path
-) -> None:
+def test_camera_recording_compiles_and_downloads(page: Page, up: Up, tmp_path: Path) -> None:
     errors = open_app(page)
     assert errors == [], errors  # a clean page load
     session_id = record(page, RECORD_SECONDS)
@@ -92,7 +90,7 @@ def test_camera_recording_compiles_and_downloads(
     page.once("dialog", lambda dialog: dialog.accept())
     row.get_by_role("button", name="Delete").click()
     expect(row).to_have_count(0, timeout=10_000)
-    assert not (tapedeck.data_dir / session_id).exists()
+    assert not (up.data_dir / session_id).exists()
 
 
 def test_screen_recording(page: Page, tmp_path: Path) -> None:
@@ -106,16 +104,14 @@ def test_screen_recording(page: Page, tmp_path: Path) -> None:
     assert abs(duration - RECORD_SECONDS) <= 0.7, duration
 
 
-def test_server_drop_mid_recording_keeps_full_duration(
-    page: Page, tapedeck: Tapedeck, tmp_path: Path
-) -> None:
+def test_server_drop_mid_recording_keeps_full_duration(page: Page, up: Up, tmp_path: Path) -> None:
     """SIGKILL the web process (ingest) mid-recording: `up` restarts it, the page reconnects
     and resends from `committed`, and the MP4 still has the whole recording."""
     open_app(page)
 
     def drop() -> None:
         page.wait_for_timeout(2000)
-        tapedeck.kill_child("web")
+        up.kill_child("web")
         expect(page.get_by_test_id("track-status-video")).not_to_have_attribute(
             "data-reconnects", "0", timeout=15_000
         )

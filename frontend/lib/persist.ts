@@ -1,0 +1,205 @@
+// The browser's own copy of a recording that the server has not acknowledged yet
+// (IndexedDB, no React in here). A reload or a crashed tab loses the recorder, but
+// not these bytes: the next page load resumes the upload from what is stored.
+//
+// Database "tapedeck", version 1:
+//   uploads  key [sessionId, track]          → StoredUpload (the upload's metadata)
+//   chunks   key [sessionId, track, offset]  → ArrayBuffer (the recorder's blob at that byte offset)
+//
+// A chunk and the upload's `recorded` are written in one transaction, so `recorded`
+// is always the end of a gap-free run of stored chunks. Chunks that an `ack` covers
+// are deleted; the whole upload is deleted once the track is finished.
+
+import type { TrackName } from "./upload";
+
+export interface StoredUpload {
+  sessionId: string;
+  track: TrackName;
+  uploadToken: string;
+  mimeType: string;
+  /** The recorder's start (epoch ms), sent again in `start` when resuming. */
+  startedAt: number;
+  /** Bytes stored so far: chunks cover [first stored offset, recorded). */
+  recorded: number;
+  /** Epoch ms of the recorder event that produced the last stored chunk. */
+  recordedUntil: number | null;
+  /** Last `committed` the server reported (bytes below it are deleted here). */
+  committed: number;
+  /** The recorder stopped normally (only the upload was left). */
+  stopped: boolean;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface NewUpload {
+  sessionId: string;
+  track: TrackName;
+  uploadToken: string;
+  mimeType: string;
+  startedAt: number;
+}
+
+const DB_NAME = "tapedeck";
+const DB_VERSION = 1;
+const UPLOADS = "uploads";
+const CHUNKS = "chunks";
+
+function done(tx: IDBTransaction): Promise<void> {
+  return new Promise((resolve, reject) => {
+    tx.oncomplete = () => resolve();
+    tx.onerror = () => reject(tx.error ?? new Error("IndexedDB transaction failed"));
+    tx.onabort = () => reject(tx.error ?? new Error("IndexedDB transaction aborted"));
+  });
+}
+
+function result<T>(req: IDBRequest<T>): Promise<T> {
+  return new Promise((resolve, reject) => {
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => reject(req.error ?? new Error("IndexedDB request failed"));
+  });
+}
+
+/** All chunk keys of one track: [sid, track, 0] … [sid, track, +∞]. */
+function trackRange(sessionId: string, track: string, upTo = Infinity): IDBKeyRange {
+  return IDBKeyRange.bound([sessionId, track, 0], [sessionId, track, upTo]);
+}
+
+export class UploadStore {
+  private constructor(private readonly db: IDBDatabase) {
+    db.onversionchange = () => db.close();
+  }
+
+  /** Create the upload's record (before its first chunk). */
+  async begin(u: NewUpload): Promise<void> {
+    const tx = this.db.transaction([UPLOADS], "readwrite");
+    const now = Date.now();
+    const record: StoredUpload = {
+      ...u,
+      recorded: 0,
+      recordedUntil: null,
+      committed: 0,
+      stopped: false,
+      createdAt: now,
+      updatedAt: now,
+    };
+    tx.objectStore(UPLOADS).put(record);
+    await done(tx);
+  }
+
+  /**
+   * Store the chunk that starts at byte `offset` and move the upload's `recorded`
+   * to its end, atomically. Resolves once the transaction has committed.
+   */
+  async append(sessionId: string, track: TrackName, offset: number, blob: Blob, at: number): Promise<void> {
+    const data = await blob.arrayBuffer();
+    const tx = this.db.transaction([UPLOADS, CHUNKS], "readwrite");
+    const uploads = tx.objectStore(UPLOADS);
+    const req = uploads.get([sessionId, track]);
+    req.onsuccess = () => {
+      const record = req.result as StoredUpload | undefined;
+      if (!record || record.recorded !== offset) {
+        // No record (deleted meanwhile) or a gap: never store a chunk the record can't vouch for.
+        tx.abort();
+        return;
+      }
+      tx.objectStore(CHUNKS).put(data, [sessionId, track, offset]);
+      uploads.put({ ...record, recorded: offset + data.byteLength, recordedUntil: at, updatedAt: Date.now() });
+    };
+    await done(tx);
+  }
+
+  /** Merge fields into the upload's record (no-op when it is gone). */
+  async update(sessionId: string, track: TrackName, patch: Partial<Pick<StoredUpload, "stopped" | "committed">>): Promise<void> {
+    const tx = this.db.transaction([UPLOADS], "readwrite");
+    const uploads = tx.objectStore(UPLOADS);
+    const req = uploads.get([sessionId, track]);
+    req.onsuccess = () => {
+      const record = req.result as StoredUpload | undefined;
+      if (record) uploads.put({ ...record, ...patch, updatedAt: Date.now() });
+    };
+    await done(tx);
+  }
+
+  /** Delete the chunks starting at or below `lastOffset` (the server acknowledged them). */
+  async dropThrough(sessionId: string, track: TrackName, lastOffset: number, committed: number): Promise<void> {
+    const tx = this.db.transaction([UPLOADS, CHUNKS], "readwrite");
+    tx.objectStore(CHUNKS).delete(trackRange(sessionId, track, lastOffset));
+    const uploads = tx.objectStore(UPLOADS);
+    const req = uploads.get([sessionId, track]);
+    req.onsuccess = () => {
+      const record = req.result as StoredUpload | undefined;
+      if (record && committed > record.committed) uploads.put({ ...record, committed, updatedAt: Date.now() });
+    };
+    await done(tx);
+  }
+
+  /** The stored chunk that starts exactly at `offset`. */
+  async read(sessionId: string, track: TrackName, offset: number): Promise<Blob> {
+    const tx = this.db.transaction([CHUNKS], "readonly");
+    const data = await result(tx.objectStore(CHUNKS).get([sessionId, track, offset]));
+    if (!(data instanceof ArrayBuffer)) {
+      throw new Error(`byte ${offset} of the ${track} track is missing from this browser's storage`);
+    }
+    return new Blob([data]);
+  }
+
+  /** Start offsets of the stored chunks of one track, ascending (keys only). */
+  async offsets(sessionId: string, track: TrackName): Promise<number[]> {
+    const tx = this.db.transaction([CHUNKS], "readonly");
+    const keys = await result(tx.objectStore(CHUNKS).getAllKeys(trackRange(sessionId, track)));
+    return keys.map((k) => (k as [string, string, number])[2]);
+  }
+
+  /** Delete the upload and all its chunks. */
+  async remove(sessionId: string, track: TrackName): Promise<void> {
+    const tx = this.db.transaction([UPLOADS, CHUNKS], "readwrite");
+    tx.objectStore(CHUNKS).delete(trackRange(sessionId, track));
+    tx.objectStore(UPLOADS).delete([sessionId, track]);
+    await done(tx);
+  }
+
+  /** Every stored upload (optionally of one session). */
+  async list(sessionId?: string): Promise<StoredUpload[]> {
+    const tx = this.db.transaction([UPLOADS], "readonly");
+    const store = tx.objectStore(UPLOADS);
+    const all = (await result(
+      sessionId === undefined
+        ? store.getAll()
+        : store.getAll(IDBKeyRange.bound([sessionId, ""], [sessionId, "\uffff"])),
+    )) as StoredUpload[];
+    return all;
+  }
+
+  // ---- opening ------------------------------------------------------------------
+
+  private static opening: Promise<UploadStore | null> | null = null;
+
+  /** The store, or null where IndexedDB is unavailable (then uploads are kept in memory only). */
+  static open(): Promise<UploadStore | null> {
+    if (!UploadStore.opening) {
+      UploadStore.opening = UploadStore.connect().catch(() => null);
+    }
+    return UploadStore.opening;
+  }
+
+  private static connect(): Promise<UploadStore | null> {
+    if (typeof indexedDB === "undefined") return Promise.resolve(null);
+    return new Promise((resolve, reject) => {
+      let req: IDBOpenDBRequest;
+      try {
+        req = indexedDB.open(DB_NAME, DB_VERSION);
+      } catch (e) {
+        reject(e);
+        return;
+      }
+      req.onupgradeneeded = () => {
+        const db = req.result;
+        if (!db.objectStoreNames.contains(UPLOADS)) db.createObjectStore(UPLOADS, { keyPath: ["sessionId", "track"] });
+        if (!db.objectStoreNames.contains(CHUNKS)) db.createObjectStore(CHUNKS);
+      };
+      req.onsuccess = () => resolve(new UploadStore(req.result));
+      req.onerror = () => reject(req.error ?? new Error("IndexedDB unavailable"));
+      req.onblocked = () => reject(new Error("IndexedDB upgrade blocked by another tab"));
+    });
+  }
+}
