@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -139,3 +140,129 @@ def make_stack(tmp: Path, **settings: str) -> Stack:
         storage=Service(["serve", "storage"], env, tmp / "storage.log"),
         web=Service(["serve", "web"], env, tmp / "web.log"),
     )
+
+
+@dataclass
+class Up:
+    """`tapedeck up` as a user runs it, with a way to SIGKILL one of its children."""
+
+    url: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def ws_base(self) -> str:
+        return self.url.replace("http://", "ws://")
+
+    def child(self, role: str) -> int:
+        import psutil
+
+        for proc in psutil.Process(self.process.pid).children(recursive=True):
+            if proc.cmdline()[-2:] == ["serve", role]:
+                return int(proc.pid)
+        raise AssertionError(f"`up` has no {role} child")
+
+    def kill_child(self, role: str) -> int:
+        """SIGKILL a child (storage or web); `up` restarts it. Returns the killed pid."""
+        pid = self.child(role)
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_up(tmp: Path, **settings: str) -> Up:
+    port = free_port()
+    data_dir = tmp / "recordings"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAPEDECK_")}
+    env.update({f"TAPEDECK_{k.upper()}": v for k, v in settings.items()})
+    log = tmp / "up.log"
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tapedeck",
+                "up",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data_dir),
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    up = Up(f"http://127.0.0.1:{port}", data_dir, process, log)
+    try:
+        wait_for(lambda: httpx.get(f"{up.url}/readyz").status_code == 200, 30, "tapedeck up")
+    except TimeoutError:
+        up.stop()
+        raise
+    return up
+
+
+# --- recording and compiling through the real services -----------------------------------
+
+T0 = 1_760_000_000_000.0  # a browser's epoch-ms `startedAt`
+
+
+async def record_session(
+    ws_base: str,
+    api: httpx.Client,
+    video: Path | None = None,
+    audio: Path | None = None,
+    *,
+    video_mime: str = "video/webm;codecs=h264",
+    frames_per_file: int = 4,
+) -> str:
+    """Create a session and stream the given files as its tracks, concurrently, the way
+    MediaRecorder sends them (about one frame per second of media)."""
+    import asyncio
+
+    from tapedeck.ingest.uploader import upload_track
+
+    created = api.post("/api/sessions").json()
+    tracks = [("video", video, video_mime), ("audio", audio, "audio/webm;codecs=opus")]
+    await asyncio.gather(
+        *(
+            upload_track(
+                ws_base,
+                name,
+                path.read_bytes(),
+                session_id=created["id"],
+                token=created["uploadToken"],
+                mime_type=mime,
+                started_at=T0,
+                frame_bytes=max(1024, path.stat().st_size // frames_per_file),
+            )
+            for name, path, mime in tracks
+            if path is not None
+        )
+    )
+    return str(created["id"])
+
+
+def wait_settled(api: httpx.Client, session_id: str, timeout: float = 120) -> list[dict[str, Any]]:
+    """Poll a session until `ready` or `failed`; returns every detail seen (the last is the
+    outcome). Tolerates the api restarting meanwhile."""
+    deadline = time.monotonic() + timeout
+    seen: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        try:
+            seen.append(api.get(f"/api/sessions/{session_id}").json())
+        except httpx.TransportError:
+            time.sleep(0.2)
+            continue
+        if seen[-1]["state"] in ("ready", "failed"):
+            return seen
+        time.sleep(0.1)
+    raise TimeoutError(f"{session_id} did not settle: {seen[-1:]}")

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from harness import Stack, make_stack
+from harness import Stack, Up, make_stack, start_up
 
 
 @pytest.fixture(scope="module")
@@ -34,3 +34,13 @@ def fresh_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def api(stack: Stack) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=stack.base_url, timeout=30) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    """`tapedeck up` as a user runs it (storage and web as its children)."""
+    running = start_up(tmp_path_factory.mktemp("up"))
+    try:
+        yield running
+    finally:
+        running.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,56 +12,11 @@ import av
 import httpx
 import pytest
 
-from harness import Stack
+from harness import Stack, record_session, wait_settled
 from media import make_garbage, packets, top_level_boxes
 from tapedeck.ingest.uploader import upload_track
 
-T0 = 1_760_000_000_000.0
 SECONDS = 4.0  # the conftest fixtures' length
-
-
-def frame_size(path: Path) -> int:
-    """MediaRecorder with 1 s timeslices sends about a second of media per frame."""
-    return max(1024, int(path.stat().st_size / SECONDS))
-
-
-async def record(
-    stack: Stack,
-    api: httpx.Client,
-    video: Path | None,
-    audio: Path | None,
-    video_mime: str = "video/webm;codecs=h264",
-) -> str:
-    created = api.post("/api/sessions").json()
-    uploads = []
-    if video is not None:
-        uploads.append(
-            upload_track(
-                stack.ws_base,
-                "video",
-                video.read_bytes(),
-                session_id=created["id"],
-                token=created["uploadToken"],
-                mime_type=video_mime,
-                started_at=T0,
-                frame_bytes=frame_size(video),
-            )
-        )
-    if audio is not None:
-        uploads.append(
-            upload_track(
-                stack.ws_base,
-                "audio",
-                audio.read_bytes(),
-                session_id=created["id"],
-                token=created["uploadToken"],
-                mime_type="audio/webm;codecs=opus",
-                started_at=T0,
-                frame_bytes=frame_size(audio),
-            )
-        )
-    await asyncio.gather(*uploads)
-    return str(created["id"])
 
 
 def compile_and_wait(api: httpx.Client, session_id: str, timeout: float = 120) -> dict[str, Any]:
@@ -70,16 +24,10 @@ def compile_and_wait(api: httpx.Client, session_id: str, timeout: float = 120) -
     assert accepted.status_code == 202 and accepted.json() == {"state": "queued"}, accepted.text
     again = api.post(f"/api/compile-video/{session_id}")  # idempotent: no second job
     assert again.status_code == 202 and again.json()["state"] in ("queued", "compiling", "ready")
-    deadline = time.monotonic() + timeout
-    progress: list[float] = []
-    while time.monotonic() < deadline:
-        detail: dict[str, Any] = api.get(f"/api/sessions/{session_id}").json()
-        progress.append(detail["progress"])
-        if detail["state"] in ("ready", "failed"):
-            assert progress == sorted(progress), progress
-            return detail
-        time.sleep(0.1)
-    raise TimeoutError(f"compile of {session_id} did not finish: {detail}")
+    seen = wait_settled(api, session_id, timeout)
+    progress = [detail["progress"] for detail in seen]
+    assert progress == sorted(progress), progress
+    return seen[-1]
 
 
 def duration(path: Path) -> float:
@@ -104,7 +52,7 @@ def download(api: httpx.Client, session_id: str, target: Path) -> httpx.Response
 async def test_h264_recording_is_remuxed_bit_exact(
     stack: Stack, api: httpx.Client, h264_webm: Path, opus_webm: Path, tmp_path: Path
 ) -> None:
-    sid = await record(stack, api, h264_webm, opus_webm)
+    sid = await record_session(stack.ws_base, api, h264_webm, opus_webm)
     detail = compile_and_wait(api, sid)
     assert detail["state"] == "ready", detail
     assert detail["progress"] == 1.0 and detail["compileAttempts"] == 1
@@ -160,7 +108,9 @@ def check_ranges(api: httpx.Client, sid: str, body: bytes, etag: str) -> None:
 async def test_vp8_recording_is_transcoded(
     stack: Stack, api: httpx.Client, vp8_webm: Path, opus_webm: Path, tmp_path: Path
 ) -> None:
-    sid = await record(stack, api, vp8_webm, opus_webm, video_mime="video/webm;codecs=vp8")
+    sid = await record_session(
+        stack.ws_base, api, vp8_webm, opus_webm, video_mime="video/webm;codecs=vp8"
+    )
     detail = compile_and_wait(api, sid)
     assert detail["state"] == "ready", detail
     out = tmp_path / "vp8.mp4"
@@ -174,7 +124,7 @@ async def test_single_track_sessions(
     stack: Stack, api: httpx.Client, h264_webm: Path, opus_webm: Path, tmp_path: Path, tracks: str
 ) -> None:
     video, audio = (h264_webm, None) if tracks == "video" else (None, opus_webm)
-    sid = await record(stack, api, video, audio)
+    sid = await record_session(stack.ws_base, api, video, audio)
     assert compile_and_wait(api, sid)["state"] == "ready"
     out = tmp_path / "single.mp4"
     download(api, sid, out)

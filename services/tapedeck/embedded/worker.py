@@ -13,6 +13,7 @@ import time
 from tapedeck import metrics
 from tapedeck._proto import storage_pb2 as pb
 from tapedeck.lifecycle import AfterExit, after_compile_exit
+from tapedeck.processes import die_with_parent
 from tapedeck.settings import Settings
 from tapedeck.storage.client import StorageClient, StorageError
 from tapedeck.storage.records import PB_TO_STATE
@@ -125,7 +126,9 @@ class LocalCompileWorker:
 
     async def _run(self, session_id: str) -> int:
         env = {**os.environ, "TAPEDECK_STORAGE_ADDR": self.storage.addr}
-        process = await asyncio.create_subprocess_exec(*compile_command(session_id), env=env)
+        process = await asyncio.create_subprocess_exec(
+            *compile_command(session_id), env=env, preexec_fn=die_with_parent
+        )
         try:
             return await asyncio.wait_for(
                 process.wait(), self.settings.compile_timeout.total_seconds()

@@ -20,6 +20,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from tapedeck import metrics, tokens
+from tapedeck.guards import creation_limiter, origin_allowed
 from tapedeck.ingest import protocol
 from tapedeck.ingest.protocol import Close, ProtocolError, StartMessage, TrackStream
 from tapedeck.sessions import TRACKS, is_valid_session_id
@@ -42,6 +43,8 @@ def storage_close(err: StorageError) -> ProtocolError:
             return ProtocolError(Close.CONFLICT, "superseded", err.message)
         case grpc.StatusCode.RESOURCE_EXHAUSTED if err.reason == "session-too-large":
             return ProtocolError(Close.TOO_LARGE, "session-too-large", err.message)
+        case grpc.StatusCode.RESOURCE_EXHAUSTED if err.reason == "too-many-open-sessions":
+            return ProtocolError(Close.RATE_LIMITED, "too-many-sessions", err.message)
         case grpc.StatusCode.RESOURCE_EXHAUSTED:
             return ProtocolError(Close.UNAVAILABLE, "storage-full", err.message)
         case grpc.StatusCode.INVALID_ARGUMENT | grpc.StatusCode.OUT_OF_RANGE:
@@ -88,6 +91,7 @@ class Ingest:
         self.settings = settings
         self.secret = secret
         self.active: dict[tuple[str, str], _Connection] = {}
+        self.creation = creation_limiter(settings.sessions_per_minute)
 
     def router(self) -> APIRouter:
         router = APIRouter()
@@ -95,6 +99,12 @@ class Ingest:
         return router
 
     async def media(self, ws: WebSocket, track: str) -> None:
+        if not origin_allowed(
+            ws.headers.get("origin"), ws.headers.get("host"), self.settings.allowed_origins
+        ):
+            metrics.ingest_closes.labels("403").inc()
+            await ws.close(code=4403)  # before accept: the handshake is refused with HTTP 403
+            return
         await ws.accept()
         conn = _Connection(ws, track, TrackStream(self.settings.max_frame_bytes))
         metrics.ingest_active_streams.inc()
@@ -102,7 +112,7 @@ class Ingest:
         key: tuple[str, str] | None = None
         try:
             session_id, token = await self._authorize(
-                track, ws.query_params.get("session"), ws.query_params.get("token")
+                ws, track, ws.query_params.get("session"), ws.query_params.get("token")
             )
             start = await self._await_start(conn)
             key = (session_id, track)
@@ -143,8 +153,12 @@ class Ingest:
             if key is not None and self.active.get(key) is conn:
                 del self.active[key]
 
+    @staticmethod
+    def client_address(ws: WebSocket) -> str:
+        return ws.client.host if ws.client else "unknown"
+
     async def _authorize(
-        self, track: str, session_id: str | None, token: str | None
+        self, ws: WebSocket, track: str, session_id: str | None, token: str | None
     ) -> tuple[str, str | None]:
         """Returns the session id, and an upload token when this connection created it."""
         if track not in TRACKS:
@@ -154,6 +168,14 @@ class Ingest:
                 f"unknown track {track[:40]!r}: expected {', '.join(TRACKS)}",
             )
         if session_id is None:
+            client = self.client_address(ws)
+            if not self.creation.allow(client):
+                raise ProtocolError(
+                    Close.RATE_LIMITED,
+                    "rate-limited",
+                    f"too many new sessions from {client}; retry in "
+                    f"{self.creation.retry_after(client)} s",
+                )
             try:
                 session = await self.storage.create_session()
             except StorageError as err:

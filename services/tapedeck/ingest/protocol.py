@@ -23,6 +23,7 @@ class Close(IntEnum):
     NOT_FOUND = 4404
     CONFLICT = 4409
     TOO_LARGE = 4413
+    RATE_LIMITED = 4429
     UNAVAILABLE = 4503
 
 

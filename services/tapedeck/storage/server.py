@@ -133,6 +133,15 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
                 await self._abort(
                     context, grpc.StatusCode.ALREADY_EXISTS, f"session {session_id} exists"
                 )
+            recording = sum(r.state == State.RECORDING for r in self.records.values())
+            if recording >= self.settings.max_open_sessions:
+                await self._abort(
+                    context,
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"{recording} sessions are recording, the limit is "
+                    f"{self.settings.max_open_sessions}; finish some first",
+                    reason="too-many-open-sessions",
+                )
             created = now_ms()
             ttl_ms = (request.ttl_seconds * 1000) or int(
                 self.settings.session_ttl.total_seconds() * 1000
