@@ -1,0 +1,138 @@
+{{/* Names. */}}
+{{- define "tapedeck.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "tapedeck.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* "<fullname>-<component>", kept within 63 characters. */}}
+{{- define "tapedeck.component" -}}
+{{- printf "%s-%s" (include "tapedeck.fullname" .root | trunc (int (sub 62 (len .component))) | trimSuffix "-") .component }}
+{{- end }}
+
+{{- define "tapedeck.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels: call with (dict "root" $ "component" "api"). */}}
+{{- define "tapedeck.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tapedeck.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "tapedeck.labels" -}}
+helm.sh/chart: {{ include "tapedeck.chart" .root }}
+{{ include "tapedeck.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: tapedeck
+{{- end }}
+
+{{/* The labels the operator gives compile pods (operator/tapedeck_operator/jobs.py). */}}
+{{- define "tapedeck.compileSelector" -}}
+app.kubernetes.io/name: tapedeck
+app.kubernetes.io/component: compile
+app.kubernetes.io/managed-by: tapedeck-operator
+{{- end }}
+
+{{- define "tapedeck.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "tapedeck.compileImage" -}}
+{{- printf "%s:%s" .Values.compileImage.repository (default .Chart.AppVersion .Values.compileImage.tag) }}
+{{- end }}
+
+{{- define "tapedeck.secretName" -}}
+{{- default (include "tapedeck.component" (dict "root" . "component" "secret")) .Values.auth.existingSecret }}
+{{- end }}
+
+{{- define "tapedeck.storageAddr" -}}
+{{- printf "%s:%d" (include "tapedeck.component" (dict "root" . "component" "storage")) (int .Values.storage.grpcPort) }}
+{{- end }}
+
+{{/* Restricted pod security (Pod Security Standards "restricted"). */}}
+{{- define "tapedeck.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+fsGroupChangePolicy: OnRootMismatch
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "tapedeck.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: {{ .Values.securityContext.readOnlyRootFilesystem }}
+runAsNonRoot: true
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Environment every Tapedeck container shares. */}}
+{{- define "tapedeck.commonEnv" -}}
+- name: TAPEDECK_MODE
+  value: cluster
+- name: TAPEDECK_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: TAPEDECK_SESSION_TTL
+  value: {{ .Values.config.sessionTTL | quote }}
+- name: TAPEDECK_IDLE_FINALIZE
+  value: {{ .Values.config.idleFinalize | quote }}
+- name: TAPEDECK_MAX_FRAME_BYTES
+  value: {{ .Values.config.maxFrameBytes | int64 | quote }}
+- name: TAPEDECK_MAX_SESSION_BYTES
+  value: {{ .Values.config.maxSessionBytes | int64 | quote }}
+{{- range $name, $value := .Values.config.extraEnv }}
+- name: {{ $name }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- end }}
+
+{{/* What the processes that reach storage and sign tokens add (ingest, api, operator). */}}
+{{- define "tapedeck.clientEnv" -}}
+- name: TAPEDECK_STORAGE_ADDR
+  value: {{ include "tapedeck.storageAddr" . | quote }}
+- name: TAPEDECK_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "tapedeck.secretName" . }}
+      key: secret-key
+{{- if or .Values.auth.apiToken .Values.auth.existingSecret }}
+- name: TAPEDECK_API_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "tapedeck.secretName" . }}
+      key: api-token
+      optional: {{ empty .Values.auth.apiToken }}
+{{- end }}
+{{- end }}
+
+{{/* Writable scratch space under a read-only root filesystem. */}}
+{{- define "tapedeck.tmpVolumeMount" -}}
+- name: tmp
+  mountPath: /tmp
+{{- end }}
+
+{{- define "tapedeck.tmpVolume" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: 256Mi
+{{- end }}

@@ -1,0 +1,176 @@
+"""Helpers of the cluster suite: waiting, helm, namespaces, pods, the agent's logs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cluster.controlplane import ControlPlane, Process, bin_cache, module_version
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "tapedeck"
+CRD = CHART / "crds" / "recordingsessions.tapedeck.io.yaml"
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+AGENT = Path(__file__).resolve().parent / "agent.py"
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except Exception as err:  # report the last failure if it never succeeds
+            last = err
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class Agent:
+    process: Process
+    state: Path
+
+    def pod_log(self, namespace: str, pod: str, container: str) -> str:
+        path = self.state / "pods" / f"{namespace}_{pod}" / f"{container}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def logs(self, namespace: str) -> str:
+        """Every container log of a namespace, for failure messages."""
+        parts = []
+        for path in sorted((self.state / "pods").glob(f"{namespace}_*/*.log")):
+            parts.append(f"=== {path.parent.name}/{path.name}\n{path.read_text()[-2500:]}")
+        return "\n".join(parts)
+
+
+@dataclass
+class Helm:
+    binary: Path
+    env: dict[str, str]
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 300) -> str:
+        result = subprocess.run(
+            [str(self.binary), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"helm {' '.join(args)} exited {result.returncode}:\n"
+                f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            )
+        return result.stdout + result.stderr
+
+
+def gateway_crd() -> Path:
+    version = module_version("gateway-api", "sigs.k8s.io/gateway-api")
+    return bin_cache() / f"gateway-api-{version}" / "httproutes.yaml"
+
+
+def create_namespace(cluster: ControlPlane, name: str) -> None:
+    status, reply = cluster.raw(
+        "POST",
+        "/api/v1/namespaces",
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": name,
+                # The chart's pods must pass the "restricted" Pod Security Standard.
+                "labels": {
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/warn": "restricted",
+                },
+            },
+        },
+    )
+    assert status in (201, 409), reply
+
+
+def delete_namespace(cluster: ControlPlane, name: str, timeout: float = 90) -> None:
+    cluster.raw("DELETE", f"/api/v1/namespaces/{name}")
+    try:
+        wait_until(
+            lambda: cluster.raw("GET", f"/api/v1/namespaces/{name}")[0] == 404,
+            timeout,
+            f"namespace {name} to be deleted",
+            interval=0.5,
+        )
+    except TimeoutError as err:
+        body = cluster.raw("GET", f"/api/v1/namespaces/{name}")[1]
+        left = cluster.raw("GET", f"/api/v1/namespaces/{name}/pods")[1]
+        raise TimeoutError(
+            f"{err}\n{body.decode()[-2000:]}\npods: {left.decode()[:3000]}"
+        ) from None
+
+
+def create_secret(cluster: ControlPlane, namespace: str, name: str, data: dict[str, str]) -> None:
+    status, reply = cluster.raw(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/secrets",
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+        },
+    )
+    assert status in (201, 409), reply
+
+
+def pods(cluster: ControlPlane, namespace: str, selector: str = "") -> list[dict[str, Any]]:
+    query = f"?labelSelector={selector}" if selector else ""
+    items: list[dict[str, Any]] = cluster.request(
+        "GET", f"/api/v1/namespaces/{namespace}/pods{query}"
+    )["items"]
+    return items
+
+
+def pod_ip(cluster: ControlPlane, namespace: str, component: str) -> str:
+    """The address of a Ready pod of a component (the agent gives each pod a loopback IP)."""
+
+    def ready_ip() -> str | None:
+        for pod in pods(cluster, namespace, f"app.kubernetes.io/component={component}"):
+            conditions = pod.get("status", {}).get("conditions", [])
+            if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+                ip: str = pod["status"]["podIP"]
+                return ip
+        return None
+
+    ip: str = wait_until(ready_ip, 60, f"a ready {component} pod")
+    return ip
+
+
+def restarts(cluster: ControlPlane, namespace: str) -> dict[str, int]:
+    return {
+        p["metadata"]["name"]: sum(
+            s.get("restartCount", 0) for s in p.get("status", {}).get("containerStatuses", [])
+        )
+        for p in pods(cluster, namespace)
+    }
+
+
+def dump(cluster: ControlPlane, agent: Agent, namespace: str) -> str:
+    """What to look at when a cluster test fails."""
+    summary = json.dumps(
+        [
+            (
+                p["metadata"]["name"],
+                p.get("status", {}).get("phase"),
+                [s.get("state") for s in p.get("status", {}).get("containerStatuses", [])],
+            )
+            for p in pods(cluster, namespace)
+        ],
+        indent=1,
+    )
+    return f"pods: {summary}\n{agent.logs(namespace)}\n=== agent\n{agent.process.tail(4000)}"

@@ -1,0 +1,372 @@
+"""The chart as rendered by the real helm: lint, schema, and what every variant must hold.
+
+`helm template` output is checked, not the templates' text: restricted pod security, probes,
+the operator's single Recreate replica, Services that select their pods, least-privilege RBAC,
+and the NetworkPolicies, evaluated as a CNI would for each pair of pods that must (or must
+not) talk.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cluster.helpers import CHART, CI_VALUES, Helm
+from tapedeck.settings import Settings
+from tapedeck_operator.jobs import build_job
+
+EXTRA_APIS = ("gateway.networking.k8s.io/v1/HTTPRoute", "monitoring.coreos.com/v1")
+Doc = dict[str, Any]
+
+
+def render(helm: Helm, *args: str, apis: tuple[str, ...] = EXTRA_APIS) -> list[Doc]:
+    flags = [f"--api-versions={a}" for a in apis]
+    out = helm("template", "tapedeck", str(CHART), "--namespace=tapedeck", *flags, *args)
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def by_kind(docs: list[Doc], kind: str) -> dict[str, Doc]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def pod_specs(docs: list[Doc]) -> dict[str, Doc]:
+    """Pod templates of the workloads, and the helm test pod."""
+    specs = {}
+    for d in docs:
+        if d["kind"] in ("Deployment", "StatefulSet"):
+            specs[d["metadata"]["name"]] = d["spec"]["template"]
+        elif d["kind"] == "Pod":
+            specs[d["metadata"]["name"]] = d
+    return specs
+
+
+@pytest.fixture(scope="module", params=CI_VALUES, ids=lambda p: p.name)
+def variant(request: pytest.FixtureRequest, helm: Helm) -> tuple[Path, list[Doc]]:
+    path: Path = request.param
+    return path, render(helm, "-f", str(path))
+
+
+def test_lint_strict(helm: Helm, variant: tuple[Path, list[Doc]]) -> None:
+    path, _ = variant
+    out = helm("lint", "--strict", str(CHART), "-f", str(path))
+    assert "1 chart(s) linted, 0 chart(s) failed" in out
+
+
+def test_pods_are_restricted(variant: tuple[Path, list[Doc]]) -> None:
+    _, docs = variant
+    for name, pod in pod_specs(docs).items():
+        spec = pod["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
+        mounts_tmp = False
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, name
+            assert sc["readOnlyRootFilesystem"] is True, name
+            assert sc["capabilities"]["drop"] == ["ALL"], name
+            assert "limits" in c["resources"] and "requests" in c["resources"], name
+            mounts_tmp |= any(m["mountPath"] == "/tmp" for m in c.get("volumeMounts", []))
+        if pod.get("kind") != "Pod":
+            assert mounts_tmp, f"{name}: a read-only root needs an emptyDir /tmp"
+
+
+def test_workloads(variant: tuple[Path, list[Doc]]) -> None:
+    _, docs = variant
+    deployments = by_kind(docs, "Deployment")
+    operator = deployments["tapedeck-operator"]
+    assert operator["spec"]["replicas"] == 1
+    assert operator["spec"]["strategy"] == {"type": "Recreate"}
+    container = operator["spec"]["template"]["spec"]["containers"][0]
+    liveness = next(a for a in container["args"] if a.startswith("--liveness="))
+    port = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert liveness.endswith(f":{port['health']}/healthz")
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+
+    for role in ("ingest", "api"):
+        pod = deployments[f"tapedeck-{role}"]["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        assert c["args"] == ["serve", role]
+        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        env = {e["name"]: e for e in c["env"]}
+        assert env["TAPEDECK_MODE"]["value"] == "cluster"
+        assert env["TAPEDECK_STORAGE_ADDR"]["value"] == "tapedeck-storage:50051"
+        assert env["TAPEDECK_HOST"]["value"] == "0.0.0.0"
+        assert "secretKeyRef" in env["TAPEDECK_SECRET_KEY"]["valueFrom"]
+        assert len(env) == len(c["env"]), "an env var is set twice"
+
+    storage = by_kind(docs, "StatefulSet")["tapedeck-storage"]
+    assert storage["spec"]["replicas"] == 1
+    claim = storage["spec"]["volumeClaimTemplates"][0]
+    c = storage["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": claim["metadata"]["name"], "mountPath": "/data"} in c["volumeMounts"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["TAPEDECK_DATA_DIR"] == "/data"
+    assert env["TAPEDECK_STORAGE_ADDR"] == "0.0.0.0:50051"
+    assert c["readinessProbe"]["grpc"]["port"] == 50051
+
+
+def test_services_select_their_pods(variant: tuple[Path, list[Doc]]) -> None:
+    _, docs = variant
+    workloads = {
+        d["metadata"]["name"]: d["spec"]["template"]
+        for d in docs
+        if d["kind"] in ("Deployment", "StatefulSet")
+    }
+    for name, svc in by_kind(docs, "Service").items():
+        selected = [
+            w
+            for w, t in workloads.items()
+            if svc["spec"]["selector"].items() <= t["metadata"]["labels"].items()
+        ]
+        assert len(selected) == 1, f"{name} selects {selected}"
+        ports = {
+            p["name"] for c in workloads[selected[0]]["spec"]["containers"] for p in c["ports"]
+        }
+        for port in svc["spec"]["ports"]:
+            assert port["targetPort"] in ports, f"{name}: no container port {port['targetPort']}"
+
+
+def test_disruption_budgets(variant: tuple[Path, list[Doc]]) -> None:
+    path, docs = variant
+    pdbs = by_kind(docs, "PodDisruptionBudget")
+    if "no-networkpolicy" in path.name:  # that variant turns them off with one replica
+        assert not pdbs
+        return
+    assert set(pdbs) == {"tapedeck-ingest", "tapedeck-api"}
+    deployments = by_kind(docs, "Deployment")
+    for name, pdb in pdbs.items():
+        labels = deployments[name]["spec"]["template"]["metadata"]["labels"]
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        assert pdb["spec"]["minAvailable"] < deployments[name]["spec"]["replicas"]
+
+
+def test_rbac_is_least_privilege(variant: tuple[Path, list[Doc]]) -> None:
+    _, docs = variant
+    assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    roles = by_kind(docs, "Role")
+
+    def rules(role: str) -> dict[tuple[str, str], set[str]]:
+        out: dict[tuple[str, str], set[str]] = {}
+        for rule in roles[role]["rules"]:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    out.setdefault((group, resource), set()).update(rule["verbs"])
+        return out
+
+    operator = rules("tapedeck-operator")
+    assert operator[("tapedeck.io", "recordingsessions")] == {
+        "get",
+        "list",
+        "watch",
+        "patch",
+        "delete",
+    }
+    assert operator[("tapedeck.io", "recordingsessions/status")] == {"get", "patch"}
+    assert operator[("tapedeck.io", "recordingsessions/finalizers")] == {"update"}
+    assert operator[("batch", "jobs")] == {"create", "get", "list", "watch"}
+    assert operator[("", "events")] == {"create"}
+    # Nothing else: no pods, no secrets, no update (kopf patches), nothing cluster-wide.
+    assert len(operator) == 5, operator
+    api = rules("tapedeck-api")
+    assert api == {
+        ("tapedeck.io", "recordingsessions"): {"create", "get", "list", "patch", "delete"}
+    }
+    for binding in by_kind(docs, "RoleBinding").values():
+        assert binding["subjects"][0]["name"] == binding["roleRef"]["name"]
+    # Only the processes that call the Kubernetes API get a token.
+    for name, pod in pod_specs(docs).items():
+        wants = name in ("tapedeck-api", "tapedeck-operator")
+        assert pod["spec"].get("automountServiceAccountToken") is wants, name
+
+
+def test_ingress_routes_websockets_to_ingest(helm: Helm) -> None:
+    docs = render(helm, "-f", str(CHART / "ci" / "ingress-token-values.yaml"))
+    ingress = by_kind(docs, "Ingress")["tapedeck"]
+    notes = ingress["metadata"]["annotations"]
+    assert notes["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "3600"
+    assert notes["nginx.ingress.kubernetes.io/proxy-send-timeout"] == "3600"
+    paths = {
+        p["path"]: p["backend"]["service"]["name"]
+        for p in ingress["spec"]["rules"][0]["http"]["paths"]
+    }
+    assert paths == {"/ws": "tapedeck-ingest", "/": "tapedeck-api"}
+    assert ingress["spec"]["tls"][0]["secretName"] == "tapedeck-tls"
+    secret = by_kind(docs, "Secret")["tapedeck-secret"]
+    assert set(secret["data"]) == {"secret-key", "api-token"}
+
+
+def test_gateway_route(helm: Helm) -> None:
+    values = CHART / "ci" / "gateway-values.yaml"
+    route = by_kind(render(helm, "-f", str(values)), "HTTPRoute")["tapedeck"]
+    rules = {r["matches"][0]["path"]["value"]: r for r in route["spec"]["rules"]}
+    assert rules["/ws"]["backendRefs"][0]["name"] == "tapedeck-ingest"
+    assert rules["/ws"]["timeouts"]["request"] == "0s"
+    assert rules["/"]["backendRefs"][0]["name"] == "tapedeck-api"
+    # Without the Gateway API in the cluster, the chart says so instead of failing on apply.
+    out = helm("template", "tapedeck", str(CHART), "-f", str(values), check=False)
+    assert "needs the Gateway API" in out
+
+
+def test_service_monitor_only_where_served(helm: Helm) -> None:
+    assert by_kind(render(helm), "ServiceMonitor").keys() == {
+        "tapedeck-storage",
+        "tapedeck-ingest",
+        "tapedeck-api",
+    }
+    assert not by_kind(render(helm, apis=()), "ServiceMonitor")
+    assert not by_kind(render(helm, "--set=serviceMonitor.enabled=false"), "ServiceMonitor")
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "ingest.replicas=0",
+        "config.sessionTTL=forever",
+        "image.pullPolicy=Sometimes",
+        "operator.compile.maxAttempts=0",
+        "storage.persistence.size=lots",
+        "unknownKey=1",
+        "gateway.enabled=true",  # without parentRefs
+        "ingress.enabled=true,ingress.host=",
+    ],
+)
+def test_schema_rejects(helm: Helm, setting: str) -> None:
+    out = helm("template", "t", str(CHART), f"--set={setting}", check=False)
+    assert "values don't meet the specifications of the schema" in out, out[-800:]
+
+
+def test_existing_secret_is_used(helm: Helm) -> None:
+    docs = render(helm, "--set=auth.existingSecret=mine")
+    assert not by_kind(docs, "Secret")
+    api = by_kind(docs, "Deployment")["tapedeck-api"]["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in api["containers"][0]["env"]}
+    assert env["TAPEDECK_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "mine"
+    assert env["TAPEDECK_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mine",
+        "key": "api-token",
+        "optional": True,
+    }
+
+
+# --- NetworkPolicy, evaluated ---
+
+
+def _selects(selector: Doc, labels: dict[str, str]) -> bool:
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expr in selector.get("matchExpressions", []):
+        value = labels.get(expr["key"])
+        if expr["operator"] == "In" and value not in expr["values"]:
+            return False
+        if expr["operator"] == "NotIn" and value in expr["values"]:
+            return False
+        if expr["operator"] == "Exists" and value is None:
+            return False
+    return True
+
+
+def _port_ok(rule: Doc, port: int, named: str | None) -> bool:
+    ports = rule.get("ports")
+    return not ports or any(p["port"] in (port, named) for p in ports)
+
+
+def _peer_ok(rule: Doc, key: str, peer: dict[str, str] | None) -> bool:
+    """`peer` None stands for something outside the cluster's pods (the API server)."""
+    peers = rule.get(key)
+    if peers is None:
+        return True
+    for p in peers:
+        if peer is None and "ipBlock" in p:
+            return True
+        if peer is not None and "podSelector" in p and "namespaceSelector" not in p:
+            if _selects(p["podSelector"], peer):
+                return True
+    return False
+
+
+def allowed(
+    policies: list[Doc],
+    src: dict[str, str] | None,
+    dst: dict[str, str] | None,
+    port: int,
+    named: str | None = None,
+) -> bool:
+    """Would a NetworkPolicy-enforcing CNI let src open a connection to dst:port?"""
+    for side, pod, key, other in (("Egress", src, "egress", dst), ("Ingress", dst, "ingress", src)):
+        if pod is None:
+            continue
+        applying = [
+            p
+            for p in policies
+            if side in p["spec"]["policyTypes"] and _selects(p["spec"]["podSelector"], pod)
+        ]
+        if not applying:
+            continue  # not isolated in this direction
+        rules = [r for p in applying for r in p["spec"].get(key, [])]
+        peer_key = "to" if key == "egress" else "from"
+        if not any(_port_ok(r, port, named) and _peer_ok(r, peer_key, other) for r in rules):
+            return False
+    return True
+
+
+def test_network_policies(helm: Helm) -> None:
+    docs = render(helm)
+    policies = list(by_kind(docs, "NetworkPolicy").values())
+    labels = {
+        name.removeprefix("tapedeck-"): pod["metadata"]["labels"]
+        for name, pod in pod_specs(docs).items()
+    }
+    labels["test"] = labels.pop("test-readyz")
+    # The pods the operator makes, from the operator's own Job builder.
+    job = build_job(
+        {"metadata": {"name": "s", "namespace": "tapedeck", "uid": "u"}},
+        "session-1",
+        1,
+        __import__("tapedeck.compiler.plan", fromlist=["OutputOptions"]).OutputOptions(),
+        Settings(storage_addr="tapedeck-storage:50051"),
+    )
+    labels["compile"] = job["spec"]["template"]["metadata"]["labels"]
+    stranger = {"app": "something-else"}
+
+    for client in ("ingest", "api", "operator", "compile"):
+        assert allowed(policies, labels[client], labels["storage"], 50051, "grpc"), client
+    assert allowed(policies, labels["test"], labels["api"], 8080, "http")
+    for src, dst, port in [
+        ("storage", "api", 8080),
+        ("compile", "api", 8080),
+        ("ingest", "api", 8080),
+        ("test", "storage", 50051),
+        ("api", "ingest", 8080),
+    ]:
+        assert not allowed(policies, labels[src], labels[dst], port, "http"), (src, dst)
+    assert not allowed(policies, stranger, labels["storage"], 50051, "grpc")
+    # The API server: the operator and the api reach it, nothing else.
+    assert allowed(policies, labels["operator"], None, 443)
+    assert allowed(policies, labels["api"], None, 6443)
+    for other in ("storage", "ingest", "compile"):
+        assert not allowed(policies, labels[other], None, 443), other
+    # ingest and api from the ingress controller's namespace only (a namespaceSelector peer).
+    ingress_rules = [
+        r
+        for p in policies
+        if p["metadata"]["name"] == "tapedeck-ingest"
+        for r in p["spec"]["ingress"]
+    ]
+    assert ingress_rules[0]["from"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "ingress-nginx"
+    }
+    assert not allowed(policies, stranger, labels["ingest"], 8080, "http")
+
+    off = render(helm, "--set=networkPolicy.enabled=false")
+    assert not by_kind(off, "NetworkPolicy")
+
+
+def test_schema_is_json(helm: Helm) -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(values) <= set(schema["properties"])

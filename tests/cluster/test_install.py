@@ -1,0 +1,137 @@
+"""`helm install` of every chart variant into the real API server, then `helm test`.
+
+The namespaces enforce the "restricted" Pod Security Standard, so the API server itself refuses
+a pod of the chart that is not. The agent runs the pods as local processes (see agent.py):
+storage, ingest and api really serve, `helm install --wait` waits for their readiness probes,
+and the `helm test` pod's Python check of the api's /readyz runs against the api process
+through the emulated Service. The install must leave every container without restarts.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cluster.controlplane import ControlPlane
+from cluster.helpers import (
+    CHART,
+    CI_VALUES,
+    Agent,
+    Helm,
+    create_namespace,
+    create_secret,
+    delete_namespace,
+    dump,
+    gateway_crd,
+    pods,
+    restarts,
+    wait_until,
+)
+
+
+def install_gateway_api(cluster: ControlPlane) -> None:
+    path = gateway_crd()
+    assert path.exists(), f"{path} missing: run tests/cluster/build-tools.sh"
+    body = yaml.safe_load(path.read_text())
+    status, reply = cluster.raw(
+        "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body
+    )
+    assert status in (201, 409), reply[:500]
+    wait_until(
+        lambda: cluster.raw("GET", "/apis/gateway.networking.k8s.io/v1")[0] == 200,
+        30,
+        "the Gateway API",
+    )
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name.removesuffix("-values.yaml"))
+def test_install_and_helm_test(
+    cluster: ControlPlane, agent: Agent, kube_helm: Helm, values: Path
+) -> None:
+    ns = "v-" + values.name.removesuffix("-values.yaml")
+    create_namespace(cluster, ns)
+    try:
+        if "gateway" in values.name:
+            install_gateway_api(cluster)
+        overrides: list[str] = []
+        if "no-networkpolicy" in values.name:
+            create_secret(
+                cluster, ns, "tapedeck-ci-secret", {"secret-key": "k" * 48, "api-token": "t0k"}
+            )
+        else:
+            # One replica each keeps the suite light on two cores; the variant's own
+            # replica counts are checked by `helm template` in test_chart.py.
+            overrides = ["--set=ingest.replicas=1,api.replicas=1"]
+        out = kube_helm(
+            "install",
+            "tapedeck",
+            str(CHART),
+            f"--namespace={ns}",
+            "-f",
+            str(values),
+            *overrides,
+            "--wait",
+            "--timeout=180s",
+            check=False,
+        )
+        assert "STATUS: deployed" in out, out + dump(cluster, agent, ns)
+        assert "kind: RecordingSession" in out  # NOTES.txt
+        if "ingress" in values.name:
+            assert "https://tapedeck.ci.example/" in out
+
+        kinds = {
+            "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments",
+            "StatefulSet": "/apis/apps/v1/namespaces/{ns}/statefulsets",
+            "NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies",
+            "HTTPRoute": "/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/httproutes",
+            "Ingress": "/apis/networking.k8s.io/v1/namespaces/{ns}/ingresses",
+        }
+        found = {}
+        for kind, path in kinds.items():
+            status, _ = cluster.raw("GET", path.format(ns=ns))
+            found[kind] = (
+                len(cluster.request("GET", path.format(ns=ns))["items"]) if status == 200 else 0
+            )
+        assert found["Deployment"] == 3 and found["StatefulSet"] == 1
+        assert (found["NetworkPolicy"] > 0) == ("no-networkpolicy" not in values.name)
+        assert (found["HTTPRoute"] == 1) == ("gateway" in values.name)
+        assert (found["Ingress"] == 1) == ("ingress" in values.name)
+
+        tested = kube_helm("test", "tapedeck", f"--namespace={ns}", "--timeout=120s", check=False)
+        assert re.search(r"TEST SUITE:\s+tapedeck-test-readyz", tested), tested
+        assert re.search(r"Phase:\s+Succeeded", tested), tested + dump(cluster, agent, ns)
+        log = agent.pod_log(ns, "tapedeck-test-readyz", "readyz")
+        assert "/readyz 200" in log, log
+
+        assert set(restarts(cluster, ns).values()) <= {0}, dump(cluster, agent, ns)
+
+        secret_name = "tapedeck-ci-secret" if "no-networkpolicy" in values.name else None
+        if secret_name is None:
+            # An upgrade keeps the generated HMAC key (upload tokens stay valid).
+            path = f"/api/v1/namespaces/{ns}/secrets/tapedeck-secret"
+            before = cluster.request("GET", path)["data"]["secret-key"]
+            assert len(base64.b64decode(before)) == 48
+            kube_helm(
+                "upgrade",
+                "tapedeck",
+                str(CHART),
+                f"--namespace={ns}",
+                "-f",
+                str(values),
+                *overrides,
+                "--timeout=120s",
+            )
+            assert cluster.request("GET", path)["data"]["secret-key"] == before
+
+        kube_helm("uninstall", "tapedeck", f"--namespace={ns}", "--wait", "--timeout=120s")
+        wait_until(
+            lambda: not [p for p in pods(cluster, ns) if "compile" not in p["metadata"]["name"]],
+            60,
+            "the release's pods to go",
+        )
+    finally:
+        delete_namespace(cluster, ns)
