@@ -173,8 +173,10 @@ def test_second_tab_does_not_take_over_a_live_recording(page: Page, up: Up) -> N
     for track in TRACKS:
         status = page.get_by_test_id(f"track-status-{track}")
         expect(status).to_have_attribute("data-state", "uploaded", timeout=30_000)
-        assert status.get_attribute("data-reconnects") == "0"
         assert attr(status, "data-bytes-acknowledged") == attr(status, "data-bytes-recorded")
+    # A takeover would have closed the recording tab's sockets with 4409 and left its tracks
+    # in "error", never "uploaded". (A plain reconnect, which a loaded machine can cause,
+    # resumes from `committed` and is no takeover.)
     wait_storage_empty(page)
     expect(other.get_by_test_id("resume-status")).to_have_count(0)
     session = httpx.get(f"{up.url}/api/sessions/{session_id}").json()

@@ -7,6 +7,7 @@ server's `committed`, exactly as the browser client does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ class UploadResult:
     connections: int
     upload_token: str | None = None
     acks: list[int] = field(default_factory=list)
+    error: dict[str, Any] | None = None  # the server's last `error` message
 
 
 def ws_url(base: str, track: str, session_id: str | None, token: str | None) -> str:
@@ -66,55 +68,93 @@ async def upload_track(
     """Send `data` as one track and finish it, surviving drops. `after_frame(ws, offset)` lets a
     test cut the connection at a chosen point."""
     result = UploadResult(session_id or "", 0, 0)
+    last: tuple[int, dict[str, Any] | None] = (1006, None)
     while result.connections < max_connections:
         result.connections += 1
+        result.error = None
         url = ws_url(base, track, result.session_id or None, token or result.upload_token)
         try:
             async with connect(url, compression=None, max_size=2**24) as ws:
-                await ws.send(
-                    json.dumps({"type": "start", "mimeType": mime_type, "startedAt": started_at})
-                )
-                ready = await _recv_json(ws)
-                if ready.get("type") != "ready":
-                    await _rejected(ws, ready)
-                    continue
-                result.session_id = ready["sessionId"]
-                result.upload_token = ready.get("uploadToken") or result.upload_token
-                offset = result.committed = ready["committed"]
-                acks = asyncio.create_task(_collect(ws, result))
                 try:
-                    while offset < len(data):
-                        frame = data[offset : offset + frame_bytes]
-                        await ws.send(frame)
-                        offset += len(frame)
-                        if after_frame is not None:
-                            await after_frame(ws, offset)
-                        if frame_interval:
-                            await asyncio.sleep(frame_interval)
-                    await ws.send(json.dumps({"type": "finish"}))
-                    final = await acks
-                finally:
-                    acks.cancel()
-                if final.get("type") == "finished":
-                    result.committed = final["committed"]
-                    return result
-                await _rejected(ws, final)
-        except ConnectionClosed as closed:
-            code = closed.rcvd.code if closed.rcvd else 1006
-            if code not in RETRY_CODES:
-                raise UploadRejected(code, None) from None
-        except (OSError, websockets.InvalidHandshake):
-            pass
+                    await ws.send(
+                        json.dumps(
+                            {"type": "start", "mimeType": mime_type, "startedAt": started_at}
+                        )
+                    )
+                    ready = await _recv_json(ws)
+                    if ready.get("type") == "ready":
+                        result.session_id = ready["sessionId"]
+                        result.upload_token = ready.get("uploadToken") or result.upload_token
+                        final = await _send_from(
+                            ws,
+                            ready["committed"],
+                            data,
+                            result,
+                            frame_bytes,
+                            after_frame,
+                            frame_interval,
+                        )
+                        if final.get("type") == "finished":
+                            result.committed = final["committed"]
+                            return result
+                except ConnectionClosed:
+                    pass
+                error = await _error_received(ws, result)
+                last = (ws.close_code or 1006, error)
+        except (OSError, websockets.InvalidHandshake) as exc:
+            last = (1006, {"message": f"cannot connect: {exc}"})
+        if last[0] not in RETRY_CODES:
+            raise UploadRejected(*last)
         await asyncio.sleep(min(1.0, 0.05 * result.connections))
-    raise UploadRejected(1006, {"message": f"gave up after {max_connections} connections"})
+    code, error = last
+    raise UploadRejected(
+        1006,
+        {
+            "message": f"gave up after {max_connections} connections; "
+            f"the last closed {code}: {error}"
+        },
+    )
 
 
-async def _rejected(ws: ClientConnection, error: dict[str, Any]) -> None:
-    """The server sent an error: give up unless its close code says to come back."""
+async def _send_from(
+    ws: ClientConnection,
+    committed: int,
+    data: bytes,
+    result: UploadResult,
+    frame_bytes: int,
+    after_frame: Callable[[ClientConnection, int], Awaitable[None]] | None,
+    frame_interval: float,
+) -> dict[str, Any]:
+    """Send the bytes from `committed` on, then `finish`; returns the server's last message."""
+    offset = result.committed = committed
+    acks = asyncio.create_task(_collect(ws, result))
+    try:
+        while offset < len(data):
+            frame = data[offset : offset + frame_bytes]
+            await ws.send(frame)
+            offset += len(frame)
+            if after_frame is not None:
+                await after_frame(ws, offset)
+            if frame_interval:
+                await asyncio.sleep(frame_interval)
+        await ws.send(json.dumps({"type": "finish"}))
+        return await acks
+    finally:
+        acks.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+            await acks  # it must have left `recv` before anyone reads again
+
+
+async def _error_received(ws: ClientConnection, result: UploadResult) -> dict[str, Any] | None:
+    """The server's `error` message, if it sent one before closing: seen by the ack reader, or
+    still queued behind a send of ours that failed first."""
     await ws.wait_closed()
-    code = ws.close_code or 1006
-    if code not in RETRY_CODES:
-        raise UploadRejected(code, error)
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            message = await ws.recv()
+            if isinstance(message, str) and json.loads(message).get("type") == "error":
+                result.error = json.loads(message)
+    return result.error
 
 
 async def _collect(ws: ClientConnection, result: UploadResult) -> dict[str, Any]:
@@ -125,4 +165,6 @@ async def _collect(ws: ClientConnection, result: UploadResult) -> dict[str, Any]
             result.committed = message["committed"]
             result.acks.append(message["committed"])
         else:
+            if message.get("type") == "error":
+                result.error = message
             return message
