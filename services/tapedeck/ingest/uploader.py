@@ -82,7 +82,9 @@ async def upload_track(
                         )
                     )
                     ready = await _recv_json(ws)
-                    if ready.get("type") == "ready":
+                    if ready.get("type") == "error":
+                        result.error = ready
+                    elif ready.get("type") == "ready":
                         result.session_id = ready["sessionId"]
                         result.upload_token = ready.get("uploadToken") or result.upload_token
                         final = await _send_from(
