@@ -628,15 +628,13 @@ class Agent:
         """Give a value the meaning it would have inside the pod (see the module doc)."""
         value = re.sub(r"(?<![\w.])(0\.0\.0\.0|\[::\])(?=:|$|/)", runner.ip, value)
         value = self.resolve_services(value, runner)
-        for path in sorted(mounts, key=len, reverse=True):
-            # a path alone, a path below it, or `--flag=path`
-            local = mounts[path]
-
-            def swap(match: re.Match[str], local: str = local) -> str:
-                return match.group(1) + local
-
-            value = re.sub(rf"(^|=){re.escape(path)}(?=/|$)", swap, value)
-        return value
+        if not mounts:
+            return value
+        # One pass, longest path first: a value already rewritten to a local directory (which
+        # may itself lie under /tmp, when the checkout does) must not be rewritten again.
+        # Matches a path alone, a path below it, or `--flag=path`.
+        paths = "|".join(re.escape(p) for p in sorted(mounts, key=len, reverse=True))
+        return re.sub(rf"(^|=)({paths})(?=/|$)", lambda m: m.group(1) + mounts[m.group(2)], value)
 
     def resolve_services(self, value: str, runner: PodRunner) -> str:
         ns = runner.pod["metadata"]["namespace"]
