@@ -23,6 +23,7 @@ import { lockSession, type Release } from "@/lib/locks";
 import { UploadStore } from "@/lib/persist";
 import { TrackUploader, type TrackName, type UploadStats } from "@/lib/upload";
 import { TrackStatus } from "./TrackStatus";
+import { ErrorNotice } from "./ErrorNotice";
 
 type Phase = "idle" | "starting" | "recording" | "stopping" | "done";
 
@@ -563,11 +564,7 @@ export function Recorder({ onSessionsChanged, onUnauthorized }: Props) {
             ) : null}
           </div>
 
-          {error ? (
-            <p className="notice bad" role="alert">
-              {error}
-            </p>
-          ) : null}
+          <ErrorNotice error={error} />
         </div>
       </div>
 

@@ -3,6 +3,7 @@
 import { useEffect, useState } from "react";
 import { ApiError, compileSession, deleteSession, downloadHref, type Session } from "@/lib/api";
 import { describeMime, formatBytes, formatDateTime, formatDuration, formatRelative } from "@/lib/format";
+import { ErrorNotice } from "./ErrorNotice";
 
 const STATE_TEXT: Record<string, string> = {
   recording: "Recording",
@@ -202,11 +203,7 @@ export function SessionCard({ session, now, onChanged, onDeleted, onUnauthorized
         </button>
       </div>
 
-      {error ? (
-        <p className="notice bad" role="alert">
-          {error}
-        </p>
-      ) : null}
+      <ErrorNotice error={error} />
     </li>
   );
 }

@@ -3,6 +3,7 @@
 import { useCallback, useEffect, useRef, useState } from "react";
 import { ApiError, getSession, listSessions, type Session } from "@/lib/api";
 import { SessionCard } from "./SessionCard";
+import { ErrorNotice } from "./ErrorNotice";
 
 const PAGE = 50;
 const FAST_POLL_MS = 500; // queued / compiling: progress bar
@@ -127,11 +128,7 @@ export function SessionList({ reloadKey, onUnauthorized }: Props) {
           Refresh
         </button>
       </div>
-      {error ? (
-        <p className="notice bad" role="alert">
-          {error}
-        </p>
-      ) : null}
+      <ErrorNotice error={error} />
       {loaded && items.length === 0 && !error ? <p className="muted empty">No recordings yet.</p> : null}
       {!loaded ? <p className="muted empty">Loading…</p> : null}
       <ul className="session-list">
