@@ -68,9 +68,10 @@ format: $(VENV)/.stamp-dev
 	$(BIN)/ruff format services operator tests bench proto docs
 	$(BIN)/ruff check --fix services operator tests bench proto docs
 
+# Every benchmark against its same-run baseline; writes docs/performance.md (about 45 min).
+# BENCH=--quick for a smoke run; the download benchmark needs nginx (apt-get install nginx).
 bench: $(VENV)/.stamp-dev
-	$(BIN)/python bench/ingest_memory.py
-	$(BIN)/python bench/compile_time.py
+	$(BIN)/python bench/report.py $(BENCH)
 
 screenshots: $(VENV)/.stamp-dev frontend
 	$(BIN)/python docs/make_screenshots.py

@@ -1,14 +1,18 @@
-"""Ingest memory over a long recording: stream N minutes of 2.5 Mbit/s media in 1 s frames
-through the real ingest + storage processes and print the web process's RSS as it goes.
+"""Ingest and storage memory: RSS per active stream, and RSS over one long stream.
 
-Baseline (same run): the web process's RSS after it has served one 60 s stream, i.e. the
-idle footprint with every code path and the allocator's arenas warmed up.
-Target: growth under 1 MiB over 10 minutes.
+1. Per stream: after a warm-up stream (every code path and the allocator's arenas warmed),
+   the idle RSS of the web (ingest + api) and storage processes; then `--streams` concurrent
+   2.5 Mbit/s recordings in 1 s frames from separate client processes, RSS sampled every
+   second in their steady state; (median active RSS - idle RSS) / streams is the memory one
+   more recording costs. Target: <= 256 KiB per stream beyond the idle baseline.
+2. Long stream: `--minutes` of 2.5 Mbit/s media through one WebSocket, RSS as it goes. The
+   baseline is the RSS after the warm-up. Target: flat (growth under 1 MiB).
 
-    python bench/ingest_memory.py [--minutes 10] [--speed 10]
+    python bench/ingest_memory.py [--streams 200 --seconds 30] [--minutes 10] [--speed 10]
+    python bench/ingest_memory.py --minutes 60 --speed 1     # the 60-minute, real-time run
 
-Frames are paced at `speed` times real time (1 = as a browser sends them; 0 = unpaced, which
-measures the backpressure window rather than a recording).
+Frames of the long stream are paced at `speed` times real time (1 = as a browser sends them;
+0 = unpaced, which measures the backpressure window rather than a recording).
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from pathlib import Path
 
 import httpx
 import psutil
+from _load import Target, run_clients
 
-from _common import harness
+from _common import Sampler, harness, table
 from tapedeck.ingest.uploader import upload_track
 
 BITRATE = 2_500_000 // 8  # bytes per second of media
@@ -34,14 +39,71 @@ def rss(pid: int) -> int:
     return int(psutil.Process(pid).memory_info().rss)
 
 
+def per_stream(stack: harness.Stack, streams: int, seconds: float) -> tuple[str, str]:
+    """Idle vs active RSS of both processes; returns (table, summary)."""
+    assert stack.web.process and stack.storage.process
+    pids = {"ingest+api": stack.web.process.pid, "storage": stack.storage.process.pid}
+    idle = {name: rss(pid) for name, pid in pids.items()}
+    targets = []
+    with httpx.Client(base_url=stack.base_url, timeout=30) as api:
+        for i in range(streams):
+            created = api.post("/api/sessions").json()
+            targets.append(
+                Target(
+                    f"{stack.ws_base}/ws/video?session={created['id']}&token={created['uploadToken']}",
+                    i,
+                )
+            )
+    sampler: Sampler | None = None
+
+    def started(_pids: list[int], start_at: float) -> None:
+        nonlocal sampler
+        time.sleep(max(0.0, start_at - time.time() + 3))  # every stream has sent a few frames
+        sampler = Sampler(pids).__enter__()
+
+    results = run_clients(targets, "paced", seconds, 2, 2, started)
+    assert sampler is not None
+    sampler.__exit__()
+    errors = sum(1 for r in results if r.error)
+    after = {name: rss(pid) for name, pid in pids.items()}
+    rows = []
+    costs = {}
+    for name in pids:
+        samples = sorted(sampler.usage[name].rss)
+        active = samples[len(samples) // 2] if samples else 0
+        costs[name] = (active - idle[name]) / streams / 1024
+        rows.append(
+            [name, f"{idle[name] / MiB:.1f}", f"{active / MiB:.1f}", f"{after[name] / MiB:.1f}",
+             f"{costs[name]:.0f}"]
+        )  # fmt: skip
+    text = table(
+        ["process", "idle RSS MiB", f"RSS with {streams} streams MiB", "after they end MiB",
+         "KiB per active stream"],
+        rows,
+    )  # fmt: skip
+    worst = max(costs.values())
+    summary = (
+        f"{streams} active streams cost {costs['ingest+api']:.0f} KiB each in ingest and "
+        f"{costs['storage']:.0f} KiB in storage (target <= 256 KiB: "
+        f"{'met' if worst <= 256 else 'MISSED'}; {errors} stream errors)"
+    )
+    return text, summary
+
+
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--minutes", type=float, default=10)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--streams", type=int, default=200, help="concurrent streams (part 1)")
+    parser.add_argument("--seconds", type=float, default=30, help="how long they stream")
+    parser.add_argument("--minutes", type=float, default=10, help="the long stream (part 2)")
     parser.add_argument("--speed", type=float, default=10, help="times real time; 0: unpaced")
     args = parser.parse_args()
     seconds = int(args.minutes * 60)
     with tempfile.TemporaryDirectory() as tmp:
-        stack = harness.make_stack(Path(tmp)).start()
+        stack = harness.make_stack(
+            Path(tmp), sessions_per_minute="0", max_open_sessions="100000"
+        ).start()
         try:
             assert stack.web.process and stack.storage.process
             web, storage = stack.web.process.pid, stack.storage.process.pid
@@ -55,16 +117,13 @@ async def main() -> None:
                     token=warm["uploadToken"],
                     frame_bytes=BITRATE,
                 )
+            print(f"### RSS per active stream: {args.streams} streams x {args.seconds:g} s\n")
+            streams_table, streams_summary = per_stream(stack, args.streams, args.seconds)
+            print(streams_table)
+            with httpx.Client(base_url=stack.base_url) as api:
                 created = api.post("/api/sessions").json()
             base_web, base_storage = rss(web), rss(storage)
-            print(
-                f"baseline RSS: ingest/web {base_web / MiB:.1f} MiB, "
-                f"storage {base_storage / MiB:.1f} MiB"
-            )
-            print(
-                f"streaming {seconds} s of media ({seconds * BITRATE / MiB:.0f} MiB) "
-                f"in {BITRATE / 1024:.0f} KiB frames at {args.speed or 'unpaced'}x real time"
-            )
+            print(f"\n### RSS over one long stream: {args.minutes:g} min at {args.speed:g}x\n")
             frame = os.urandom(BITRATE)
             data = frame * seconds  # same bytes repeated: the server cannot tell
             samples: list[tuple[int, int, int]] = []
@@ -90,19 +149,24 @@ async def main() -> None:
             elapsed = time.perf_counter() - started
             end_web, end_storage = rss(web), rss(storage)
             assert result.committed == len(data)
-            print(f"\n{'media s':>8} {'web RSS MiB':>12} {'storage RSS MiB':>16}")
-            for offset, web_rss, storage_rss in samples:
-                print(f"{offset // BITRATE:>8} {web_rss / MiB:>12.1f} {storage_rss / MiB:>16.1f}")
-            print(f"{seconds:>8} {end_web / MiB:>12.1f} {end_storage / MiB:>16.1f}")
+            rows = [
+                [offset // BITRATE, f"{web_rss / MiB:.1f}", f"{storage_rss / MiB:.1f}"]
+                for offset, web_rss, storage_rss in samples
+            ]
+            rows.append([seconds, f"{end_web / MiB:.1f}", f"{end_storage / MiB:.1f}"])
+            print(table(["media s", "ingest+api RSS MiB", "storage RSS MiB"], rows))
             growth = (end_web - base_web) / MiB
+            storage_growth = (end_storage - base_storage) / MiB
             print(
                 f"\nstreamed {len(data) / MiB:.0f} MiB in {elapsed:.1f} s "
                 f"({len(data) / MiB / elapsed:.1f} MiB/s, {seconds / elapsed:.0f}x real time)"
             )
+            flat = growth < 1 and storage_growth < 1
             print(
-                f"summary: ingest RSS {base_web / MiB:.1f} -> {end_web / MiB:.1f} MiB "
-                f"(growth {growth:+.2f} MiB, target < 1 MiB: {'met' if growth < 1 else 'MISSED'}); "
-                f"storage {base_storage / MiB:.1f} -> {end_storage / MiB:.1f} MiB"
+                f"\nsummary: {streams_summary}; over {args.minutes:g} min of one stream ingest RSS "
+                f"{base_web / MiB:.1f} -> {end_web / MiB:.1f} MiB ({growth:+.2f}), storage "
+                f"{base_storage / MiB:.1f} -> {end_storage / MiB:.1f} MiB ({storage_growth:+.2f}): "
+                f"{'flat' if flat else 'NOT flat'} (target: growth < 1 MiB)"
             )
         finally:
             stack.stop()

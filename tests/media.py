@@ -9,6 +9,7 @@ run at their fastest settings so a fixture costs well under a second per second 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import subprocess
@@ -155,6 +156,19 @@ def packets(path: Path, kind: str) -> list[bytes]:
     with av.open(str(path)) as container:
         stream = container.streams.video[0] if kind == "video" else container.streams.audio[0]
         return [bytes(p) for p in container.demux(stream) if p.size]
+
+
+def packet_digest(path: Path) -> str:
+    """Streams, and every packet's bytes, pts and dts: equal digests, equal media content."""
+    h = hashlib.sha256()
+    with av.open(str(path)) as container:
+        for stream in container.streams:
+            h.update(f"{stream.type}:{stream.codec_context.name}:{stream.time_base}".encode())
+        for packet in container.demux():
+            if packet.size:
+                h.update(f"{packet.stream.index}:{packet.pts}:{packet.dts}".encode())
+                h.update(bytes(packet))
+    return h.hexdigest()
 
 
 def top_level_boxes(path: Path) -> list[str]:

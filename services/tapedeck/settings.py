@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     compile_job_ttl: Duration = timedelta(hours=1)
     """How long a finished compile Job (and its pod's log) is kept."""
     operator_liveness: str = "http://0.0.0.0:8080/healthz"
+    speculative_compiles: int = 2
+    """Embedded mode: recordings compiled while they record, at most this many at once
+    (0: compile only when asked). See compiler/follow.py."""
 
     def ffmpeg_path(self) -> str:
         """FFmpeg from TAPEDECK_FFMPEG, else PATH, else the imageio-ffmpeg wheel's binary."""

@@ -11,6 +11,7 @@ from tapedeck.compiler.plan import (
     OutputOptions,
     PlanError,
     TrackInput,
+    mux_args,
     plan_compile,
     target_size,
 )
@@ -299,3 +300,54 @@ def test_offsets_are_non_negative_and_preserve_wall_clock_order(
     # Relative to each other they must match startedAt + first timestamp.
     want = (delays[1] / 1000 + leads[1]) - (delays[0] / 1000 + leads[0])
     assert p.offsets["audio"] - p.offsets["video"] == pytest.approx(want, abs=2e-6)
+
+
+# --- stages: the same compile in steps (compile while recording) ---
+
+
+def test_encoded_streams_become_stages_with_the_one_shot_arguments() -> None:
+    p = plan(
+        track("video", video("vp8")),
+        track("audio", audio(), started_at=T0 + 500),
+    )
+    assert [s.kind for s in p.stages] == ["video", "audio"]
+    vstage, astage = p.stages
+    assert vstage.track == "video" and astage.track == "audio"
+    assert astage.input_args == ("-itsoffset", "0.5")  # the track's delay, as in one shot
+    for stage in p.stages:
+        args = stage.args("pipe:0")
+        # Every encoder argument of the one-shot command is in the stage, in the same order.
+        encoder = list(args[args.index("-map") + 2 : args.index("-f")])
+        start = p.args.index(encoder[0])
+        assert list(p.args[start : start + len(encoder)]) == encoder
+        assert args[args.index("-i") + 1] == "pipe:0"
+        assert args[-1] == stage.output_path and stage.output_path.startswith("/out/s.mp4.")
+    assert p.stage("video") is vstage and p.stage("screen") is None
+
+
+def test_mux_copies_tracks_with_their_offsets_and_stage_outputs_as_they_start() -> None:
+    p = plan(
+        track("video", video("h264"), started_at=T0 + 250),
+        track("audio", audio()),
+    )
+    assert [s.kind for s in p.stages] == ["audio"]
+    args = mux_args(p, {"audio": 0.021333})
+    at = args.index("/rec/video.webm")
+    assert args[at - 3 : at] == ("-itsoffset", "0.25", "-i")
+    at = args.index(p.stages[0].output_path)
+    assert args[at - 3 : at] == ("-itsoffset", "0.021333", "-i")
+    assert args[args.index("-map") : args.index("-c")] == ("-map", "0:0", "-map", "1:0")
+    assert "copy" in args and "+faststart" in args and args[-1] == "/out/s.mp4"
+
+
+def test_one_file_with_both_streams_is_copied_and_staged() -> None:
+    p = plan(track("video", video("h264", index=0), audio(index=1)))
+    assert [(s.kind, s.track) for s in p.stages] == [("audio", "video")]
+    assert "0:1" in p.stages[0].output_args
+    args = mux_args(p, {"audio": 0.0})
+    assert args.count("-i") == 2  # the recorded file (video) and the stage's output (audio)
+
+
+def test_nothing_encoded_means_no_stages_and_the_one_shot_command() -> None:
+    p = plan(track("video", video("h264")), track("audio", audio("aac")))
+    assert p.stages == () and mux_args(p) == p.args

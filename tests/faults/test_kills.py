@@ -65,7 +65,8 @@ async def test_killed_service_is_restarted_and_upload_resumes(
 def compile_process(session_id: str) -> psutil.Process | None:
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = proc.info["cmdline"] or []
-        if cmdline[-2:] == ["compile", session_id]:
+        # `tapedeck compile ID`, or the follower that compiles a session it saw recording.
+        if cmdline[-2:] in (["compile", session_id], ["tapedeck.compiler.follow", session_id]):
             return proc
     return None
 

@@ -235,3 +235,44 @@ async def test_manifests_survive_restart(storage_settings: Settings) -> None:
         assert detail.tracks[0].committed_size == 5000 and not detail.tracks[0].finished
         assert detail.state == pb.SESSION_STATE_RECORDING
     await server.stop(None)
+
+
+async def test_tracks_opened_at_the_same_time_are_all_kept(storage: StorageClient) -> None:
+    """Each track's open rewrites the manifest; none may overwrite another's."""
+    for _ in range(5):
+        session = await storage.create_session()
+        writers = await asyncio.gather(
+            *(storage.open_writer(session.id, t, "video/webm", 1.0) for t in ("video", "audio"))
+        )
+        for writer in writers:
+            writer.cancel()
+        tracks = {t.name for t in (await storage.get_session(session.id)).tracks}
+        assert tracks == {"video", "audio"}
+
+
+async def test_concurrent_updates_are_not_lost(storage: StorageClient) -> None:
+    session = await storage.create_session()
+    await asyncio.gather(
+        storage.update_session(pb.UpdateSessionRequest(session_id=session.id, progress=0.5)),
+        storage.update_session(pb.UpdateSessionRequest(session_id=session.id, error="boom")),
+    )
+    after = await storage.get_session(session.id)
+    assert after.progress == 0.5 and after.error == "boom"
+
+
+async def test_reads_arrive_whole_and_in_order_with_read_ahead(storage: StorageClient) -> None:
+    session = await storage.create_session()
+    writer = await storage.open_writer(session.id, "video", "video/webm", 1.0)
+    data = os.urandom(900_000)
+    for offset in range(0, len(data), 100_000):
+        await writer.send(offset, data[offset : offset + 100_000])
+    await writer.send(len(data), b"", finish=True)
+    async for ack in writer.acks():
+        if ack.finished:
+            break
+    chunks = [c async for c in storage.read(session.id, "video")]
+    assert b"".join(chunks) == data
+    assert (
+        b"".join([c async for c in storage.read(session.id, "video", 123, 456_789)])
+        == (data[123 : 123 + 456_789])
+    )

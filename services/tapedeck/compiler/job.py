@@ -8,17 +8,21 @@ session `compiling`, so whoever runs us retries (bounded) rather than recording 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 
 from tapedeck._proto import storage_pb2 as pb
 from tapedeck.compiler.plan import OutputOptions, PlanError
-from tapedeck.compiler.probe import ProbeError
-from tapedeck.compiler.run import CompileError, compile_files
+from tapedeck.compiler.probe import MediaInfo, ProbeError
+from tapedeck.compiler.run import CompileError, RunningStage, compile_files
+from tapedeck.processes import tune_malloc_for_bulk_io
 from tapedeck.settings import Settings
 from tapedeck.storage.client import StorageClient, StorageError
 
@@ -30,8 +34,39 @@ EXIT_RETRY = 75  # EX_TEMPFAIL: storage unreachable; run again later
 PROGRESS_INTERVAL = 0.5
 
 
+def output_path(scratch: Path, session_id: str) -> Path:
+    """Where a compile writes its MP4 (stage outputs go beside it, named after it)."""
+    return scratch / f"{session_id}.mp4"
+
+
+class Prepared(Protocol):
+    """What `compiler.follow` made while the session was recording."""
+
+    @property
+    def scratch(self) -> Path: ...
+
+    @property
+    def inputs(self) -> list[tuple[str, Path, float]]:
+        """(track, local file, started_at) of every track with bytes."""
+
+    @property
+    def running(self) -> Mapping[str, RunningStage]:
+        """Stages started while recording, by kind."""
+
+    def matches(self, session: pb.Session) -> bool:
+        """Every track of `session` is complete in `inputs`, byte for byte."""
+
+    async def infos(self) -> Mapping[str, MediaInfo]: ...
+
+    def discard(self) -> None: ...
+
+
 async def compile_session(
-    storage: StorageClient, session_id: str, settings: Settings, options: OutputOptions
+    storage: StorageClient,
+    session_id: str,
+    settings: Settings,
+    options: OutputOptions,
+    prepared: Prepared | None = None,
 ) -> int:
     session = await storage.get_session(session_id)
     try:
@@ -69,16 +104,49 @@ async def compile_session(
                 )
             )
 
-    with tempfile.TemporaryDirectory(prefix=f"tapedeck-{session_id}-") as scratch:
-        inputs: list[tuple[str, Path, float]] = []
-        for track in session.tracks:
-            if track.committed_size > 0:
-                path = Path(scratch) / f"{track.name}.webm"
-                await storage.download(session_id, track.name, path)
-                inputs.append((track.name, path, track.started_at))
-        output = Path(scratch) / f"{session_id}.mp4"
+    phases: dict[str, float] = {}
+    mark = time.perf_counter()
+
+    def phase(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        phases[name] = now - mark
+        mark = now
+
+    with contextlib.ExitStack() as cleanup:
+        if prepared is not None and prepared.matches(session):
+            scratch = prepared.scratch
+            inputs = prepared.inputs
+            infos: Mapping[str, MediaInfo] | None = await prepared.infos()
+            running: Mapping[str, RunningStage] | None = prepared.running
+        else:
+            if prepared is not None:
+                log.info(
+                    "%s: what was prepared while recording is stale; compiling anew", session_id
+                )
+                prepared.discard()
+            scratch = Path(
+                cleanup.enter_context(tempfile.TemporaryDirectory(prefix=f"tapedeck-{session_id}-"))
+            )
+            inputs = []
+            for track in session.tracks:
+                if track.committed_size > 0:
+                    path = scratch / f"{track.name}.webm"
+                    await storage.download(session_id, track.name, path)
+                    inputs.append((track.name, path, track.started_at))
+            infos = running = None
+        phase("inputs")
+        output = output_path(scratch, session_id)
         try:
-            result = await compile_files(settings.ffmpeg_path(), inputs, output, options, report)
+            result = await compile_files(
+                settings.ffmpeg_path(),
+                inputs,
+                output,
+                options,
+                report,
+                infos=infos,
+                running=running,
+            )
         except (CompileError, ProbeError, PlanError) as err:
             log.warning("compile of %s failed: %s", session_id, err)
             await storage.update_session(
@@ -90,7 +158,9 @@ async def compile_session(
                 )
             )
             return EXIT_FAILED
+        phase("ffmpeg")
         await storage.upload_output(session_id, output)
+        phase("upload")
     await storage.update_session(
         pb.UpdateSessionRequest(
             session_id=session_id,
@@ -104,11 +174,20 @@ async def compile_session(
             if_state_in=[pb.SESSION_STATE_COMPILING],
         )
     )
-    log.info("compiled %s: %d bytes, %.2f s", session_id, result.size, result.duration_seconds)
+    phase("ready")
+    log.info(
+        "compiled %s: %d bytes, %.2f s of media (%s; %s)",
+        session_id,
+        result.size,
+        result.duration_seconds,
+        result.summary,
+        ", ".join(f"{name} {seconds:.2f} s" for name, seconds in phases.items()),
+    )
     return EXIT_OK
 
 
 async def main(session_id: str, settings: Settings, options: OutputOptions | None = None) -> int:
+    tune_malloc_for_bulk_io()
     async with StorageClient(settings.storage_addr) as storage:
         try:
             return await compile_session(storage, session_id, settings, options or OutputOptions())

@@ -49,6 +49,7 @@ TRACK_NAMES: tuple[TrackName, ...] = ("video", "audio", "screen")
 VIDEO_SOURCES: tuple[TrackName, ...] = ("video", "screen")
 MAX_LEAD_SECONDS = 10.0
 AUDIO_BITRATE = "128k"
+_HEAD = ("-hide_banner", "-nostdin", "-loglevel", "warning", "-y")
 
 
 class PlanError(ValueError):
@@ -100,6 +101,86 @@ class CompilePlan:
     audio_codec: str | None
     offsets: Mapping[str, float] = field(default_factory=dict)
     """`-itsoffset` per used track name, seconds."""
+    stages: tuple[Stage, ...] = ()
+    """The same compile in steps: each encoded stream on its own (see `Stage`)..."""
+    mux: tuple[MuxInput, ...] = ()
+    """...then every stream stream-copied into the MP4 (`mux_args`)."""
+
+    def stage(self, kind: str) -> Stage | None:
+        return next((s for s in self.stages if s.kind == kind), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """One stream encoded on its own by an FFmpeg that reads one track.
+
+    Input options, map, filters and encoder are those of the one-shot command, so the packets
+    it writes are the ones the one-shot command would have muxed: encoding is deterministic
+    and sees the same decoded input. The track may be the finished file or a pipe fed while
+    the track is still being recorded (FFmpeg reads a live WebM front to back either way),
+    which is what lets a compile start before the recording ends.
+    """
+
+    kind: Literal["video", "audio"]
+    track: str
+    input_args: tuple[str, ...]
+    output_args: tuple[str, ...]
+    output_path: str
+
+    def args(self, source: str) -> tuple[str, ...]:
+        """FFmpeg argv (without the binary) reading `source` (a path, or `pipe:0`)."""
+        return (
+            *_HEAD,
+            *self.input_args,
+            "-i",
+            source,
+            *self.output_args,
+            "-progress",
+            "pipe:1",
+            "-nostats",
+            self.output_path,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MuxInput:
+    """One stream of the final MP4: taken from a track as recorded, or from a stage's output."""
+
+    path: str
+    stream: int
+    offset: float
+    """`-itsoffset` for a track (as in the one-shot command)."""
+    stage: str | None = None
+    """Kind of the stage whose output this is: its offset is that file's own start time, so
+    FFmpeg's rebasing of every input to 0 leaves the stage's timestamps as they were."""
+
+
+def mux_args(plan: CompilePlan, stage_starts: Mapping[str, float] | None = None) -> tuple[str, ...]:
+    """FFmpeg argv that stream-copies `plan.mux` into `plan.output_path`.
+
+    `stage_starts`: each stage output's start time in seconds (what FFmpeg will subtract).
+    """
+    if not plan.stages:
+        return plan.args
+    starts = stage_starts or {}
+    args: list[str] = [*_HEAD]
+    opened: dict[str, int] = {}
+    for use in plan.mux:
+        if use.path in opened:
+            continue
+        offset = starts.get(use.stage, 0.0) if use.stage else use.offset
+        if offset:
+            args += ["-itsoffset", _seconds(offset)]
+        args += ["-i", use.path]
+        opened[use.path] = len(opened)
+    for use in plan.mux:
+        args += ["-map", f"{opened[use.path]}:{use.stream}"]
+    args += [
+        "-c", "copy", "-movflags", "+faststart", "-f", "mp4",
+        "-progress", "pipe:1", "-nostats",
+        plan.output_path,
+    ]  # fmt: skip
+    return tuple(args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +316,7 @@ def plan_compile(
     }
     expected = max(offsets[u.track.name] + (u.stream.end or 0.0) - u.track.info.start for u in uses)
 
-    args: list[str] = ["-hide_banner", "-nostdin", "-loglevel", "warning", "-y"]
+    args: list[str] = [*_HEAD]
     for track in tracks:
         if offsets[track.name]:
             args += ["-itsoffset", _seconds(offsets[track.name])]
@@ -245,6 +326,7 @@ def plan_compile(
         args += ["-map", f"{index[use.track.name]}:{use.stream.index}"]
 
     parts: list[str] = []
+    encoders: dict[str, list[str]] = {}  # kind → encoder arguments, for streams not copied
     video_codec: str | None = None
     if video is not None:
         video_codec = "h264"
@@ -255,13 +337,14 @@ def plan_compile(
             parts.append(f"copy h264 video{source}")
         else:
             size = target_size(video.stream.width, video.stream.height, options.max_height)
-            args += [
+            encoders["video"] = [
                 "-c:v", "libx264", "-preset", options.preset, "-crf", str(options.crf),
                 "-pix_fmt", "yuv420p", "-vf", _video_filter(video.stream, options.max_height),
                 # Keep the recorder's own frame times (WebM is variable frame rate);
                 # a guessed constant rate could duplicate frames by the hundred.
                 "-fps_mode:v", "vfr", "-enc_time_base:v", "1:1000",
             ]  # fmt: skip
+            args += encoders["video"]
             dims = f", {size[0]}x{size[1]}" if size else ""
             parts.append(
                 f"{video.stream.codec}→h264 video{source} "
@@ -275,7 +358,10 @@ def plan_compile(
             args += ["-c:a", "copy"]
             parts.append(f"copy aac audio{source}")
         else:
-            args += ["-c:a", "aac", "-b:a", AUDIO_BITRATE, "-af", "aresample=async=1:first_pts=0"]
+            encoders["audio"] = [
+                "-c:a", "aac", "-b:a", AUDIO_BITRATE, "-af", "aresample=async=1:first_pts=0",
+            ]  # fmt: skip
+            args += encoders["audio"]
             parts.append(f"{audio.stream.codec}→aac audio{source}")
     for name, offset in offsets.items():
         if offset >= 0.0005:
@@ -286,6 +372,27 @@ def plan_compile(
         "-progress", "pipe:1", "-nostats",
         output_path,
     ]  # fmt: skip
+    stages: list[Stage] = []
+    mux: list[MuxInput] = []
+    chosen: list[tuple[str, _Use | None]] = [("video", video), ("audio", audio)]
+    for kind, picked in chosen:
+        if picked is None:
+            continue
+        use = picked
+        name = use.track.name
+        if kind not in encoders:
+            mux.append(MuxInput(use.track.path, use.stream.index, offsets[name]))
+            continue
+        offset = offsets[name]
+        stage = Stage(
+            kind="video" if kind == "video" else "audio",
+            track=name,
+            input_args=("-itsoffset", _seconds(offset)) if offset else (),
+            output_args=("-map", f"0:{use.stream.index}", *encoders[kind], "-f", "mp4"),
+            output_path=f"{output_path}.{kind}.mp4",
+        )
+        stages.append(stage)
+        mux.append(MuxInput(stage.output_path, 0, 0.0, stage=kind))
     return CompilePlan(
         args=tuple(args),
         output_path=output_path,
@@ -294,4 +401,6 @@ def plan_compile(
         video_codec=video_codec,
         audio_codec=audio_codec,
         offsets=offsets,
+        stages=tuple(stages),
+        mux=tuple(mux),
     )

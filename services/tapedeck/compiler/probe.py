@@ -9,14 +9,21 @@ browser that crashed mid-cluster) is tolerated because FFmpeg tolerates it too.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import av
 
 StreamKind = Literal["video", "audio"]
+
+
+class Readable(Protocol):
+    """A source PyAV reads front to back (no `seek`)."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
 
 
 class ProbeError(Exception):
@@ -91,9 +98,17 @@ class MediaInfo:
 
 @dataclass(slots=True)
 class _Extent:
+    """Packet count and timestamp bounds of one stream, in its own time base (integers: a
+    Fraction per packet made probing an hour of media take seconds)."""
+
     packets: int = 0
-    start: Fraction | None = None
-    end: Fraction | None = None
+    start: int | None = None
+    end: int | None = None
+
+    def bounds(self, time_base: Fraction | None) -> tuple[Fraction | None, Fraction | None]:
+        if time_base is None or self.start is None or self.end is None:
+            return None, None
+        return self.start * time_base, self.end * time_base
 
 
 def _reason(exc: BaseException) -> str:
@@ -111,9 +126,25 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
         raise ProbeError(f"{name}: cannot read the file ({exc.strerror or exc})") from exc
     if size == 0:
         raise ProbeError(f"{name} is empty (0 bytes): nothing was recorded")
+    return _probe(str(file), name, str(file), lambda: size)
+
+
+def probe_stream(source: Readable, name: str, path: str, size: Callable[[], int]) -> MediaInfo:
+    """`probe` of a file that is still being written, read front to back from `source`.
+
+    `source.read` blocks until more bytes arrive and returns b"" once the file is complete,
+    so the result is ready as soon as the last byte is; it equals `probe(path)` of the
+    finished file (same demuxer, same packets). `size()` gives the final size.
+    """
+    return _probe(source, name, path, size)
+
+
+def _probe(source: str | Readable, name: str, path: str, size: Callable[[], int]) -> MediaInfo:
     try:
-        container = av.open(str(file), mode="r")
+        container = av.open(source, mode="r")
     except (av.FFmpegError, OSError, ValueError) as exc:
+        if size() == 0:
+            raise ProbeError(f"{name} is empty (0 bytes): nothing was recorded") from exc
         raise ProbeError(f"{name} is not a readable audio/video file: {_reason(exc)}") from exc
     with container:
         selected = [s for s in container.streams if isinstance(s, av.VideoStream | av.AudioStream)]
@@ -135,9 +166,9 @@ def probe(path: str | os.PathLike[str]) -> MediaInfo:
     if not streams:
         raise ProbeError(f"{name} contains no audio or video stream")
     return MediaInfo(
-        path=str(file),
+        path=path,
         format_name=format_name,
-        size=size,
+        size=size(),
         streams=streams,
         truncated=truncated,
     )
@@ -150,16 +181,17 @@ def _extend(extents: dict[int, _Extent], packet: av.Packet[av.stream.Stream]) ->
     extent = extents.get(packet.stream.index)
     if extent is None or ts is None or packet.time_base is None:
         return
-    base = Fraction(packet.time_base)
-    start = ts * base
-    end = (ts + max(packet.duration or 0, 0)) * base
+    end = ts + max(packet.duration or 0, 0)
     extent.packets += 1
-    extent.start = start if extent.start is None else min(extent.start, start)
-    extent.end = end if extent.end is None else max(extent.end, end)
+    if extent.start is None or ts < extent.start:
+        extent.start = ts
+    if extent.end is None or end > extent.end:
+        extent.end = end
 
 
 def _stream_info(stream: av.VideoStream | av.AudioStream, extent: _Extent) -> StreamInfo:
-    start: Fraction | None = extent.start
+    time_base = Fraction(stream.time_base) if stream.time_base is not None else None
+    start, end = extent.bounds(time_base)
     if stream.start_time is not None and stream.time_base is not None and extent.packets:
         # libavformat's own start time is what FFmpeg rebases on; it already accounts
         # for edit lists and codec priming (an MP4's AAC starts at 0, not at -1024).
@@ -170,7 +202,7 @@ def _stream_info(stream: av.VideoStream | av.AudioStream, extent: _Extent) -> St
         codec=stream.codec_context.name,
         packets=extent.packets,
         start=float(start) if start is not None else None,
-        end=float(extent.end) if extent.end is not None else None,
+        end=float(end) if end is not None else None,
     )
     if isinstance(stream, av.VideoStream):
         video = stream.codec_context

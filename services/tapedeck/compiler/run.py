@@ -16,12 +16,23 @@ import os
 import re
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tapedeck.compiler.plan import CompilePlan, OutputOptions, PlanError, TrackInput, plan_compile
+import av
+
+from tapedeck.compiler.plan import (
+    CompilePlan,
+    OutputOptions,
+    PlanError,
+    Stage,
+    TrackInput,
+    mux_args,
+    plan_compile,
+)
 from tapedeck.compiler.probe import MediaInfo, ProbeError, probe
+from tapedeck.processes import die_with_parent
 
 ProgressCallback = Callable[[float], Awaitable[None] | None]
 
@@ -159,31 +170,62 @@ async def _drain(stream: asyncio.StreamReader, tail: _Tail) -> None:
         tail.feed(chunk)
 
 
-async def run_ffmpeg(
-    ffmpeg: str, plan: CompilePlan, on_progress: ProgressCallback | None = None
-) -> CompileResult:
-    """Run FFmpeg with `plan.args`; report progress; raise CompileError on failure."""
+StdinFeed = Callable[[asyncio.StreamWriter], Awaitable[None]]
+
+
+def _lower_priority() -> None:
+    """`preexec_fn` of speculative stages: yield the CPU to ingest, die with the parent."""
+    die_with_parent()
+    with contextlib.suppress(OSError):
+        os.nice(10)
+
+
+async def run_args(
+    ffmpeg: str,
+    args: Sequence[str],
+    expected_duration: float = 0.0,
+    on_progress: ProgressCallback | None = None,
+    *,
+    feed: StdinFeed | None = None,
+    background: bool = False,
+    finish_progress: bool = True,
+) -> float:
+    """Run FFmpeg with `args` (which must include `-progress pipe:1`); report progress;
+    raise CompileError on failure. Returns the seconds of output FFmpeg reported.
+
+    `feed` writes FFmpeg's standard input (a track still being recorded) and closes it.
+    `background`: a speculative run, at a lower CPU priority.
+    """
     try:
         proc = await asyncio.create_subprocess_exec(
             ffmpeg,
-            *plan.args,
-            stdin=asyncio.subprocess.DEVNULL,
+            *args,
+            stdin=asyncio.subprocess.PIPE if feed else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            preexec_fn=_lower_priority if background else die_with_parent,
         )
     except OSError as exc:
         raise CompileError(f"cannot run FFmpeg ({ffmpeg}): {exc.strerror or exc}") from exc
     assert proc.stdout is not None and proc.stderr is not None
     tail = _Tail()
-    progress = _Progress(plan.expected_duration, on_progress)
+    progress = _Progress(expected_duration, on_progress)
     drain = asyncio.create_task(_drain(proc.stderr, tail))
+    feeding: asyncio.Task[None] | None = None
+    if feed is not None:
+        assert proc.stdin is not None
+        feeding = asyncio.create_task(_feed(feed, proc.stdin))
     try:
         await _read_progress(proc.stdout, progress)
         await drain
         returncode = await proc.wait()
+        if feeding is not None:
+            await feeding
     except BaseException:
         # Cancelled (or the callback failed): FFmpeg must not outlive the compile.
         drain.cancel()
+        if feeding is not None:
+            feeding.cancel()
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
@@ -192,15 +234,120 @@ async def run_ffmpeg(
         raise
     if returncode != 0:
         raise CompileError(failure_message(returncode, tail), retryable=returncode < 0)
-    await progress.finish()
+    if finish_progress:
+        await progress.finish()
+    return progress.seconds
+
+
+async def _feed(feed: StdinFeed, stdin: asyncio.StreamWriter) -> None:
+    try:
+        await feed(stdin)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # FFmpeg stopped reading: its exit status says why
+    finally:
+        stdin.close()
+
+
+async def run_ffmpeg(
+    ffmpeg: str, plan: CompilePlan, on_progress: ProgressCallback | None = None
+) -> CompileResult:
+    """Run FFmpeg with `plan.args` (the one-shot command); report progress; raise
+    CompileError on failure."""
+    seconds = await run_args(ffmpeg, plan.args, plan.expected_duration, on_progress)
     size = await asyncio.to_thread(os.path.getsize, plan.output_path)
     return CompileResult(
         size=size,
-        duration_seconds=progress.seconds or plan.expected_duration,
+        duration_seconds=seconds or plan.expected_duration,
         video_codec=plan.video_codec,
         audio_codec=plan.audio_codec,
         summary=plan.summary,
     )
+
+
+class RunningStage:
+    """A stage started ahead of the compile (by `compile.follow`), on a track still arriving."""
+
+    def __init__(self, stage: Stage, task: asyncio.Task[float]) -> None:
+        self.stage, self.task = stage, task
+
+    def cancel(self) -> None:
+        self.task.cancel()
+
+
+async def run_staged(
+    ffmpeg: str,
+    plan: CompilePlan,
+    paths: Mapping[str, str],
+    on_progress: ProgressCallback | None = None,
+    running: Mapping[str, RunningStage] | None = None,
+) -> None:
+    """Run `plan` as its stages (at once: one per core) and then the stream-copy mux.
+
+    `paths`: track name → file. A stage in `running` that is exactly the planned one is
+    awaited instead of started again (its packets are the same); any other is cancelled.
+    """
+    running = dict(running or {})
+    video = plan.stage("video")
+    longest = video or plan.stages[0]
+    expected = plan.expected_duration
+
+    async def scaled(fraction: float) -> None:  # stages are most of the work; the mux the rest
+        if on_progress is not None:
+            result = on_progress(fraction * 0.95)
+            if inspect.isawaitable(result):
+                await result
+
+    async def run_stage(stage: Stage, ahead: RunningStage | None) -> float:
+        if ahead is not None:
+            try:
+                return await ahead.task
+            except CompileError:
+                pass  # e.g. fed a track that was cut short: run it on the whole file
+        progress = scaled if stage is longest else None
+        return await run_args(
+            ffmpeg, stage.args(paths[stage.track]), expected, progress, finish_progress=False
+        )
+
+    tasks: list[asyncio.Task[float]] = []
+    reused = 0
+    for stage in plan.stages:
+        ahead = running.pop(stage.kind, None)
+        if ahead is not None and ahead.stage != stage:
+            ahead.cancel()
+            ahead = None
+        reused += ahead is not None
+        tasks.append(asyncio.create_task(run_stage(stage, ahead)))
+    if reused == len(plan.stages):
+        await scaled(0.9)  # encoded while recording: only the last seconds and the mux are left
+    for leftover in running.values():
+        leftover.cancel()
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+    def stage_starts() -> dict[str, float]:
+        return {stage.kind: _start_seconds(stage.output_path) for stage in plan.stages}
+
+    starts = await asyncio.to_thread(stage_starts)
+    await run_args(ffmpeg, mux_args(plan, starts), 0.0, None)
+    if on_progress is not None:
+        result = on_progress(1.0)
+        if inspect.isawaitable(result):
+            await result
+
+
+def _start_seconds(path: str) -> float:
+    """The start time FFmpeg will rebase a stage's output by (microseconds, exactly)."""
+    try:
+        with av.open(path) as container:
+            start = container.start_time
+    except (av.FFmpegError, OSError) as exc:
+        raise CompileError(f"a compile stage wrote an unreadable file: {exc}") from exc
+    return (start or 0) / 1_000_000
 
 
 def _load_inputs(
@@ -218,19 +365,37 @@ def _load_inputs(
     return tracks
 
 
-def _finish(plan: CompilePlan, partial: Path, output: Path) -> MediaInfo:
-    """Check the written file is what the plan promised, then move it into place."""
+@dataclass(frozen=True, slots=True)
+class _Written:
+    size: int
+    duration: float
+    video: str | None
+    audio: str | None
+
+
+def _finish(plan: CompilePlan, partial: Path, output: Path) -> _Written:
+    """Check the written file is what the plan promised, then move it into place.
+
+    FFmpeg exited 0, so the MP4's own index (moov) is read rather than every packet again.
+    """
     try:
-        result = probe(partial)
-    except ProbeError as exc:
+        with av.open(str(partial)) as container:
+            codecs = {
+                kind: next(
+                    (s.codec_context.name for s in container.streams if s.type == kind), None
+                )
+                for kind in ("video", "audio")
+            }
+            duration = (container.duration or 0) / 1_000_000
+    except (av.FFmpegError, OSError, ValueError) as exc:
         raise CompileError(f"FFmpeg wrote an unreadable file: {exc}") from exc
     for kind, want in (("video", plan.video_codec), ("audio", plan.audio_codec)):
-        stream = result.video if kind == "video" else result.audio
-        got = stream.codec if stream else None
+        got = codecs[kind]
         if got != want:
             raise CompileError(f"FFmpeg wrote {kind} as {got or 'nothing'}, expected {want}")
+    size = partial.stat().st_size
     partial.replace(output)
-    return result
+    return _Written(size, duration, codecs["video"], codecs["audio"])
 
 
 def _discard(path: Path) -> None:
@@ -243,28 +408,48 @@ async def compile_files(
     output_path: str | os.PathLike[str],
     options: OutputOptions | None = None,
     on_progress: ProgressCallback | None = None,
+    *,
+    infos: Mapping[str, MediaInfo] | None = None,
+    running: Mapping[str, RunningStage] | None = None,
 ) -> CompileResult:
     """Probe, plan and run one compile of local files into `output_path`.
 
     FFmpeg writes to a `.part` file beside the output, renamed into place only after the
-    result probes as the planned streams, so a failure never leaves a half-written MP4
-    and never touches the inputs. Raises ProbeError, PlanError or CompileError, each with
-    a message fit to show a user.
+    result reads back as the planned streams, so a failure never leaves a half-written MP4
+    and never touches the inputs. Streams that are encoded (not copied) run as stages, one
+    FFmpeg each, at the same time, and a stream-copy mux joins them. `infos` are probes
+    already made (by a follower), `running` stages it already started. Raises ProbeError,
+    PlanError or CompileError, each with a message fit to show a user.
     """
     output = Path(output_path)
-    tracks = await asyncio.to_thread(_load_inputs, inputs, output)
+    if infos is None:
+        tracks = await asyncio.to_thread(_load_inputs, inputs, output)
+    else:
+        tracks = [
+            TrackInput(name=name, path=os.fspath(path), started_at=started_at, info=infos[name])
+            for name, path, started_at in inputs
+        ]
     partial = output.with_name(f"{output.name}.part")
     plan = plan_compile(tracks, str(partial), options)
     try:
-        await run_ffmpeg(ffmpeg, plan, on_progress)
+        if plan.stages:
+            paths = {t.name: t.path for t in tracks}
+            await run_staged(ffmpeg, plan, paths, on_progress, running)
+        else:
+            for ahead in (running or {}).values():
+                ahead.cancel()
+            await run_ffmpeg(ffmpeg, plan, on_progress)
         result = await asyncio.to_thread(_finish, plan, partial, output)
     except BaseException:
         _discard(partial)
         raise
+    finally:
+        for stage in plan.stages:
+            _discard(Path(stage.output_path))
     return CompileResult(
         size=result.size,
         duration_seconds=result.duration,
-        video_codec=result.video.codec if result.video else None,
-        audio_codec=result.audio.codec if result.audio else None,
+        video_codec=result.video,
+        audio_codec=result.audio,
         summary=plan.summary,
     )

@@ -21,8 +21,16 @@ from tapedeck.storage.records import PB_TO_STATE
 log = logging.getLogger(__name__)
 
 
+FOLLOW_SCAN = 1.0  # seconds between looks for recordings to compile while they record
+
+
 def compile_command(session_id: str) -> list[str]:
     return [sys.executable, "-m", "tapedeck", "compile", session_id]
+
+
+def follow_command(session_id: str) -> list[str]:
+    """Compile while recording, then as `compile_command` once asked (compiler/follow.py)."""
+    return [sys.executable, "-m", "tapedeck.compiler.follow", session_id]
 
 
 class LocalCompileWorker:
@@ -32,12 +40,16 @@ class LocalCompileWorker:
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self.pending: set[str] = set()
         self.tasks: list[asyncio.Task[None]] = []
+        self.followers: dict[str, asyncio.subprocess.Process] = {}
+        self._followed: set[str] = set()
 
     async def start(self) -> None:
         self.tasks = [
             asyncio.create_task(self._work()) for _ in range(self.settings.compile_concurrency)
         ]
         self.tasks.append(asyncio.create_task(self._recover()))
+        if self.settings.speculative_compiles > 0:
+            self.tasks.append(asyncio.create_task(self._follow_recordings()))
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -45,6 +57,44 @@ class LocalCompileWorker:
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for process in self.followers.values():
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+        for process in self.followers.values():
+            await process.wait()
+        self.followers.clear()
+
+    async def _follow_recordings(self) -> None:
+        """Starts a follower (compile while recording) for new recordings, a few at once."""
+        while True:
+            await asyncio.sleep(FOLLOW_SCAN)
+            for session_id, process in list(self.followers.items()):
+                if process.returncode is not None and session_id not in self.pending:
+                    del self.followers[session_id]
+            room = self.settings.speculative_compiles - len(self.followers)
+            if room <= 0:
+                continue
+            try:
+                page = await self.storage.list_sessions(100, "", [pb.SESSION_STATE_RECORDING])
+            except StorageError:
+                continue
+            recording = {s.id for s in page.sessions}
+            self._followed &= recording  # forget sessions that stopped recording
+            for session in reversed(page.sessions):  # oldest first
+                if room <= 0:
+                    break
+                if session.id in self._followed or not any(
+                    t.committed_size for t in session.tracks
+                ):
+                    continue
+                self._followed.add(session.id)
+                self.followers[session.id] = await asyncio.create_subprocess_exec(
+                    *follow_command(session.id), env=self._env(), preexec_fn=die_with_parent
+                )
+                room -= 1
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, "TAPEDECK_STORAGE_ADDR": self.storage.addr}
 
     async def submit(self, session_id: str) -> None:
         if session_id not in self.pending:
@@ -125,10 +175,12 @@ class LocalCompileWorker:
             await asyncio.sleep(delay)
 
     async def _run(self, session_id: str) -> int:
-        env = {**os.environ, "TAPEDECK_STORAGE_ADDR": self.storage.addr}
-        process = await asyncio.create_subprocess_exec(
-            *compile_command(session_id), env=env, preexec_fn=die_with_parent
-        )
+        process = self.followers.pop(session_id, None)
+        if process is None or process.returncode is not None:
+            # No follower (or it already gave up): the compile a Kubernetes Job would run.
+            process = await asyncio.create_subprocess_exec(
+                *compile_command(session_id), env=self._env(), preexec_fn=die_with_parent
+            )
         try:
             return await asyncio.wait_for(
                 process.wait(), self.settings.compile_timeout.total_seconds()

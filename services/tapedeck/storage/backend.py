@@ -15,6 +15,7 @@ import hashlib
 import os
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -22,7 +23,7 @@ from tapedeck.sessions import OUTPUT, track_file_name, validate_session_id
 from tapedeck.storage.records import SessionRecord
 
 MANIFEST = "session.json"
-READ_CHUNK = 256 * 1024
+READ_CHUNK = 1024 * 1024
 
 
 class Appender(Protocol):
@@ -73,6 +74,14 @@ class FileAppender:
             os.close(self._fd)
 
 
+_HASHER = ThreadPoolExecutor(1, thread_name_prefix="output-hash")
+
+
+def _update(digest: hashlib._Hash, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        digest.update(chunk)
+
+
 class OutputWriter(FileAppender):
     """Writes the MP4 beside its final name and publishes it atomically with a content hash."""
 
@@ -82,9 +91,10 @@ class OutputWriter(FileAppender):
         self._hash = hashlib.sha256()
 
     def append(self, chunks: list[bytes]) -> None:
-        for chunk in chunks:
-            self._hash.update(chunk)
+        # Hash while writing: both release the GIL, and an MP4 is hundreds of MiB.
+        hashed = _HASHER.submit(_update, self._hash, chunks)
         super().append(chunks)
+        hashed.result()
 
     def rollback(self, size: int) -> None:
         raise OSError("output writes cannot be rolled back; start the upload again")

@@ -16,7 +16,8 @@ from tapedeck._proto import storage_pb2_grpc as pb_grpc
 from tapedeck.sessions import OUTPUT
 
 REASON_KEY = "tapedeck-reason"
-UPLOAD_CHUNK = 1024 * 1024
+UPLOAD_CHUNK = 4 * 1024 * 1024
+READ_AHEAD = 4  # chunks of a Read received before the consumer asks for them
 
 # gRPC's own retry policy (a well-kept library beats a hand-written loop): unary calls are
 # retried while storage restarts. Streams are resumed by their callers from committed sizes.
@@ -215,15 +216,29 @@ class StorageClient:
     async def read(
         self, session_id: str, obj: str, offset: int = 0, limit: int = 0
     ) -> AsyncIterator[bytes]:
+        """The object's bytes in chunks. A few chunks are received ahead of the consumer, so
+        storage keeps sending while the caller (an HTTP response, a file) takes the last one."""
         call = self._stub.Read(
             pb.ReadRequest(session_id=session_id, object=obj, read_offset=offset, read_limit=limit)
         )
+        ahead: asyncio.Queue[bytes | StorageError | None] = asyncio.Queue(READ_AHEAD)
+
+        async def receive() -> None:
+            try:
+                async for response in call:
+                    await ahead.put(response.data)
+                await ahead.put(None)
+            except grpc.aio.AioRpcError as err:
+                await ahead.put(StorageError.from_rpc(err))
+
+        receiving = asyncio.create_task(receive())
         try:
-            async for response in call:
-                yield response.data
-        except grpc.aio.AioRpcError as err:
-            raise StorageError.from_rpc(err) from None
+            while (item := await ahead.get()) is not None:
+                if isinstance(item, StorageError):
+                    raise item
+                yield item
         finally:
+            receiving.cancel()
             call.cancel()
 
     async def download(self, session_id: str, obj: str, path: Path) -> int:

@@ -15,6 +15,7 @@ import errno
 import logging
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -39,6 +40,7 @@ from tapedeck.storage.records import (
 log = logging.getLogger(__name__)
 
 QUEUE_DEPTH = 8
+IO_THREADS = 64
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
 REASON_KEY = "tapedeck-reason"
@@ -202,6 +204,8 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
     ) -> pb.Session:
         record = await self._record(request.session_id, context)
         async with self._lock(record.id):
+            # Re-read under the lock: a change that held it meanwhile must not be lost.
+            record = await self._record(request.session_id, context)
             if request.if_state_in and record.state not in {
                 PB_TO_STATE.get(s) for s in request.if_state_in
             }:
@@ -318,14 +322,21 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
             return
         chunks = self.backend.read(record.id, obj, request.read_offset, limit)
         sentinel = b""
-        while True:
-            try:
-                chunk = await asyncio.to_thread(next, chunks, sentinel)
-            except FileNotFoundError:
-                await self._abort(context, grpc.StatusCode.NOT_FOUND, f"{obj} is gone")
-            if not chunk:
-                return
-            yield pb.ReadResponse(data=chunk)
+        # Read the next chunk while this one is on the wire: disk and network overlap.
+        ahead = asyncio.ensure_future(asyncio.to_thread(next, chunks, sentinel))
+        try:
+            while True:
+                try:
+                    chunk = await ahead
+                except FileNotFoundError:
+                    await self._abort(context, grpc.StatusCode.NOT_FOUND, f"{obj} is gone")
+                if not chunk:
+                    return
+                ahead = asyncio.ensure_future(asyncio.to_thread(next, chunks, sentinel))
+                yield pb.ReadResponse(data=chunk)
+        finally:
+            if not ahead.done():
+                ahead.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     async def Write(
         self, request_iterator: AsyncIterator[pb.WriteRequest], context: grpc.aio.ServicerContext
@@ -339,6 +350,8 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
         obj = await self._object(first.object, context)
         key = (record.id, obj)
         async with self._lock(record.id):
+            # Re-read under the lock: two tracks opening at once must both be recorded.
+            record = await self._record(first.session_id, context)
             if obj != OUTPUT:
                 await self._open_track(record, obj, first, context)
             old = self.leases.get(key)
@@ -458,9 +471,10 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
                             else ""
                         ),
                     )
-                if item.data:
-                    chunks.append(item.data)
-                    offset += len(item.data)
+                data = item.data  # each read of a bytes field is a copy: read it once
+                if data:
+                    chunks.append(data)
+                    offset += len(data)
                 if item.finish_write:
                     finish = True
                     break
@@ -561,6 +575,11 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Run the storage server until cancelled."""
+    # Every stream's group commit waits in a thread for its fdatasync; with hundreds of
+    # streams, the default pool (cores + 4 threads) makes them queue behind each other.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(IO_THREADS, thread_name_prefix="storage-io")
+    )
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", settings.max_frame_bytes + 64 * 1024),

@@ -1,0 +1,272 @@
+"""Ingest capacity: N concurrent 2.5 Mbit/s recordings in 1 s frames over WebSocket, against
+Tapedeck (ingest + storage processes, as `tapedeck up` runs them) and, in the same run, a bare
+WebSocket sink (one `websockets` process: append, fdatasync, ack) — the machine's ceiling.
+
+For each N: ack latency p50/p99/max (send of a frame → the first ack covering it), overall
+and in the steady state (without each stream's first 5 frames and its last), bytes
+lost (every stored file is read back and compared frame by frame; must be 0), mean CPU and
+peak RSS of each server process (psutil), client errors.
+
+Then saturation: `--sat-streams` streams send back to back (a window of 2 frames each) for
+`--sat-seconds`: the sustained throughput of each server; the summary gives Tapedeck's as a
+ratio of the bare sink's.
+
+    python bench/ingest_load.py                                  # quick: 20 s per level
+    python bench/ingest_load.py --seconds 60 --streams 100 200 300 400   # the full run
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from _load import FRAME_BYTES, StreamResult, Target, check_file, run_clients
+
+from _common import ROOT, Sampler, harness, percentile, table, wait_until
+
+MiB = 1024 * 1024
+WARMUP = 5
+
+
+@dataclass
+class Level:
+    server: str
+    streams: int
+    results: list[StreamResult]
+    seconds: float
+    lost: int
+    usage: dict[str, tuple[float, float]]  # process → (mean CPU %, peak RSS MiB)
+
+    @property
+    def latencies(self) -> list[float]:
+        return [x for r in self.results for x in r.latencies]
+
+    @property
+    def steady(self) -> list[float]:
+        """Without each stream's first `WARMUP` frames and its last one: the steady state,
+        not the storm of every recording opening (and finishing) within the same seconds."""
+        return [x for r in self.results for x in r.latencies[WARMUP:-1]]
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for r in self.results if r.error)
+
+    @property
+    def committed(self) -> int:
+        return sum(r.committed for r in self.results)
+
+    @property
+    def throughput(self) -> float:
+        """MiB/s durably acknowledged over the sending time."""
+        return self.committed / MiB / self.seconds
+
+
+class Server:
+    name = ""
+
+    def start(self, tmp: Path) -> None: ...
+    def targets(self, n: int) -> list[Target]: ...
+    def pids(self) -> dict[str, int]: ...
+    def stored(self, target: Target) -> Path: ...
+    def stop(self) -> None: ...
+
+
+class Sink(Server):
+    name = "bare sink"
+
+    def start(self, tmp: Path) -> None:
+        self.dir = tmp / "sink"
+        self.dir.mkdir()
+        self.port = harness.free_port()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "_load.py"),
+                "sink",
+                str(self.dir),
+                str(self.port),
+            ]
+        )
+        wait_until(lambda: _connectable(self.port), 20, "sink listening")
+
+    def targets(self, n: int) -> list[Target]:
+        return [
+            Target(f"ws://127.0.0.1:{self.port}/ws/video?session=s{i:05d}", i) for i in range(n)
+        ]
+
+    def pids(self) -> dict[str, int]:
+        return {"sink": self.proc.pid}
+
+    def stored(self, target: Target) -> Path:
+        return self.dir / f"s{target.stream:05d}.bin"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class Tapedeck(Server):
+    name = "Tapedeck"
+
+    def start(self, tmp: Path) -> None:
+        self.stack = harness.make_stack(
+            tmp, sessions_per_minute="0", max_open_sessions="100000"
+        ).start()
+        self.sessions: dict[int, str] = {}
+
+    def targets(self, n: int) -> list[Target]:
+        targets = []
+        with httpx.Client(base_url=self.stack.base_url, timeout=30) as api:
+            for i in range(n):
+                created = api.post("/api/sessions").json()
+                self.sessions[i] = created["id"]
+                targets.append(
+                    Target(
+                        f"{self.stack.ws_base}/ws/video?session={created['id']}"
+                        f"&token={created['uploadToken']}",
+                        i,
+                    )
+                )
+        return targets
+
+    def pids(self) -> dict[str, int]:
+        assert self.stack.web.process and self.stack.storage.process
+        return {"ingest+api": self.stack.web.process.pid, "storage": self.stack.storage.process.pid}
+
+    def stored(self, target: Target) -> Path:
+        return self.stack.data_dir / self.sessions[target.stream] / "video.webm"
+
+    def stop(self) -> None:
+        self.stack.stop()
+
+
+def _connectable(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def run_level(
+    server: Server, n: int, mode: str, seconds: float, processes: int, window: int
+) -> Level:
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        server.start(tmp)
+        try:
+            targets = server.targets(n)
+            sampler: Sampler | None = None
+
+            def started(_pids: list[int], start_at: float) -> None:
+                nonlocal sampler
+                time.sleep(max(0.0, start_at - time.time() + 1))  # sample the steady state
+                sampler = Sampler(server.pids()).__enter__()
+
+            began = time.perf_counter()
+            results = run_clients(targets, mode, seconds, processes, window, started)
+            elapsed = time.perf_counter() - began
+            assert sampler is not None
+            sampler.__exit__()
+            if mode == "paced":
+                lost = sum(check_file(server.stored(t), t.stream, int(seconds)) for t in targets)
+            else:
+                lost = sum(
+                    check_file(server.stored(t), t.stream, r.frames) + (r.sent - r.committed)
+                    for t, r in zip(targets, results, strict=True)
+                )
+            usage = {name: (u.cpu, u.rss_max / MiB) for name, u in sampler.usage.items()}
+        finally:
+            server.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+    duration = seconds if mode == "saturate" else min(elapsed, seconds)
+    return Level(server.name, n, results, duration, lost, usage)
+
+
+def row(level: Level) -> list[object]:
+    lat = level.latencies
+    steady = level.steady
+    usage = ", ".join(f"{k} {c:.0f}% / {r:.0f} MiB" for k, (c, r) in level.usage.items())
+    return [
+        level.server,
+        level.streams,
+        f"{level.throughput:.1f}",
+        f"{percentile(lat, 0.5) * 1000:.1f}",
+        f"{percentile(lat, 0.99) * 1000:.1f}",
+        f"{percentile(steady, 0.5) * 1000:.1f}",
+        f"{percentile(steady, 0.99) * 1000:.1f}",
+        f"{max(lat, default=0) * 1000:.0f}",
+        level.lost,
+        level.errors,
+        usage,
+    ]
+
+
+HEADERS = [
+    "server", "streams", "MiB/s acked", "ack p50 ms", "ack p99 ms", "steady p50 ms",
+    "steady p99 ms", "ack max ms",
+    "bytes lost", "stream errors", "CPU (mean, % of a core) / peak RSS",
+]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--streams", type=int, nargs="+", default=[50, 150, 300])
+    parser.add_argument("--seconds", type=float, default=20, help="per level (full run: 60)")
+    parser.add_argument("--processes", type=int, default=2, help="load client processes")
+    parser.add_argument("--sat-streams", type=int, default=32)
+    parser.add_argument("--sat-seconds", type=float, default=20)
+    args = parser.parse_args()
+    paced: list[Level] = []
+    for n in args.streams:
+        for server in (Sink(), Tapedeck()):
+            print(
+                f"{server.name}: {n} streams x {args.seconds:g} s ...", file=sys.stderr, flush=True
+            )
+            paced.append(run_level(server, n, "paced", args.seconds, args.processes, 2))
+    sat: list[Level] = []
+    for server in (Sink(), Tapedeck()):
+        print(f"{server.name}: saturation ...", file=sys.stderr, flush=True)
+        sat.append(
+            run_level(server, args.sat_streams, "saturate", args.sat_seconds, args.processes, 2)
+        )
+    print(
+        f"### Paced: N recordings at 2.5 Mbit/s in 1 s frames ({FRAME_BYTES} B), "
+        f"{args.seconds:g} s each\n"
+    )
+    print(table(HEADERS, [row(level) for level in paced]))
+    print(
+        f"\n### Saturation: {args.sat_streams} streams sending back to back "
+        f"(2 frames in flight each), {args.sat_seconds:g} s\n"
+    )
+    print(table(HEADERS, [row(level) for level in sat]))
+    ratio = sat[1].throughput / sat[0].throughput if sat[0].throughput else 0.0
+
+    def held(lv: Level, latencies: list[float]) -> bool:
+        return lv.lost == 0 and lv.errors == 0 and percentile(latencies, 0.99) <= 0.25
+
+    ours = [lv for lv in paced if lv.server == "Tapedeck"]
+    best = max((lv.streams for lv in ours if held(lv, lv.steady)), default=0)
+    best_all = max((lv.streams for lv in ours if held(lv, lv.latencies)), default=0)
+    top = ours[-1]
+    print(
+        f"\nsummary: Tapedeck held {best} concurrent 2.5 Mbit/s recordings with steady-state "
+        f"p99 ack <= 250 ms and 0 bytes lost ({best_all} counting each stream's first "
+        f"{WARMUP} frames and its last; at {top.streams}: steady p99 "
+        f"{percentile(top.steady, 0.99) * 1000:.0f} ms, overall p99 "
+        f"{percentile(top.latencies, 0.99) * 1000:.0f} ms, {top.lost} B lost); sustained "
+        f"throughput {sat[1].throughput:.0f} MiB/s vs bare sink {sat[0].throughput:.0f} MiB/s "
+        f"= {ratio:.0%} of the baseline (target >= 60%)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The embedded worker compiles a recording while it records (compiler/follow.py): the MP4
+comes out of the follower, and is the one a one-shot compile of the same tracks makes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from harness import Stack, make_stack
+from media import ffmpeg_binary, packet_digest
+from tapedeck.compiler.run import compile_files
+from tapedeck.ingest.uploader import upload_track
+
+T0 = 1_760_000_000_000.0
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    stack = make_stack(tmp_path).start()
+    yield stack
+    stack.stop()
+
+
+async def record(
+    stack: Stack, session: dict[str, str], tracks: list[tuple[str, Path, str]]
+) -> None:
+    """Streams each track in 12 frames over ~6 s, as recorders hand over their chunks."""
+    uploads = []
+    for name, path, mime in tracks:
+        data = path.read_bytes()
+        uploads.append(
+            upload_track(
+                stack.ws_base,
+                name,
+                data,
+                session_id=session["id"],
+                token=session["uploadToken"],
+                mime_type=mime,
+                started_at=T0,
+                frame_bytes=len(data) // 12 + 1,
+                frame_interval=0.5,
+            )
+        )
+    await asyncio.gather(*uploads)
+
+
+def test_a_recording_is_compiled_while_it_records(
+    stack: Stack, vp8_webm: Path, opus_webm: Path, tmp_path: Path
+) -> None:
+    tracks = [("video", vp8_webm, "video/webm;codecs=vp8"), ("audio", opus_webm, "audio/webm")]
+    with httpx.Client(base_url=stack.base_url, timeout=30) as api:
+        session = api.post("/api/sessions").json()
+        asyncio.run(record(stack, session, tracks))
+        assert api.post(f"/api/compile-video/{session['id']}").status_code == 202
+        deadline = time.monotonic() + 60
+        while (detail := api.get(f"/api/sessions/{session['id']}").json())["state"] != "ready":
+            assert detail["state"] != "failed", detail["error"]
+            assert time.monotonic() < deadline, detail
+            time.sleep(0.05)
+        got = tmp_path / "got.mp4"
+        got.write_bytes(api.get(f"/api/download/{session['id']}").content)
+    log = (stack.data_dir.parent / "web.log").read_text()
+    assert "compiling while recording" in log and "finishing what was prepared" in log
+    want = tmp_path / "want.mp4"
+    asyncio.run(
+        compile_files(ffmpeg_binary(), [("video", vp8_webm, T0), ("audio", opus_webm, T0)], want)
+    )
+    assert packet_digest(got) == packet_digest(want)
