@@ -34,7 +34,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "download": (["--size-mib", "1024", "--repeat", "3", "--ranges", "400"], ["--size-mib", "256"]),
     "operator_bench": (
-        ["--requests", "5", "--expired", "10000"],
+        ["--requests", "20", "--expired", "10000"],
         ["--requests", "5", "--expired", "500"],
     ),
 }
@@ -44,7 +44,7 @@ TITLES = {
     "time_to_mp4": "Time to MP4 after stop (vs one naive FFmpeg transcode)",
     "ingest_memory": "Memory: RSS per active stream, and over one long stream",
     "download": "Download (vs nginx)",
-    "operator_bench": "Operator (against kmock)",
+    "operator_bench": "Operator: compile request to Job, and TTL garbage collection",
 }
 
 INTRO = """# Performance

@@ -2,27 +2,36 @@
 
 A compile runs as `web → tapedeck compile → ffmpeg`. If the web process is killed, its
 compile must die too, or a restarted worker would start a second compile of the same session
-beside the orphan. Linux's PR_SET_PDEATHSIG does that; elsewhere it is a no-op.
+beside the orphan. Linux's PR_SET_PDEATHSIG does that, set by util-linux's `setpriv` in the
+child just before it runs the real program; without `setpriv` children are started as they
+are.
+
+Not with a `preexec_fn`: Python code between fork and exec runs gRPC's fork handlers in a
+process that holds a channel, and they can abort the child (seen: FFmpeg "killed by SIGABRT"
+with `ev_epoll1_linux.cc ... epoll_wait error: Bad file descriptor` as its output). Without a
+`preexec_fn`, Python starts children with vfork, which runs no handlers.
 """
 
 from __future__ import annotations
 
 import ctypes
-import signal
+import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Sequence
 
-_PR_SET_PDEATHSIG = 1
-# Resolved once in the parent: between fork and exec the child should do as little as it can.
-_prctl: Callable[..., int] | None = (
-    ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
-)
+_SETPRIV = shutil.which("setpriv")
+_NICE = shutil.which("nice")
 
 
-def die_with_parent() -> None:
-    """`preexec_fn` for subprocesses: SIGKILL this child when its parent dies."""
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def child_command(argv: Sequence[str], *, nice: int = 0) -> list[str]:
+    """`argv`, run so that it is killed when this process dies, and with `nice` added to its
+    niceness (a lower CPU priority: speculative work yields to ingest)."""
+    prefix: list[str] = []
+    if nice and _NICE:
+        prefix += [_NICE, "-n", str(nice)]
+    if _SETPRIV and sys.platform.startswith("linux"):
+        prefix += [_SETPRIV, "--pdeathsig", "KILL"]
+    return [*prefix, *argv]
 
 
 _M_TRIM_THRESHOLD = -1

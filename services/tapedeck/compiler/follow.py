@@ -190,7 +190,7 @@ class Follower:
             if state not in (State.RECORDING, State.RECORDED, State.QUEUED):
                 log.info("%s is %s: stop following", self.session_id, state.value)
                 return EXIT_OK  # compiled, compiling elsewhere, failed or expired
-            await self._mirror(session)
+            await self._mirror(session, final=state != State.RECORDING)
             if state == State.QUEUED:
                 if self.matches(session):
                     log.info("%s: compile requested; finishing what was prepared", self.session_id)
@@ -210,7 +210,9 @@ class Follower:
                 recorded_at = None
             await asyncio.sleep(POLL_RECORDING if state == State.RECORDING else POLL_WAITING)
 
-    async def _mirror(self, session: pb.Session) -> None:
+    async def _mirror(self, session: pb.Session, final: bool) -> None:
+        """Copies what storage committed since the last look. `final`: the session no longer
+        records, so its committed sizes are the tracks' final sizes."""
         for track in session.tracks:
             mirror = self.mirrors.get(track.name)
             if mirror is None:
@@ -235,7 +237,7 @@ class Follower:
                     self.session_id, track.name, mirror.size, track.committed_size - mirror.size
                 ):
                     mirror.append(chunk)
-            if track.finished and mirror.size >= track.committed_size:
+            if (track.finished or final) and mirror.size >= track.committed_size:
                 mirror.finish()
 
     async def _start_stages(self) -> None:

@@ -14,6 +14,7 @@ import contextlib
 import inspect
 import os
 import re
+import shutil
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -32,7 +33,7 @@ from tapedeck.compiler.plan import (
     plan_compile,
 )
 from tapedeck.compiler.probe import MediaInfo, ProbeError, probe
-from tapedeck.processes import die_with_parent
+from tapedeck.processes import child_command
 
 ProgressCallback = Callable[[float], Awaitable[None] | None]
 
@@ -173,13 +174,6 @@ async def _drain(stream: asyncio.StreamReader, tail: _Tail) -> None:
 StdinFeed = Callable[[asyncio.StreamWriter], Awaitable[None]]
 
 
-def _lower_priority() -> None:
-    """`preexec_fn` of speculative stages: yield the CPU to ingest, die with the parent."""
-    die_with_parent()
-    with contextlib.suppress(OSError):
-        os.nice(10)
-
-
 async def run_args(
     ffmpeg: str,
     args: Sequence[str],
@@ -196,14 +190,15 @@ async def run_args(
     `feed` writes FFmpeg's standard input (a track still being recorded) and closes it.
     `background`: a speculative run, at a lower CPU priority.
     """
+    program = shutil.which(ffmpeg)
+    if program is None:  # checked here: the wrapper of `child_command` would only exit 127
+        raise CompileError(f"cannot run FFmpeg ({ffmpeg}): not found, or not executable")
     try:
         proc = await asyncio.create_subprocess_exec(
-            ffmpeg,
-            *args,
+            *child_command([program, *args], nice=10 if background else 0),
             stdin=asyncio.subprocess.PIPE if feed else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            preexec_fn=_lower_priority if background else die_with_parent,
         )
     except OSError as exc:
         raise CompileError(f"cannot run FFmpeg ({ffmpeg}): {exc.strerror or exc}") from exc

@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from tapedeck.processes import die_with_parent
+from tapedeck.processes import child_command
 from tapedeck.settings import Settings
 
 log = logging.getLogger("tapedeck.up")
@@ -43,12 +43,7 @@ async def _run_child(child: Child, stopping: asyncio.Event) -> None:
     while not stopping.is_set():
         started = time.monotonic()
         child.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tapedeck",
-            *child.args,
-            env=child.env,
-            preexec_fn=die_with_parent,
+            *child_command([sys.executable, "-m", "tapedeck", *child.args]), env=child.env
         )
         code = await child.process.wait()
         if stopping.is_set():

@@ -13,7 +13,7 @@ import time
 from tapedeck import metrics
 from tapedeck._proto import storage_pb2 as pb
 from tapedeck.lifecycle import AfterExit, after_compile_exit
-from tapedeck.processes import die_with_parent
+from tapedeck.processes import child_command
 from tapedeck.settings import Settings
 from tapedeck.storage.client import StorageClient, StorageError
 from tapedeck.storage.records import PB_TO_STATE
@@ -89,7 +89,7 @@ class LocalCompileWorker:
                     continue
                 self._followed.add(session.id)
                 self.followers[session.id] = await asyncio.create_subprocess_exec(
-                    *follow_command(session.id), env=self._env(), preexec_fn=die_with_parent
+                    *child_command(follow_command(session.id)), env=self._env()
                 )
                 room -= 1
 
@@ -179,7 +179,7 @@ class LocalCompileWorker:
         if process is None or process.returncode is not None:
             # No follower (or it already gave up): the compile a Kubernetes Job would run.
             process = await asyncio.create_subprocess_exec(
-                *compile_command(session_id), env=self._env(), preexec_fn=die_with_parent
+                *child_command(compile_command(session_id)), env=self._env()
             )
         try:
             return await asyncio.wait_for(
