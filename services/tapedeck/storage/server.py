@@ -478,6 +478,7 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
                 if item.finish_write:
                     finish = True
                     break
+            del batch, item  # their bytes are in `chunks` now: hold each frame once
             if stop is not None or lease.stopped is not None:
                 stop = stop or lease.stopped
                 assert stop is not None
@@ -516,6 +517,7 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
 
         def write_and_sync() -> None:
             appender.append(chunks)
+            chunks.clear()  # in the page cache now: free them before the (slow) fsync
             appender.sync()
 
         try:
