@@ -1,7 +1,7 @@
 """Runs every benchmark and writes docs/performance.md: the machine, the commands, each
 script's tables and its summary line (`make bench`).
 
-    python bench/report.py            # the documented run (about 45 minutes)
+    python bench/report.py            # the documented run (about an hour)
     python bench/report.py --quick    # a few minutes: checks the scripts, not the machine
     python bench/report.py --only download ingest_memory   # some of them
 
@@ -29,7 +29,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "time_to_mp4": (["--minutes", "1", "10"], ["--minutes", "1", "--speed", "6"]),
     "ingest_memory": (
-        ["--streams", "300", "--seconds", "30", "--minutes", "10", "--speed", "10"],
+        ["--streams", "300", "--seconds", "30", "--minutes", "60", "--speed", "10"],
         ["--streams", "50", "--seconds", "10", "--minutes", "1", "--speed", "10"],
     ),
     "download": (["--size-mib", "1024", "--repeat", "3", "--ranges", "400"], ["--size-mib", "256"]),
