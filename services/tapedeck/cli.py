@@ -74,11 +74,6 @@ def main(argv: list[str] | None = None) -> None:
                 "set a token, or bind to 127.0.0.1"
             )
 
-    if args.command == "serve":
-        from tapedeck.processes import tune_malloc_for_many_streams
-
-        tune_malloc_for_many_streams()
-
     if args.command == "up":
         from tapedeck.embedded.supervisor import supervise
 

@@ -37,24 +37,11 @@ def child_command(argv: Sequence[str], *, nice: int = 0) -> list[str]:
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 BULK_BUFFER_BYTES = 32 * 1024 * 1024
-FRAME_MMAP_THRESHOLD = 128 * 1024
 
 
 def _mallopt(param: int, value: int) -> None:
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).mallopt(param, value)
-
-
-def tune_malloc_for_many_streams() -> None:
-    """Give each media frame's memory back to the system once it is committed.
-
-    Services hold hundreds of frames of a few hundred KiB at once (one per stream in flight).
-    glibc's default raises its mmap threshold to the largest block freed, after which such
-    frames come from the heap and a peak of streams stays in RSS for good (measured: storage
-    at 260 MiB after 300 streams ended; 71 MiB with a fixed threshold). A fixed threshold keeps
-    frames in their own mappings, returned on free.
-    """
-    _mallopt(_M_MMAP_THRESHOLD, FRAME_MMAP_THRESHOLD)
 
 
 def tune_malloc_for_bulk_io() -> None:
