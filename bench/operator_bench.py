@@ -33,7 +33,6 @@ from typing import Any
 import grpc
 import httpx
 import kubernetes
-import yaml
 
 from _common import ROOT, percentile, table
 
@@ -42,7 +41,7 @@ sys.path.insert(0, str(ROOT / "tests" / "cluster"))
 
 import kmock
 from controlplane import ControlPlane, binaries
-from helpers import CRD, create_namespace
+from helpers import create_namespace, install_crd
 
 from harness import free_port
 from operator_harness import (
@@ -126,8 +125,7 @@ async def cluster_world(tmp: Path) -> AsyncIterator[World]:
     try:
         await asyncio.to_thread(plane.start)
         create_namespace(plane, NS)
-        body = yaml.safe_load(CRD.read_text())
-        plane.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body)
+        await asyncio.to_thread(install_crd, plane)
         settings = storage_settings(tmp)
         env = {
             **os.environ,
@@ -146,11 +144,6 @@ async def cluster_world(tmp: Path) -> AsyncIterator[World]:
             )
         api = kubernetes.config.new_client_from_config(str(plane.admin_kubeconfig))  # type: ignore[no-untyped-call]
         kube = Kube(api, NS)
-        for _ in range(300):  # the CRD is served once it is Established
-            with contextlib.suppress(Exception):
-                await kube.list_sessions()
-                break
-            await asyncio.sleep(0.1)
 
         @contextlib.asynccontextmanager
         async def operator() -> AsyncIterator[None]:

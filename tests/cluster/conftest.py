@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from cluster.controlplane import ControlPlane, Process, binaries
-from cluster.helpers import AGENT, CRD, REPO, Agent, Helm, wait_until
+from cluster.helpers import AGENT, REPO, Agent, Helm, install_crd, wait_until
 
 
 def required() -> bool:
@@ -114,20 +113,4 @@ def kube_helm(helm: Helm, cluster: ControlPlane) -> Helm:
 @pytest.fixture(scope="session")
 def crd(cluster: ControlPlane) -> dict[str, Any]:
     """The chart's CRD, created and Established (helm install skips an existing one)."""
-    body = yaml.safe_load(CRD.read_text())
-    path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-    status, reply = cluster.raw("POST", path, body)
-    assert status in (201, 409), reply[:2000]
-    name = body["metadata"]["name"]
-
-    def established() -> bool:
-        got = cluster.request("GET", f"{path}/{name}")
-        return any(
-            c["type"] == "Established" and c["status"] == "True"
-            for c in got.get("status", {}).get("conditions", [])
-        )
-
-    wait_until(established, 30, "the CRD to be established")
-    # Discovery lags behind Established a little.
-    wait_until(lambda: cluster.raw("GET", "/apis/tapedeck.io/v1alpha1")[0] == 200, 30, "discovery")
-    return body
+    return install_crd(cluster)

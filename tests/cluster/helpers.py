@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from cluster.controlplane import ControlPlane, Process, bin_cache, module_version
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,6 +77,27 @@ class Helm:
 def gateway_crd() -> Path:
     version = module_version("gateway-api", "sigs.k8s.io/gateway-api")
     return bin_cache() / f"gateway-api-{version}" / "httproutes.yaml"
+
+
+def install_crd(cluster: ControlPlane) -> dict[str, Any]:
+    """Creates the chart's CRD (or finds it) and waits until it is Established and served."""
+    body: dict[str, Any] = yaml.safe_load(CRD.read_text())
+    path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    status, reply = cluster.raw("POST", path, body)
+    assert status in (201, 409), reply[:2000]
+    name = body["metadata"]["name"]
+
+    def established() -> bool:
+        got = cluster.request("GET", f"{path}/{name}")
+        return any(
+            c["type"] == "Established" and c["status"] == "True"
+            for c in got.get("status", {}).get("conditions", [])
+        )
+
+    wait_until(established, 30, "the CRD to be established")
+    # Discovery lags behind Established a little.
+    wait_until(lambda: cluster.raw("GET", "/apis/tapedeck.io/v1alpha1")[0] == 200, 30, "discovery")
+    return body
 
 
 def create_namespace(cluster: ControlPlane, name: str) -> None:

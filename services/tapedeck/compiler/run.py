@@ -105,6 +105,14 @@ def failure_message(returncode: int, tail: _Tail) -> str:
     return f"{head}: " + "\n".join(lines) if lines else f"{head} without an error message"
 
 
+async def _report(callback: ProgressCallback | None, fraction: float) -> None:
+    """Calls a progress callback, sync or async."""
+    if callback is not None:
+        result = callback(fraction)
+        if inspect.isawaitable(result):
+            await result
+
+
 class _Progress:
     """Monotonic, clamped, rate-limited fraction reports; 1.0 only on success."""
 
@@ -118,10 +126,7 @@ class _Progress:
     async def _emit(self, fraction: float) -> None:
         self._last = fraction
         self._last_at = time.monotonic()
-        if self._callback is not None:
-            result = self._callback(fraction)
-            if inspect.isawaitable(result):
-                await result
+        await _report(self._callback, fraction)
 
     async def update(self, seconds: float) -> None:
         self.seconds = max(self.seconds, seconds)
@@ -287,10 +292,7 @@ async def run_staged(
     expected = plan.expected_duration
 
     async def scaled(fraction: float) -> None:  # stages are most of the work; the mux the rest
-        if on_progress is not None:
-            result = on_progress(fraction * 0.95)
-            if inspect.isawaitable(result):
-                await result
+        await _report(on_progress, fraction * 0.95)
 
     async def run_stage(stage: Stage, ahead: RunningStage | None) -> float:
         if ahead is not None:
@@ -329,10 +331,7 @@ async def run_staged(
 
     starts = await asyncio.to_thread(stage_starts)
     await run_args(ffmpeg, mux_args(plan, starts), 0.0, None)
-    if on_progress is not None:
-        result = on_progress(1.0)
-        if inspect.isawaitable(result):
-            await result
+    await _report(on_progress, 1.0)
 
 
 def _start_seconds(path: str) -> float:
