@@ -68,7 +68,7 @@ format: $(VENV)/.stamp-dev
 	$(BIN)/ruff format services operator tests bench proto docs
 	$(BIN)/ruff check --fix services operator tests bench proto docs
 
-# Every benchmark against its same-run baseline; writes docs/performance.md (about an hour).
+# Every benchmark against its same-run baseline; writes docs/performance.md (about two hours).
 # BENCH=--quick for a smoke run; the download benchmark needs nginx (apt-get install nginx).
 bench: $(VENV)/.stamp-dev
 	$(BIN)/python bench/report.py $(BENCH)
