@@ -13,6 +13,11 @@ import pytest
 from websockets.asyncio.client import connect
 
 from harness import Stack, make_stack
+from tapedeck._proto import storage_pb2 as pb
+from tapedeck.embedded.sweeper import sweep_once
+from tapedeck.settings import Settings
+from tapedeck.storage.client import StorageClient
+from tapedeck.storage.records import now_ms
 
 
 @pytest.fixture
@@ -52,3 +57,19 @@ async def test_idle_recording_is_finalized_then_expires(short_lived: Stack) -> N
         assert detail["tracks"][0]["finished"] and detail["tracks"][0]["bytes"] == 3
         await asyncio.to_thread(wait_state, api, sid, None)
         assert not (short_lived.data_dir / sid).exists()
+
+
+async def test_sweep_handles_every_page(storage: StorageClient, storage_settings: Settings) -> None:
+    """More sessions than one listing page, handled a few at a time: every expired one is
+    deleted, every idle one finalized, none twice and none skipped."""
+    expired = [(await storage.create_session(ttl_seconds=1)).id for _ in range(700)]
+    idle = [(await storage.create_session(ttl_seconds=3600)).id for _ in range(30)]
+    later = now_ms() + int(storage_settings.idle_finalize.total_seconds() * 1000) + 1000
+
+    result = await sweep_once(storage, storage_settings, now=later)
+
+    assert (result.expired, result.finalized) == (len(expired), len(idle))
+    left = (await storage.list_sessions(2000)).sessions
+    assert sorted(s.id for s in left) == sorted(idle)
+    assert {s.state for s in left} == {pb.SESSION_STATE_RECORDED}
+    assert not any((storage_settings.data_dir / sid).exists() for sid in expired)

@@ -21,21 +21,26 @@ class SweepResult:
     finalized: int = 0
 
 
+# Sessions of one page handled at once: storage deletes a session's files in a thread, so a
+# few calls in flight overlap that work with the next calls' round trips.
+SWEEP_CONCURRENCY = 8
+
+
 async def sweep_once(
     storage: StorageClient, settings: Settings, now: int | None = None
 ) -> SweepResult:
     now = now_ms() if now is None else now
     idle_ms = int(settings.idle_finalize.total_seconds() * 1000)
     result = SweepResult()
-    token = ""
-    while True:
-        page = await storage.list_sessions(500, token)
-        for session in page.sessions:
+    slots = asyncio.Semaphore(SWEEP_CONCURRENCY)
+
+    async def sweep(session: pb.Session) -> None:
+        async with slots:
             try:
                 if is_expired(session.expires_at_ms, now):
                     await storage.delete_session(session.id)
                     result.expired += 1
-                    continue
+                    return
                 last_write = max(
                     [session.created_at_ms, *(t.updated_at_ms for t in session.tracks)]
                 )
@@ -52,6 +57,11 @@ async def sweep_once(
                     result.finalized += 1
             except StorageError as err:  # deleted or changed meanwhile: the next sweep decides
                 log.info("sweep skipped %s: %s", session.id, err.message)
+
+    token = ""
+    while True:
+        page = await storage.list_sessions(500, token)
+        await asyncio.gather(*(sweep(session) for session in page.sessions))
         token = page.next_page_token
         if not token:
             return result

@@ -1,3 +1,5 @@
+"""A real storage server in the test's event loop (registered from conftest.py)."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
