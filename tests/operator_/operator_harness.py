@@ -121,7 +121,12 @@ class Cluster(kmock.KubernetesEmulator):
         finally:
             await bus.unmark(marker)
 
+    refuse: Callable[[kmock.Request], bool] | None = None
+    """Requests answered 503 and not applied, as by an API server that is away."""
+
     async def _handle(self, request: kmock.Request) -> Any:
+        if self.refuse is not None and self.refuse(request):
+            raise kmock.KubernetesError(503, "ServiceUnavailable", "the API server is away")
         if request.resource is not None and request.data is not None:
             if request.action == kmock.action.CREATE:
                 self._created(request)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import kmock
 import pytest
 
 from operator_harness import (
@@ -109,6 +110,45 @@ async def test_sessions_are_resources_and_compiles_are_jobs(
     assert deleted.status_code == 204
     assert (await api.get(f"/api/sessions/{sid}")).status_code == 404
     await eventually(lambda: resource(k8s, sid) is None, "the resource gone (finalizer done)")
+
+
+async def test_compile_asked_while_the_api_server_is_away_can_be_asked_again(
+    api: httpx.AsyncClient, k8s: Cluster, storage: StorageClient, operator: Context
+) -> None:
+    """The api queues the session in storage, then asks the operator through the resource; if
+    that fails (503), the session goes back to `recorded`, so asking again starts the compile
+    instead of finding it `queued` with nobody to compile it."""
+    sid = (await api.post("/api/sessions")).json()["id"]
+    writer = await storage.open_writer(sid, "video", "video/webm;codecs=h264", time.time() * 1e3)
+    await writer.send(0, b"v" * 500, finish=True)
+    async for ack in writer.acks():
+        if ack.finished:
+            break
+    writer.cancel()
+    asked: list[kmock.Request] = []
+
+    def asks_compile(request: kmock.Request) -> bool:
+        data = request.data
+        if (
+            request.method == "PATCH"
+            and isinstance(data, dict)
+            and "compile" in data.get("spec", {})
+        ):
+            asked.append(request)
+            return True
+        return False
+
+    k8s.refuse = asks_compile
+    refused = await api.post(f"/api/compile-video/{sid}")
+    assert refused.status_code == 503, refused.text
+    assert len(asked) == 1
+    assert (await api.get(f"/api/sessions/{sid}")).json()["state"] == "recorded"
+    assert not (resource(k8s, sid) or {}).get("spec", {}).get("compile")
+
+    k8s.refuse = None
+    accepted = await api.post(f"/api/compile-video/{sid}")
+    assert accepted.status_code == 202 and accepted.json() == {"state": "queued"}
+    await eventually(lambda: len(jobs(k8s)) == 1, "the Job")
 
 
 async def test_embedded_mode_output_is_unchanged(

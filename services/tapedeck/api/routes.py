@@ -24,7 +24,7 @@ from tapedeck.api.models import (
     ms_to_datetime,
     session_view,
 )
-from tapedeck.compiler.queue import request_compile
+from tapedeck.compiler.queue import request_compile, withdraw_compile
 from tapedeck.guards import creation_limiter
 from tapedeck.lifecycle import CompileVerdict
 from tapedeck.sessions import OUTPUT, State, is_valid_session_id
@@ -154,7 +154,8 @@ def build_router(
 
     @router.post("/compile-video/{session_id}", status_code=202, dependencies=guarded)
     async def compile_video(session_id: str) -> CompileAccepted:
-        request = await request_compile(storage, await get_session(session_id))
+        session = await get_session(session_id)
+        request = await request_compile(storage, session)
         if request.verdict == CompileVerdict.STILL_RECORDING:
             raise ApiError(
                 409, "still-recording", "a track is still being written; stop the recording first"
@@ -164,7 +165,11 @@ def build_router(
         if request.verdict == CompileVerdict.EXPIRED:
             raise ApiError(409, "expired", "this session has expired")
         if request.queued:
-            await dispatcher.submit(session_id)
+            try:
+                await dispatcher.submit(session_id)
+            except Exception:
+                await withdraw_compile(storage, session)
+                raise
         return CompileAccepted(state=request.state.value)
 
     @router.api_route(

@@ -65,3 +65,25 @@ async def request_compile(storage: StorageClient, session: pb.Session) -> Compil
         now = await storage.get_session(session.id)
         return CompileRequest(CompileVerdict.ALREADY, PB_TO_STATE[now.state], queued=False)
     return CompileRequest(verdict, State.QUEUED, queued=True)
+
+
+async def withdraw_compile(storage: StorageClient, session: pb.Session) -> None:
+    """Undo a `request_compile` whose compile could not be started (the Kubernetes API was
+    away): the session goes back to where it was, so asking again queues it and starts the
+    compile, rather than finding it `queued` with nobody to compile it. If someone started it
+    meanwhile (it left `queued`), it is left alone."""
+    back = session.state if session.state == pb.SESSION_STATE_FAILED else pb.SESSION_STATE_RECORDED
+    try:
+        await storage.update_session(
+            pb.UpdateSessionRequest(
+                session_id=session.id,
+                state=back,
+                progress=session.progress,
+                error=session.error,
+                compile_attempts=session.compile_attempts,
+                if_state_in=[pb.SESSION_STATE_QUEUED],
+            )
+        )
+    except StorageError as err:
+        if err.code != grpc.StatusCode.FAILED_PRECONDITION:
+            raise
