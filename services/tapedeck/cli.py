@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> None:
             log_level="info",
             access_log=False,
             timeout_graceful_shutdown=5,
+            # Who the client is (rate limits): the peer, unless it is a trusted proxy.
+            proxy_headers=bool(settings.trusted_proxies),
+            forwarded_allow_ips=settings.trusted_proxies or None,
         )
     elif args.command == "compile":
         from tapedeck.compiler.job import main as compile_main

@@ -74,8 +74,11 @@ class Settings(BaseSettings):
     """Sessions that may be `recording` at once; more are refused until some finish."""
     sessions_per_minute: int = 60
     """New sessions per client address per minute (0: unlimited)."""
+    trusted_proxies: Annotated[list[str], NoDecode] = []
+    """Reverse proxies (addresses or CIDRs, comma-separated, or `*`) whose X-Forwarded-For
+    names the client; empty: the TCP peer is the client, and the header is ignored."""
 
-    @field_validator("allowed_origins", "cors_origins", mode="before")
+    @field_validator("allowed_origins", "cors_origins", "trusted_proxies", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):

@@ -253,6 +253,25 @@ def test_existing_secret_is_used(helm: Helm) -> None:
     }
 
 
+def test_trusted_proxies_reach_ingest_and_api(helm: Helm) -> None:
+    def trusted(*args: str) -> dict[str, str | None]:
+        deployments = by_kind(render(helm, *args), "Deployment")
+        found = {}
+        for role in ("ingest", "api"):
+            pod = deployments[f"tapedeck-{role}"]["spec"]["template"]["spec"]
+            env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+            found[role] = env.get("TAPEDECK_TRUSTED_PROXIES")
+        return found
+
+    assert trusted() == {"ingest": None, "api": None}  # default: X-Forwarded-For ignored
+    cidrs = "10.42.0.0/16,10.43.0.7"
+    escaped = cidrs.replace(",", r"\,")  # helm --set splits on unescaped commas
+    assert trusted(f"--set-string=config.trustedProxies={escaped}") == {
+        "ingest": cidrs,
+        "api": cidrs,
+    }
+
+
 # --- NetworkPolicy, evaluated ---
 
 

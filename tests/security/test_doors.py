@@ -127,6 +127,34 @@ async def test_session_creation_is_rate_limited(tmp_path: Path) -> None:
         stack.stop()
 
 
+@pytest.mark.parametrize("trusted", ["", "127.0.0.1"])
+async def test_rate_limit_trusts_forwarded_for_only_from_trusted_proxies(
+    tmp_path: Path, trusted: str
+) -> None:
+    """Behind a trusted proxy each forwarded client has its own budget; anyone else's
+    X-Forwarded-For is ignored, so a client cannot escape its budget by inventing one."""
+    stack = make_stack(tmp_path, sessions_per_minute="2", trusted_proxies=trusted).start()
+    try:
+        with httpx.Client(base_url=stack.base_url) as api:
+
+            def create(client: str) -> int:
+                return api.post("/api/sessions", headers={"X-Forwarded-For": client}).status_code
+
+            first = [create("203.0.113.1") for _ in range(3)]
+            other = create("203.0.113.2")
+        assert first == [201, 201, 429]
+        assert other == (201 if trusted else 429)
+        # A new session over a socket, as the third forwarded client: its own budget when
+        # the proxy is trusted, the peer's spent one when not.
+        url = f"{stack.ws_base}/ws/audio"
+        async with connect(url, additional_headers={"X-Forwarded-For": "203.0.113.3"}) as ws:
+            await ws.send(json.dumps({"type": "start", "mimeType": "audio/webm", "startedAt": 1}))
+            reply = json.loads(await ws.recv())
+        assert (reply.get("code") == "rate-limited") == (not trusted), reply
+    finally:
+        stack.stop()
+
+
 def test_open_sessions_are_limited(tmp_path: Path) -> None:
     stack = make_stack(tmp_path, max_open_sessions="2").start()
     try:
