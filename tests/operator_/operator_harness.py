@@ -251,13 +251,18 @@ async def record(storage: StorageClient, session_id: str, tracks: dict[str, byte
     """A finished recording in storage: `recorded`, with these tracks."""
     await storage.create_session(session_id)
     for name, data in tracks.items():
-        mime = "audio/webm;codecs=opus" if name == "audio" else "video/webm;codecs=h264"
-        writer = await storage.open_writer(session_id, name, mime, time.time() * 1000)
-        await writer.send(0, data, finish=True)
-        async for ack in writer.acks():
-            if ack.finished:
-                break
-        writer.cancel()
+        await write_track(storage, session_id, name, data)
+
+
+async def write_track(storage: StorageClient, session_id: str, name: str, data: bytes) -> None:
+    """One whole track of an existing session, finished."""
+    mime = "audio/webm;codecs=opus" if name == "audio" else "video/webm;codecs=h264"
+    writer = await storage.open_writer(session_id, name, mime, time.time() * 1000)
+    await writer.send(0, data, finish=True)
+    async for ack in writer.acks():
+        if ack.finished:
+            break
+    writer.cancel()
 
 
 # --- the operator ---

@@ -3,7 +3,6 @@ HTTP contract stays the embedded one, and sessions become RecordingSession resou
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from operator_harness import (
     record,
     resource,
     status_of,
+    write_track,
 )
 from tapedeck._proto import storage_pb2 as pb
 from tapedeck.settings import Settings
@@ -65,12 +65,7 @@ async def test_sessions_are_resources_and_compiles_are_jobs(
     assert resource(k8s, sid)["spec"] == {"sessionId": sid}  # type: ignore[index]
     await eventually(lambda: status_of(k8s, sid).get("phase") == "Recording", "Recording")
 
-    writer = await storage.open_writer(sid, "video", "video/webm;codecs=h264", time.time() * 1e3)
-    await writer.send(0, b"v" * 500, finish=True)
-    async for ack in writer.acks():
-        if ack.finished:
-            break
-    writer.cancel()
+    await write_track(storage, sid, "video", b"v" * 500)
 
     accepted = await api.post(f"/api/compile-video/{sid}")
     assert accepted.status_code == 202 and accepted.json() == {"state": "queued"}
@@ -119,12 +114,7 @@ async def test_compile_asked_while_the_api_server_is_away_can_be_asked_again(
     that fails (503), the session goes back to `recorded`, so asking again starts the compile
     instead of finding it `queued` with nobody to compile it."""
     sid = (await api.post("/api/sessions")).json()["id"]
-    writer = await storage.open_writer(sid, "video", "video/webm;codecs=h264", time.time() * 1e3)
-    await writer.send(0, b"v" * 500, finish=True)
-    async for ack in writer.acks():
-        if ack.finished:
-            break
-    writer.cancel()
+    await write_track(storage, sid, "video", b"v" * 500)
     asked: list[kmock.Request] = []
 
     def asks_compile(request: kmock.Request) -> bool:
