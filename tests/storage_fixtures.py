@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,15 +26,23 @@ def storage_settings(tmp_path: Path) -> Settings:
     )
 
 
-@pytest.fixture
-async def storage(storage_settings: Settings) -> AsyncIterator[StorageClient]:
-    """A real grpc.aio storage server on a loopback port, and a client for it."""
+@contextlib.asynccontextmanager
+async def storage_serving(settings: Settings) -> AsyncIterator[StorageClient]:
+    """A real grpc.aio storage server on `settings.storage_addr`, and a client for it."""
     server = grpc.aio.server()
     pb_grpc.add_StorageServicer_to_server(
-        StorageService(LocalBackend(storage_settings.data_dir), storage_settings), server
+        StorageService(LocalBackend(settings.data_dir), settings), server
     )
-    server.add_insecure_port(storage_settings.storage_addr)
+    server.add_insecure_port(settings.storage_addr)
     await server.start()
-    async with StorageClient(storage_settings.storage_addr) as client:
+    try:
+        async with StorageClient(settings.storage_addr) as client:
+            yield client
+    finally:
+        await server.stop(None)
+
+
+@pytest.fixture
+async def storage(storage_settings: Settings) -> AsyncIterator[StorageClient]:
+    async with storage_serving(storage_settings) as client:
         yield client
-    await server.stop(None)

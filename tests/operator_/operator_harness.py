@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import grpc
 import kmock
 import kopf
 import pytest
@@ -31,12 +30,10 @@ import yaml
 from kmock._internal import dicts as kmock_dicts
 
 from harness import free_port
-from tapedeck._proto import storage_pb2_grpc as pb_grpc
+from storage_fixtures import storage_serving
 from tapedeck.cluster.kube import MERGE_PATCH, Kube
 from tapedeck.settings import Settings
-from tapedeck.storage.backend import LocalBackend
 from tapedeck.storage.client import StorageClient
-from tapedeck.storage.server import StorageService
 
 # Timers' intervals are fixed when kopf loads the handlers: make them short for the tests,
 # without leaking the setting into the rest of the suite.
@@ -235,16 +232,9 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def storage(settings: Settings) -> AsyncIterator[StorageClient]:
-    """A real grpc.aio storage server on a loopback port, and a client for it."""
-    server = grpc.aio.server()
-    pb_grpc.add_StorageServicer_to_server(
-        StorageService(LocalBackend(settings.data_dir), settings), server
-    )
-    server.add_insecure_port(settings.storage_addr)
-    await server.start()
-    async with StorageClient(settings.storage_addr) as client:
+    """The storage server of the operator's settings (the plain `storage` fixture has its own)."""
+    async with storage_serving(settings) as client:
         yield client
-    await server.stop(None)
 
 
 async def record(storage: StorageClient, session_id: str, tracks: dict[str, bytes]) -> None:
