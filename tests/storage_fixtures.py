@@ -14,7 +14,7 @@ from tapedeck._proto import storage_pb2_grpc as pb_grpc
 from tapedeck.settings import Settings
 from tapedeck.storage.backend import LocalBackend
 from tapedeck.storage.client import StorageClient
-from tapedeck.storage.server import StorageService
+from tapedeck.storage.server import StorageService, server_options
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def storage_settings(tmp_path: Path) -> Settings:
 @contextlib.asynccontextmanager
 async def storage_serving(settings: Settings) -> AsyncIterator[StorageClient]:
     """A real grpc.aio storage server on `settings.storage_addr`, and a client for it."""
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=server_options(settings))
     pb_grpc.add_StorageServicer_to_server(
         StorageService(LocalBackend(settings.data_dir), settings), server
     )

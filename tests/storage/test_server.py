@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import os
 from pathlib import Path
 
@@ -276,3 +278,42 @@ async def test_reads_arrive_whole_and_in_order_with_read_ahead(storage: StorageC
         b"".join([c async for c in storage.read(session.id, "video", 123, 456_789)])
         == (data[123 : 123 + 456_789])
     )
+
+
+def open_files_under(directory: Path) -> list[str]:
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(f"{directory}/"):
+                found.append(target)
+    return found
+
+
+async def test_streams_a_client_abandons_release_their_files(
+    storage: StorageClient, storage_settings: Settings, tmp_path: Path
+) -> None:
+    """A deleted file's space returns only when its last descriptor closes: a full volume
+    stays full while a Write or Read that its client cancelled still holds one. The garbage
+    collector is off so that it cannot close them for us."""
+    session = await storage.create_session()
+    mp4 = tmp_path / "out.mp4"
+    mp4.write_bytes(os.urandom(16 * 1024 * 1024))
+    gc.disable()
+    try:
+        for track in ("video", "audio"):  # cancelled right after `finished`, as ingest does
+            await write_all(storage, session.id, track, os.urandom(100_000))
+        await storage.upload_output(session.id, mp4)
+        for _ in range(5):  # cancelled midway, as an abandoned download is
+            reader = storage.read(session.id, "output")
+            await anext(reader)
+            await asyncio.sleep(0.1)  # storage is held by flow control now, mid-send
+            await reader.aclose()
+        directory = storage_settings.data_dir / session.id
+        for _ in range(100):
+            if not open_files_under(directory):
+                break
+            await asyncio.sleep(0.02)
+        assert open_files_under(directory) == []
+    finally:
+        gc.enable()

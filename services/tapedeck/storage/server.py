@@ -366,7 +366,10 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
         appender: Appender | None = None
         try:
             try:
-                appender = await asyncio.to_thread(self._open_appender, record.id, obj)
+                # Opened and closed on the loop (cheap metadata calls): a call cancelled while
+                # the job waited for a worker thread would cancel a close, or lose an open
+                # descriptor, and a deleted file's space returns only when its last one closes.
+                appender = self._open_appender(record.id, obj)
             except OSError as exc:
                 await self._disk_error(context, exc)
             yield pb.WriteResponse(committed_size=appender.size)
@@ -382,7 +385,7 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
             if self.leases.get(key) is lease:
                 del self.leases[key]
             if appender is not None:
-                await asyncio.to_thread(appender.close)
+                appender.close()
 
     def _open_appender(self, session_id: str, obj: str) -> Appender:
         if obj == OUTPUT:
@@ -575,6 +578,13 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
         )
 
 
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_frame_bytes + 64 * 1024),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Run the storage server until cancelled."""
     # Every stream's group commit waits in a thread for its fdatasync; with hundreds of
@@ -582,12 +592,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(IO_THREADS, thread_name_prefix="storage-io")
     )
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", settings.max_frame_bytes + 64 * 1024),
-            ("grpc.so_reuseport", 0),
-        ]
-    )
+    server = grpc.aio.server(options=server_options(settings))
     service = StorageService(LocalBackend(settings.data_dir), settings)
     pb_grpc.add_StorageServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
