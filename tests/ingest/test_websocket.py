@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,7 +14,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from harness import Stack
+from harness import Stack, make_stack
 from tapedeck.ingest.uploader import UploadRejected, upload_track
 
 
@@ -173,3 +175,25 @@ async def test_oversized_frame_keeps_acknowledged_bytes(stack: Stack, api: httpx
     assert code == 4413 and error and error["code"] == "frame-too-large"
     assert (stack.data_dir / sid / "video.webm").read_bytes() == b"k" * 4096
     assert api.get("/readyz").status_code == 200
+
+
+async def test_storage_refusal_reaches_a_client_that_keeps_sending(tmp_path: Path) -> None:
+    """Storage ends the write stream while frames are still on their way to it: gRPC reports
+    those sends only as a bare INTERNAL, and the client must hear storage's own reason."""
+    limited = make_stack(tmp_path, max_session_bytes=str(1_000_000)).start()
+    try:
+        with httpx.Client(base_url=limited.base_url) as api:
+            sessions = [new_session(api) for _ in range(5)]
+        for sid, token in sessions:
+            async with connect(
+                f"{limited.ws_base}/ws/video?session={sid}&token={token}", compression=None
+            ) as ws:
+                await ws.send(start())
+                await ws.recv()
+                with contextlib.suppress(ConnectionClosed):
+                    for _ in range(40):
+                        await ws.send(os.urandom(64 * 1024))
+                code, error = await expect_close(ws)
+            assert code == 4413 and error and error["code"] == "session-too-large", error
+    finally:
+        limited.stop()

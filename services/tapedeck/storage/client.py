@@ -60,11 +60,17 @@ class StorageError(Exception):
 
     @classmethod
     def from_rpc(cls, err: grpc.aio.AioRpcError) -> StorageError:
-        reason = ""
-        for key, value in err.trailing_metadata() or ():
-            if key == REASON_KEY:
-                reason = str(value)
-        return cls(err.code(), err.details() or err.code().name, reason)
+        return cls(err.code(), err.details() or err.code().name, _reason(err.trailing_metadata()))
+
+
+def _reason(metadata: object) -> str:
+    for key, value in metadata or ():  # type: ignore[attr-defined]
+        if key == REASON_KEY:
+            return str(value)
+    return ""
+
+
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 class TrackWriter:
@@ -73,13 +79,29 @@ class TrackWriter:
     def __init__(self, call: grpc.aio.StreamStreamCall[pb.WriteRequest, pb.WriteResponse]) -> None:
         self._call = call
         self.committed = 0
+        self._ended: StorageError | None = None
+        call.add_done_callback(self._keep_status)
+
+    def _keep_status(self, call: grpc.aio.Call) -> None:
+        """Read storage's status as it lands. A write still in flight when the stream ended
+        makes grpc.aio overwrite it with a bare INTERNAL ("Internal error from Core"), and a
+        full disk or an oversized session must not reach the user as "storage unavailable"."""
+        status = getattr(getattr(call, "_cython_call", None), "_status", None)
+        code = _STATUS_CODES.get(status.code()) if status is not None else None
+        if status is not None and code not in (None, grpc.StatusCode.OK):
+            self._ended = StorageError(
+                code, status.details() or code.name, _reason(status.trailing_metadata())
+            )
+
+    def _error(self, err: grpc.aio.AioRpcError) -> StorageError:
+        return self._ended or StorageError.from_rpc(err)
 
     async def open(self, first: pb.WriteRequest) -> int:
         try:
             await self._call.write(first)
             response = await self._call.read()
         except grpc.aio.AioRpcError as err:
-            raise StorageError.from_rpc(err) from None
+            raise self._error(err) from None
         if response is grpc.aio.EOF:
             await self._raise_status()
         self.committed = response.committed_size
@@ -91,7 +113,7 @@ class TrackWriter:
                 pb.WriteRequest(write_offset=offset, data=data, finish_write=finish)
             )
         except grpc.aio.AioRpcError as err:
-            raise StorageError.from_rpc(err) from None
+            raise self._error(err) from None
         except (grpc.aio.UsageError, asyncio.InvalidStateError):  # the stream already ended
             await self._raise_status()
 
@@ -101,7 +123,7 @@ class TrackWriter:
             try:
                 response = await self._call.read()
             except grpc.aio.AioRpcError as err:
-                raise StorageError.from_rpc(err) from None
+                raise self._error(err) from None
             if response is grpc.aio.EOF:
                 await self._raise_status()
             self.committed = response.committed_size
@@ -113,11 +135,11 @@ class TrackWriter:
         code = await self._call.code()
         if code == grpc.StatusCode.OK:
             raise StorageError(grpc.StatusCode.ABORTED, "storage ended the write stream")
-        reason = ""
-        for key, value in await self._call.trailing_metadata() or ():
-            if key == REASON_KEY:
-                reason = str(value)
-        raise StorageError(code, await self._call.details() or code.name, reason)
+        raise self._ended or StorageError(
+            code,
+            await self._call.details() or code.name,
+            _reason(await self._call.trailing_metadata()),
+        )
 
     def cancel(self) -> None:
         self._call.cancel()
