@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -63,8 +63,9 @@ class StorageError(Exception):
         return cls(err.code(), err.details() or err.code().name, _reason(err.trailing_metadata()))
 
 
-def _reason(metadata: object) -> str:
-    for key, value in metadata or ():  # type: ignore[attr-defined]
+def _reason(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
+    """Storage's detail for a status (`disk-full`, `session-too-large`) from trailing metadata."""
+    for key, value in metadata or ():
         if key == REASON_KEY:
             return str(value)
     return ""
