@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import os
 from pathlib import Path
 
 import grpc
+import psutil
 import pytest
 
 from tapedeck._proto import storage_pb2 as pb
@@ -281,13 +281,7 @@ async def test_reads_arrive_whole_and_in_order_with_read_ahead(storage: StorageC
 
 
 def open_files_under(directory: Path) -> list[str]:
-    found = []
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            target = os.readlink(f"/proc/self/fd/{fd}")
-            if target.startswith(f"{directory}/"):
-                found.append(target)
-    return found
+    return [f.path for f in psutil.Process().open_files() if f.path.startswith(f"{directory}/")]
 
 
 async def test_streams_a_client_abandons_release_their_files(
