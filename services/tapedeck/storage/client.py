@@ -7,7 +7,7 @@ import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import grpc
 
@@ -72,39 +72,72 @@ def _reason(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
 
 
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+# grpc.aio's status for a write into a call that already ended: it overwrites the real one.
+_CORE_INTERNAL = "Internal error from Core"
+STATUS_POLLS = 100  # x 10 ms: for storage's status when grpc.aio's bare INTERNAL came first
+
+
+def _status_error(status: Any) -> StorageError | None:
+    """A finished Write's status (grpc's internal `AioRpcStatus`) as the error to raise; None
+    while it is grpc.aio's bare INTERNAL."""
+    code = _STATUS_CODES.get(status.code(), grpc.StatusCode.UNKNOWN)
+    if code == grpc.StatusCode.INTERNAL and status.details() == _CORE_INTERNAL:
+        return None
+    if code == grpc.StatusCode.OK:
+        return StorageError(grpc.StatusCode.ABORTED, "storage ended the write stream")
+    return StorageError(code, status.details() or code.name, _reason(status.trailing_metadata()))
 
 
 class TrackWriter:
-    """One open Write stream. `committed` is what storage has durably; resend from there."""
+    """One open Write stream. `committed` is what storage has durably; resend from there.
+
+    When storage ends the stream while a write is in flight, grpc.aio replaces storage's status
+    with a bare INTERNAL ("Internal error from Core") — before or after storage's lands. A full
+    disk or an oversized session must not reach the user as "storage unavailable", so the
+    writer keeps the status that landed first and, if that was the bare INTERNAL, waits for
+    storage's to overwrite it. Both read `_status` of grpc's call object: no public API has it.
+    """
 
     def __init__(self, call: grpc.aio.StreamStreamCall[pb.WriteRequest, pb.WriteResponse]) -> None:
         self._call = call
         self.committed = 0
-        self._ended: StorageError | None = None
-        call.add_done_callback(self._keep_status)
+        self._first: StorageError | None = None
+        call.add_done_callback(self._keep_first_status)
 
-    def _keep_status(self, call: grpc.aio.Call) -> None:
-        """Read storage's status as it lands. A write still in flight when the stream ended
-        makes grpc.aio overwrite it with a bare INTERNAL ("Internal error from Core"), and a
-        full disk or an oversized session must not reach the user as "storage unavailable"."""
-        status = getattr(getattr(call, "_cython_call", None), "_status", None)
-        code = _STATUS_CODES.get(status.code()) if status is not None else None
-        if status is not None and code not in (None, grpc.StatusCode.OK):
-            self._ended = StorageError(
-                code, status.details() or code.name, _reason(status.trailing_metadata())
-            )
+    def _status(self) -> Any:
+        return getattr(getattr(self._call, "_cython_call", None), "_status", None)
 
-    def _error(self, err: grpc.aio.AioRpcError) -> StorageError:
-        return self._ended or StorageError.from_rpc(err)
+    def _keep_first_status(self, _: grpc.aio.Call) -> None:
+        status = self._status()
+        if status is not None:
+            self._first = _status_error(status)
+
+    async def _error(self) -> StorageError:
+        """The error for a stream that ended: storage's status, as far as it can be had."""
+        for _ in range(STATUS_POLLS):
+            status = self._status()
+            if status is None:
+                break  # not finished yet (or grpc changed inside): wait for its public status
+            error = self._first or _status_error(status)
+            if error is not None:
+                return error
+            await asyncio.sleep(0.01)
+        code = await self._call.code()
+        if code == grpc.StatusCode.OK:
+            return StorageError(grpc.StatusCode.ABORTED, "storage ended the write stream")
+        details = await self._call.details()
+        return StorageError(
+            code, details or code.name, _reason(await self._call.trailing_metadata())
+        )
 
     async def open(self, first: pb.WriteRequest) -> int:
         try:
             await self._call.write(first)
             response = await self._call.read()
-        except grpc.aio.AioRpcError as err:
-            raise self._error(err) from None
+        except grpc.aio.AioRpcError:
+            raise await self._error() from None
         if response is grpc.aio.EOF:
-            await self._raise_status()
+            raise await self._error()
         self.committed = response.committed_size
         return self.committed
 
@@ -113,34 +146,22 @@ class TrackWriter:
             await self._call.write(
                 pb.WriteRequest(write_offset=offset, data=data, finish_write=finish)
             )
-        except grpc.aio.AioRpcError as err:
-            raise self._error(err) from None
-        except (grpc.aio.UsageError, asyncio.InvalidStateError):  # the stream already ended
-            await self._raise_status()
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+            raise await self._error() from None  # the stream already ended
 
     async def acks(self) -> AsyncIterator[pb.WriteResponse]:
         """Durable sizes as storage reports them; ends after `finished`, raises on errors."""
         while True:
             try:
                 response = await self._call.read()
-            except grpc.aio.AioRpcError as err:
-                raise self._error(err) from None
+            except grpc.aio.AioRpcError:
+                raise await self._error() from None
             if response is grpc.aio.EOF:
-                await self._raise_status()
+                raise await self._error()
             self.committed = response.committed_size
             yield response
             if response.finished:
                 return
-
-    async def _raise_status(self) -> None:
-        code = await self._call.code()
-        if code == grpc.StatusCode.OK:
-            raise StorageError(grpc.StatusCode.ABORTED, "storage ended the write stream")
-        raise self._ended or StorageError(
-            code,
-            await self._call.details() or code.name,
-            _reason(await self._call.trailing_metadata()),
-        )
 
     def cancel(self) -> None:
         self._call.cancel()
