@@ -73,7 +73,10 @@ def make_file(path: Path, size: int) -> None:
 async def store(stack: harness.Stack, source: Path) -> tuple[str, Path]:
     async with StorageClient(stack.storage_addr) as storage:
         session = await storage.create_session()
-        await storage.upload_output(session.id, source)
+        begun = await storage.update_session(
+            pb.UpdateSessionRequest(session_id=session.id, begin_compile=True)
+        )
+        await storage.upload_output(session.id, source, begun.compile_generation)
         await storage.update_session(
             pb.UpdateSessionRequest(
                 session_id=session.id,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import httpx
 import psutil
 import pytest
 
-from harness import Up, wait_for, wait_settled
+from harness import Up, start_up, wait_for, wait_settled
 from media import make_vp8_webm
 from tapedeck.ingest.uploader import upload_track
 
@@ -112,3 +113,39 @@ async def test_killed_compile_is_retried_once_to_one_output(
     assert [p.name for p in outputs] == [f"{sid}.mp4"]
     assert not list((up.data_dir / sid).glob(".*partial"))
     assert os.path.getsize(outputs[0]) == detail["output"]["size"]
+
+
+async def test_a_storage_restart_does_not_finalize_a_live_recording(
+    tmp_path: Path, h264_webm: Path
+) -> None:
+    """A recording longer than IDLE_FINALIZE, never idle: storage is SIGKILLed and restarted,
+    and the client (like a browser backing off) reconnects a few seconds later. The restart
+    is not the client's silence: the recording must go on, not be finalized and refused."""
+    up = start_up(tmp_path, idle_finalize="8s", sweep_interval="1s")
+    try:
+        created = new_session(up)
+        source = (h264_webm.read_bytes() * 8)[:1_200_000]
+        started = time.monotonic()
+        killed: list[int] = []
+
+        async def kill_after_ten_seconds(ws: Any, offset: int) -> None:
+            if not killed and time.monotonic() - started > 10:
+                killed.append(up.kill_child("storage"))
+                await asyncio.sleep(4)  # the client's backoff before it reconnects
+
+        result = await upload_track(
+            up.ws_base,
+            "video",
+            source,
+            session_id=created["id"],
+            token=created["uploadToken"],
+            frame_bytes=8 * 1024,
+            frame_interval=0.1,
+            after_frame=kill_after_ten_seconds,
+            max_connections=50,
+        )
+        assert killed, "the recording ended before storage was killed"
+        assert result.committed == len(source)
+        assert (up.data_dir / created["id"] / "video.webm").read_bytes() == source
+    finally:
+        up.stop()

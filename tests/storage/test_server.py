@@ -165,13 +165,22 @@ async def test_update_compare_and_set(storage: StorageClient) -> None:
     assert updated.state == pb.SESSION_STATE_RECORDED
 
 
+async def begin_compile(storage: StorageClient, session_id: str) -> int:
+    """Move a session to `compiling` as a compile does; returns the compile's generation."""
+    begun = await storage.update_session(
+        pb.UpdateSessionRequest(session_id=session_id, begin_compile=True)
+    )
+    return begun.compile_generation
+
+
 async def test_output_is_published_atomically(
     storage: StorageClient, tmp_path: Path, storage_settings: Settings
 ) -> None:
     session = await storage.create_session()
     mp4 = tmp_path / "out.mp4"
     mp4.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
-    assert await storage.upload_output(session.id, mp4) == mp4.stat().st_size
+    generation = await begin_compile(storage, session.id)
+    assert await storage.upload_output(session.id, mp4, generation) == mp4.stat().st_size
     detail = await storage.get_session(session.id)
     assert detail.output.size == mp4.stat().st_size and len(detail.output.etag) == 32
     final = storage_settings.data_dir / session.id / f"{session.id}.mp4"
@@ -297,7 +306,7 @@ async def test_streams_a_client_abandons_release_their_files(
     try:
         for track in ("video", "audio"):  # cancelled right after `finished`, as ingest does
             await write_all(storage, session.id, track, os.urandom(100_000))
-        await storage.upload_output(session.id, mp4)
+        await storage.upload_output(session.id, mp4, await begin_compile(storage, session.id))
         for _ in range(5):  # cancelled midway, as an abandoned download is
             reader = storage.read(session.id, "output")
             await anext(reader)

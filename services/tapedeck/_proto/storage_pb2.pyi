@@ -16,6 +16,11 @@ Status codes callers can rely on:
   RESOURCE_EXHAUSTED  disk full (detail "disk-full") or session over its byte limit
                       (detail "session-too-large"), in trailing metadata "tapedeck-reason"
   ALREADY_EXISTS      CreateSession with an id that exists
+
+A Write stream is refused in-band: storage sends a WriteResponse carrying `error` and keeps
+reading (discarding) until the client half-closes or cancels, then ends the call with the
+same status. So the client learns why with public API only, even with writes in flight
+(grpc.aio replaces a status that ends a call under a pending write: grpc/grpc#36066).
 """
 
 from collections import abc as _abc
@@ -144,6 +149,7 @@ class Session(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     COMPILE_ATTEMPTS_FIELD_NUMBER: _builtins.int
     WRITING_FIELD_NUMBER: _builtins.int
+    COMPILE_GENERATION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     state: Global___SessionState.ValueType
     created_at_ms: _builtins.int
@@ -156,6 +162,8 @@ class Session(_message.Message):
     compile_attempts: _builtins.int
     writing: _builtins.bool
     """some Write stream is open on a track"""
+    compile_generation: _builtins.int
+    """raised by every compile start: fences older compiles"""
     @_builtins.property
     def tracks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Track]: ...
     @_builtins.property
@@ -176,10 +184,11 @@ class Session(_message.Message):
         error: _builtins.str = ...,
         compile_attempts: _builtins.int = ...,
         writing: _builtins.bool = ...,
+        compile_generation: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compile_attempts", b"compile_attempts", "created_at_ms", b"created_at_ms", "error", b"error", "expires_at_ms", b"expires_at_ms", "id", b"id", "output", b"output", "progress", b"progress", "state", b"state", "tracks", b"tracks", "updated_at_ms", b"updated_at_ms", "writing", b"writing"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compile_attempts", b"compile_attempts", "compile_generation", b"compile_generation", "created_at_ms", b"created_at_ms", "error", b"error", "expires_at_ms", b"expires_at_ms", "id", b"id", "output", b"output", "progress", b"progress", "state", b"state", "tracks", b"tracks", "updated_at_ms", b"updated_at_ms", "writing", b"writing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -294,6 +303,8 @@ class UpdateSessionRequest(_message.Message):
     COMPILE_ATTEMPTS_FIELD_NUMBER: _builtins.int
     IF_STATE_IN_FIELD_NUMBER: _builtins.int
     FINISH_TRACKS_FIELD_NUMBER: _builtins.int
+    BEGIN_COMPILE_FIELD_NUMBER: _builtins.int
+    IF_COMPILE_GENERATION_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     state: Global___SessionState.ValueType
     progress: _builtins.float
@@ -302,6 +313,12 @@ class UpdateSessionRequest(_message.Message):
     compile_attempts: _builtins.int
     finish_tracks: _builtins.bool
     """mark every track finished (idle finalization)"""
+    begin_compile: _builtins.bool
+    """A compile starts: raise compile_generation and compile_attempts, state COMPILING. The
+    response carries the new generation, which the compile passes on everything it writes.
+    """
+    if_compile_generation: _builtins.int
+    """Compare-and-set on the compile generation: FAILED_PRECONDITION once a newer compile began."""
     @_builtins.property
     def output(self) -> Global___Output:
         """replaces the output metadata when set"""
@@ -322,10 +339,12 @@ class UpdateSessionRequest(_message.Message):
         compile_attempts: _builtins.int | None = ...,
         if_state_in: _abc.Iterable[Global___SessionState.ValueType] | None = ...,
         finish_tracks: _builtins.bool = ...,
+        begin_compile: _builtins.bool = ...,
+        if_compile_generation: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_compile_attempts", b"_compile_attempts", "_error", b"_error", "_expires_at_ms", b"_expires_at_ms", "_progress", b"_progress", "_state", b"_state", "compile_attempts", b"compile_attempts", "error", b"error", "expires_at_ms", b"expires_at_ms", "output", b"output", "progress", b"progress", "state", b"state"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_compile_attempts", b"_compile_attempts", "_error", b"_error", "_expires_at_ms", b"_expires_at_ms", "_if_compile_generation", b"_if_compile_generation", "_progress", b"_progress", "_state", b"_state", "compile_attempts", b"compile_attempts", "error", b"error", "expires_at_ms", b"expires_at_ms", "if_compile_generation", b"if_compile_generation", "output", b"output", "progress", b"progress", "state", b"state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_compile_attempts", b"_compile_attempts", "_error", b"_error", "_expires_at_ms", b"_expires_at_ms", "_progress", b"_progress", "_state", b"_state", "compile_attempts", b"compile_attempts", "error", b"error", "expires_at_ms", b"expires_at_ms", "finish_tracks", b"finish_tracks", "if_state_in", b"if_state_in", "output", b"output", "progress", b"progress", "session_id", b"session_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_compile_attempts", b"_compile_attempts", "_error", b"_error", "_expires_at_ms", b"_expires_at_ms", "_if_compile_generation", b"_if_compile_generation", "_progress", b"_progress", "_state", b"_state", "begin_compile", b"begin_compile", "compile_attempts", b"compile_attempts", "error", b"error", "expires_at_ms", b"expires_at_ms", "finish_tracks", b"finish_tracks", "if_compile_generation", b"if_compile_generation", "if_state_in", b"if_state_in", "output", b"output", "progress", b"progress", "session_id", b"session_id", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__compile_attempts: _TypeAlias = _typing.Literal["compile_attempts"]  # noqa: Y015
     _WhichOneofArgType__compile_attempts: _TypeAlias = _typing.Literal["_compile_attempts", b"_compile_attempts"]  # noqa: Y015
@@ -333,6 +352,8 @@ class UpdateSessionRequest(_message.Message):
     _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
     _WhichOneofReturnType__expires_at_ms: _TypeAlias = _typing.Literal["expires_at_ms"]  # noqa: Y015
     _WhichOneofArgType__expires_at_ms: _TypeAlias = _typing.Literal["_expires_at_ms", b"_expires_at_ms"]  # noqa: Y015
+    _WhichOneofReturnType__if_compile_generation: _TypeAlias = _typing.Literal["if_compile_generation"]  # noqa: Y015
+    _WhichOneofArgType__if_compile_generation: _TypeAlias = _typing.Literal["_if_compile_generation", b"_if_compile_generation"]  # noqa: Y015
     _WhichOneofReturnType__progress: _TypeAlias = _typing.Literal["progress"]  # noqa: Y015
     _WhichOneofArgType__progress: _TypeAlias = _typing.Literal["_progress", b"_progress"]  # noqa: Y015
     _WhichOneofReturnType__state: _TypeAlias = _typing.Literal["state"]  # noqa: Y015
@@ -343,6 +364,8 @@ class UpdateSessionRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__error) -> _WhichOneofReturnType__error | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__expires_at_ms) -> _WhichOneofReturnType__expires_at_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__if_compile_generation) -> _WhichOneofReturnType__if_compile_generation | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__progress) -> _WhichOneofReturnType__progress | None: ...
     @_typing.overload
@@ -395,6 +418,7 @@ class WriteRequest(_message.Message):
     WRITE_OFFSET_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
     FINISH_WRITE_FIELD_NUMBER: _builtins.int
+    COMPILE_GENERATION_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """first message"""
     object: _builtins.str
@@ -408,6 +432,11 @@ class WriteRequest(_message.Message):
     data: _builtins.bytes
     finish_write: _builtins.bool
     """no more data; for "output" this publishes the file"""
+    compile_generation: _builtins.int
+    """First message, output: the compile generation this output belongs to. Refused once a
+    newer compile began (or the session left COMPILING), so a late compile never replaces
+    a published output.
+    """
     def __init__(
         self,
         *,
@@ -418,14 +447,44 @@ class WriteRequest(_message.Message):
         write_offset: _builtins.int = ...,
         data: _builtins.bytes = ...,
         finish_write: _builtins.bool = ...,
+        compile_generation: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "finish_write", b"finish_write", "mime_type", b"mime_type", "object", b"object", "session_id", b"session_id", "started_at", b"started_at", "write_offset", b"write_offset"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compile_generation", b"compile_generation", "data", b"data", "finish_write", b"finish_write", "mime_type", b"mime_type", "object", b"object", "session_id", b"session_id", "started_at", b"started_at", "write_offset", b"write_offset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WriteRequest: _TypeAlias = WriteRequest  # noqa: Y015
+
+@_typing.final
+class WriteError(_message.Message):
+    """Why storage refused a Write stream (see the top of this file)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """a grpc status code number"""
+    message: _builtins.str
+    reason: _builtins.str
+    """disk-full | session-too-large | too-many-open-sessions | "" """
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WriteError: _TypeAlias = WriteError  # noqa: Y015
 
 @_typing.final
 class WriteResponse(_message.Message):
@@ -433,17 +492,23 @@ class WriteResponse(_message.Message):
 
     COMMITTED_SIZE_FIELD_NUMBER: _builtins.int
     FINISHED_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
     committed_size: _builtins.int
     finished: _builtins.bool
+    @_builtins.property
+    def error(self) -> Global___WriteError:
+        """set on the last response of a refused stream"""
+
     def __init__(
         self,
         *,
         committed_size: _builtins.int = ...,
         finished: _builtins.bool = ...,
+        error: Global___WriteError | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["committed_size", b"committed_size", "finished", b"finished"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["committed_size", b"committed_size", "error", b"error", "finished", b"finished"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -9,11 +9,9 @@ GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
-try:
-    from grpc._utilities import first_version_is_lower
-    _version_not_supported = first_version_is_lower(GRPC_VERSION, GRPC_GENERATED_VERSION)
-except ImportError:
-    _version_not_supported = True
+_version_not_supported = [int(p) for p in GRPC_VERSION.split('.')[:3] if p.isdigit()] < [
+    int(p) for p in GRPC_GENERATED_VERSION.split('.')
+]
 
 if _version_not_supported:
     raise RuntimeError(

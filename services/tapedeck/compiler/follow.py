@@ -33,7 +33,7 @@ from pathlib import Path
 import grpc
 
 from tapedeck._proto import storage_pb2 as pb
-from tapedeck.compiler.job import EXIT_OK, EXIT_RETRY, compile_session, output_path
+from tapedeck.compiler.job import EXIT_OK, compile_session, exit_code, output_path
 from tapedeck.compiler.plan import OutputOptions, PlanError, TrackInput, plan_compile
 from tapedeck.compiler.probe import MediaInfo, ProbeError, probe, probe_stream
 from tapedeck.compiler.run import RunningStage, run_args
@@ -320,8 +320,7 @@ async def follow(session_id: str, settings: Settings, options: OutputOptions | N
             try:
                 return await follower.run()
             except StorageError as err:
-                log.warning("following %s: storage error: %s", session_id, err.message)
-                return EXIT_RETRY
+                return exit_code(session_id, err)
     finally:
         if follower is not None:
             follower.close()

@@ -68,15 +68,11 @@ async def compile_session(
     options: OutputOptions,
     prepared: Prepared | None = None,
 ) -> int:
-    session = await storage.get_session(session_id)
     try:
         session = await storage.update_session(
             pb.UpdateSessionRequest(
                 session_id=session_id,
-                state=pb.SESSION_STATE_COMPILING,
-                progress=0.0,
-                error="",
-                compile_attempts=session.compile_attempts + 1,
+                begin_compile=True,
                 if_state_in=[pb.SESSION_STATE_QUEUED, pb.SESSION_STATE_COMPILING],
             )
         )
@@ -87,7 +83,12 @@ async def compile_session(
             "session %s is not waiting for a compile (%s); nothing to do", session_id, err.message
         )
         return EXIT_OK
-    log.info("compiling %s (attempt %d)", session_id, session.compile_attempts)
+    # Everything this compile writes carries its generation: once a newer compile began (a
+    # retry, a second process), storage refuses this one's progress, output and outcome.
+    generation = session.compile_generation
+    log.info(
+        "compiling %s (attempt %d, compile %d)", session_id, session.compile_attempts, generation
+    )
 
     last_report = 0.0
 
@@ -101,6 +102,7 @@ async def compile_session(
                     session_id=session_id,
                     progress=fraction,
                     if_state_in=[pb.SESSION_STATE_COMPILING],
+                    if_compile_generation=generation,
                 )
             )
 
@@ -155,11 +157,12 @@ async def compile_session(
                     state=pb.SESSION_STATE_FAILED,
                     error=str(err) or repr(err),
                     if_state_in=[pb.SESSION_STATE_COMPILING],
+                    if_compile_generation=generation,
                 )
             )
             return EXIT_FAILED
         phase("ffmpeg")
-        await storage.upload_output(session_id, output)
+        await storage.upload_output(session_id, output, generation)
         phase("upload")
     await storage.update_session(
         pb.UpdateSessionRequest(
@@ -172,6 +175,7 @@ async def compile_session(
                 audio_codec=result.audio_codec or "",
             ),
             if_state_in=[pb.SESSION_STATE_COMPILING],
+            if_compile_generation=generation,
         )
     )
     phase("ready")
@@ -192,8 +196,17 @@ async def main(session_id: str, settings: Settings, options: OutputOptions | Non
         try:
             return await compile_session(storage, session_id, settings, options or OutputOptions())
         except StorageError as err:
-            if err.code == grpc.StatusCode.NOT_FOUND:
-                log.error("session %s not found", session_id)
-                return EXIT_FAILED
-            log.error("storage error while compiling %s: %s", session_id, err.message)
-            return EXIT_RETRY
+            return exit_code(session_id, err)
+
+
+def exit_code(session_id: str, err: StorageError) -> int:
+    """How a compile that storage stopped ends: a session that moved on (a newer compile
+    began, it was deleted or expired) needs nothing more; an outage is worth a retry."""
+    if err.code == grpc.StatusCode.NOT_FOUND:
+        log.error("session %s not found", session_id)
+        return EXIT_FAILED
+    if err.code == grpc.StatusCode.FAILED_PRECONDITION:
+        log.info("compile of %s stopped: %s", session_id, err.message)
+        return EXIT_OK
+    log.error("storage error while compiling %s: %s", session_id, err.message)
+    return EXIT_RETRY

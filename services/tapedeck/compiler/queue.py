@@ -38,7 +38,20 @@ def facts(session: pb.Session) -> SessionFacts:
 
 
 async def request_compile(storage: StorageClient, session: pb.Session) -> CompileRequest:
-    """Apply `decide_compile` to `session` (as just read from storage) with one CAS."""
+    """Apply `decide_compile` to `session` (as just read from storage) with one CAS; when the
+    session changed meanwhile (a concurrent request, a writer that reconnected), decide again
+    on what storage holds now."""
+    for _ in range(3):
+        request = await _try_queue(storage, session)
+        if request is not None:
+            return request
+        session = await storage.get_session(session.id)
+    state = PB_TO_STATE[session.state]
+    return CompileRequest(CompileVerdict.ALREADY, state, queued=False)
+
+
+async def _try_queue(storage: StorageClient, session: pb.Session) -> CompileRequest | None:
+    """One compare-and-set; None when storage refused it because the session changed."""
     state = PB_TO_STATE[session.state]
     verdict = decide_compile(facts(session))
     if verdict not in QUEUEING:
@@ -61,9 +74,7 @@ async def request_compile(storage: StorageClient, session: pb.Session) -> Compil
     except StorageError as err:
         if err.code != grpc.StatusCode.FAILED_PRECONDITION:
             raise
-        # Someone else moved it first (a concurrent request): report where it is now.
-        now = await storage.get_session(session.id)
-        return CompileRequest(CompileVerdict.ALREADY, PB_TO_STATE[now.state], queued=False)
+        return None
     return CompileRequest(verdict, State.QUEUED, queued=True)
 
 

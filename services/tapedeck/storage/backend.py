@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import secrets
 import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +44,7 @@ class Backend(Protocol):
     def save(self, record: SessionRecord) -> None: ...
     def delete(self, session_id: str) -> None: ...
     def size(self, session_id: str, obj: str) -> int: ...
-    def open_track(self, session_id: str, track: str) -> Appender: ...
+    def open_track(self, session_id: str, track: str, new: bool) -> Appender: ...
     def open_output(self, session_id: str) -> OutputWriter: ...
     def read(self, session_id: str, obj: str, offset: int, limit: int) -> Iterator[bytes]: ...
 
@@ -123,6 +124,8 @@ class LocalBackend:
     def load_all(self) -> list[SessionRecord]:
         for trash in self.root.glob(".deleted-*"):
             shutil.rmtree(trash, ignore_errors=True)  # a delete that a crash interrupted
+        for tmp in self.root.glob(f"[!.]*/.{MANIFEST}.*.tmp"):
+            tmp.unlink(missing_ok=True)  # a manifest save that a crash interrupted
         records = []
         for manifest in sorted(self.root.glob(f"[!.]*/{MANIFEST}")):
             try:
@@ -135,7 +138,9 @@ class LocalBackend:
         directory = self._dir(record.id)
         new = not directory.exists()
         directory.mkdir(exist_ok=True)
-        tmp = directory / f".{MANIFEST}.tmp"
+        # A name of its own: no other save can ever write into this file (not even one that
+        # a cancelled call left running), so what is renamed into place is this record whole.
+        tmp = directory / f".{MANIFEST}.{secrets.token_hex(6)}.tmp"
         with open(tmp, "wb") as f:
             f.write(record.model_dump_json().encode())
             f.flush()
@@ -146,11 +151,16 @@ class LocalBackend:
             _fsync_dir(self.root)
 
     def delete(self, session_id: str) -> None:
+        """Gone for good once this returns: renamed out of sight and the rename fsynced, so
+        neither a crash nor a power cut mid-delete brings back a half-deleted session."""
         directory = self._dir(session_id)
-        # Rename first so a crash mid-delete never leaves a half-deleted session visible.
         trash = self.root / f".deleted-{session_id}"
-        with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(trash, ignore_errors=True)  # an earlier delete of this id, interrupted
+        try:
             os.replace(directory, trash)
+        except FileNotFoundError:
+            return
+        _fsync_dir(self.root)
         shutil.rmtree(trash, ignore_errors=True)
 
     def size(self, session_id: str, obj: str) -> int:
@@ -159,8 +169,10 @@ class LocalBackend:
         except FileNotFoundError:
             return 0
 
-    def open_track(self, session_id: str, track: str) -> FileAppender:
-        return FileAppender(self._object_path(session_id, track))
+    def open_track(self, session_id: str, track: str, new: bool) -> FileAppender:
+        """`new`: the track was just added to the manifest, so whatever a file of that name
+        holds (left by a deleted session of the same id) is not its bytes."""
+        return FileAppender(self._object_path(session_id, track), truncate=new)
 
     def open_output(self, session_id: str) -> OutputWriter:
         final = self._object_path(session_id, OUTPUT)

@@ -7,7 +7,7 @@ import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import grpc
 
@@ -72,56 +72,37 @@ def _reason(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
 
 
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
-# grpc.aio's status for a write into a call that already ended: it overwrites the real one.
-_CORE_INTERNAL = "Internal error from Core"
-STATUS_POLLS = 100  # x 10 ms: for storage's status when grpc.aio's bare INTERNAL came first
-
-
-def _status_error(status: Any) -> StorageError | None:
-    """A finished Write's status (grpc's internal `AioRpcStatus`) as the error to raise; None
-    while it is grpc.aio's bare INTERNAL."""
-    code = _STATUS_CODES.get(status.code(), grpc.StatusCode.UNKNOWN)
-    if code == grpc.StatusCode.INTERNAL and status.details() == _CORE_INTERNAL:
-        return None
-    if code == grpc.StatusCode.OK:
-        return StorageError(grpc.StatusCode.ABORTED, "storage ended the write stream")
-    return StorageError(code, status.details() or code.name, _reason(status.trailing_metadata()))
 
 
 class TrackWriter:
     """One open Write stream. `committed` is what storage has durably; resend from there.
 
-    When storage ends the stream while a write is in flight, grpc.aio replaces storage's status
-    with a bare INTERNAL ("Internal error from Core") — before or after storage's lands. A full
-    disk or an oversized session must not reach the user as "storage unavailable", so the
-    writer keeps the status that landed first and, if that was the bare INTERNAL, waits for
-    storage's to overwrite it. Both read `_status` of grpc's call object: no public API has it.
+    Storage refuses a stream in-band (a response carrying `error`) and keeps reading until
+    we let go, so the refusal's code, message and reason arrive as data, whatever we still had
+    in flight. Only when the call ended some other way (storage gone) does the error come from
+    the call's status.
     """
 
     def __init__(self, call: grpc.aio.StreamStreamCall[pb.WriteRequest, pb.WriteResponse]) -> None:
         self._call = call
         self.committed = 0
-        self._first: StorageError | None = None
-        call.add_done_callback(self._keep_first_status)
+        self.refusal: StorageError | None = None
+        """Storage's in-band refusal, once one was read."""
 
-    def _status(self) -> Any:
-        return getattr(getattr(self._call, "_cython_call", None), "_status", None)
+    def _response(self, response: pb.WriteResponse) -> pb.WriteResponse:
+        if response.HasField("error"):
+            error = response.error
+            self.refusal = StorageError(
+                _STATUS_CODES.get(error.code, grpc.StatusCode.UNKNOWN), error.message, error.reason
+            )
+            raise self.refusal
+        self.committed = response.committed_size
+        return response
 
-    def _keep_first_status(self, _: grpc.aio.Call) -> None:
-        status = self._status()
-        if status is not None:
-            self._first = _status_error(status)
-
-    async def _error(self) -> StorageError:
-        """The error for a stream that ended: storage's status, as far as it can be had."""
-        for _ in range(STATUS_POLLS):
-            status = self._status()
-            if status is None:
-                break  # not finished yet (or grpc changed inside): wait for its public status
-            error = self._first or _status_error(status)
-            if error is not None:
-                return error
-            await asyncio.sleep(0.01)
+    async def _ended(self) -> StorageError:
+        """The error for a stream that ended without (or before we read) a refusal."""
+        if self.refusal is not None:
+            return self.refusal
         code = await self._call.code()
         if code == grpc.StatusCode.OK:
             return StorageError(grpc.StatusCode.ABORTED, "storage ended the write stream")
@@ -130,35 +111,37 @@ class TrackWriter:
             code, details or code.name, _reason(await self._call.trailing_metadata())
         )
 
+    async def _read(self) -> pb.WriteResponse:
+        try:
+            response = await self._call.read()
+        except grpc.aio.AioRpcError:
+            raise await self._ended() from None
+        if response is grpc.aio.EOF:
+            raise await self._ended()
+        return self._response(response)
+
     async def open(self, first: pb.WriteRequest) -> int:
         try:
             await self._call.write(first)
-            response = await self._call.read()
-        except grpc.aio.AioRpcError:
-            raise await self._error() from None
-        if response is grpc.aio.EOF:
-            raise await self._error()
-        self.committed = response.committed_size
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+            raise await self._ended() from None
+        await self._read()
         return self.committed
 
     async def send(self, offset: int, data: bytes, finish: bool = False) -> None:
+        if self.refusal is not None:
+            raise self.refusal
         try:
             await self._call.write(
                 pb.WriteRequest(write_offset=offset, data=data, finish_write=finish)
             )
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
-            raise await self._error() from None  # the stream already ended
+            raise await self._ended() from None  # the stream already ended
 
     async def acks(self) -> AsyncIterator[pb.WriteResponse]:
         """Durable sizes as storage reports them; ends after `finished`, raises on errors."""
         while True:
-            try:
-                response = await self._call.read()
-            except grpc.aio.AioRpcError:
-                raise await self._error() from None
-            if response is grpc.aio.EOF:
-                raise await self._error()
-            self.committed = response.committed_size
+            response = await self._read()
             yield response
             if response.finished:
                 return
@@ -247,14 +230,27 @@ class StorageClient:
         return result
 
     async def open_writer(
-        self, session_id: str, obj: str, mime_type: str = "", started_at: float = 0.0
+        self,
+        session_id: str,
+        obj: str,
+        mime_type: str = "",
+        started_at: float = 0.0,
+        compile_generation: int = 0,
     ) -> TrackWriter:
         writer = TrackWriter(self._stub.Write(wait_for_ready=True))
-        await writer.open(
-            pb.WriteRequest(
-                session_id=session_id, object=obj, mime_type=mime_type, started_at=started_at
+        try:
+            await writer.open(
+                pb.WriteRequest(
+                    session_id=session_id,
+                    object=obj,
+                    mime_type=mime_type,
+                    started_at=started_at,
+                    compile_generation=compile_generation,
+                )
             )
-        )
+        except StorageError:
+            writer.cancel()
+            raise
         return writer
 
     async def read(
@@ -294,9 +290,11 @@ class StorageClient:
                 size += len(chunk)
         return size
 
-    async def upload_output(self, session_id: str, path: Path) -> int:
-        """Store the compiled MP4; storage publishes it atomically when the upload finishes."""
-        writer = await self.open_writer(session_id, OUTPUT)
+    async def upload_output(self, session_id: str, path: Path, compile_generation: int) -> int:
+        """Store the compiled MP4 of compile `compile_generation` (from `begin_compile`);
+        storage publishes it atomically when the upload finishes, unless a newer compile began
+        meanwhile (FAILED_PRECONDITION)."""
+        writer = await self.open_writer(session_id, OUTPUT, compile_generation=compile_generation)
 
         async def final_ack() -> int:
             async for ack in writer.acks():  # drained as we go so acks never block the stream
@@ -308,7 +306,7 @@ class StorageClient:
         try:
             offset = 0
             with open(path, "rb") as f:  # noqa: ASYNC230 -- local scratch file of the compiler
-                while chunk := f.read(UPLOAD_CHUNK):
+                while not acks.done() and (chunk := f.read(UPLOAD_CHUNK)):
                     await writer.send(offset, chunk)
                     offset += len(chunk)
             await writer.send(offset, b"", finish=True)

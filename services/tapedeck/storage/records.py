@@ -54,6 +54,8 @@ class SessionRecord(BaseModel):
     progress: float = 0.0
     error: str = ""
     compile_attempts: int = 0
+    compile_generation: int = 0
+    """Raised by every compile start; only the newest compile may write (a fence)."""
 
 
 def to_pb(record: SessionRecord, sizes: dict[str, int], writing: bool) -> pb.Session:
@@ -79,4 +81,5 @@ def to_pb(record: SessionRecord, sizes: dict[str, int], writing: bool) -> pb.Ses
         error=record.error,
         compile_attempts=record.compile_attempts,
         writing=writing,
+        compile_generation=record.compile_generation,
     )

@@ -1,0 +1,157 @@
+"""Who may change a session while someone else writes to it: live writers against idle
+finalization and compile requests, older compiles against newer ones, and refusals that
+reach a client with writes in flight."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tapedeck._proto import storage_pb2 as pb
+from tapedeck.compiler.queue import request_compile
+from tapedeck.lifecycle import CompileVerdict
+from tapedeck.sessions import State
+from tapedeck.storage.client import StorageClient, StorageError
+
+
+async def test_a_session_being_written_is_not_finalized(storage: StorageClient) -> None:
+    """The sweeper lists a session (nobody writing), a writer reconnects, then the sweeper's
+    finalization lands: it must be refused, or the writer keeps getting acks for bytes that
+    no compile will read."""
+    session = await storage.create_session()
+    writer = await storage.open_writer(session.id, "video", "video/webm", 1.0)
+    try:
+        with pytest.raises(StorageError) as err:
+            await storage.update_session(
+                pb.UpdateSessionRequest(
+                    session_id=session.id,
+                    finish_tracks=True,
+                    if_state_in=[pb.SESSION_STATE_RECORDING],
+                )
+            )
+        assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert "being written" in err.value.message
+        await writer.send(0, b"a" * 100, finish=True)
+        async for ack in writer.acks():
+            if ack.finished:
+                break
+    finally:
+        writer.cancel()
+    after = await storage.get_session(session.id)
+    assert after.state == pb.SESSION_STATE_RECORDED
+    assert after.tracks[0].committed_size == 100
+
+
+async def test_a_compile_request_that_raced_a_reconnect_waits_for_the_recording(
+    storage: StorageClient,
+) -> None:
+    """`POST /api/compile-video` read the session while nobody wrote to it (so it would
+    finalize and queue it); a writer reconnected before its compare-and-set landed."""
+    session = await storage.create_session()
+    first = await storage.open_writer(session.id, "video", "video/webm", 1.0)
+    await first.send(0, b"a" * 100)
+    async for _ in first.acks():
+        break
+    first.cancel()
+    idle = await storage.get_session(session.id)
+    for _ in range(50):
+        if not idle.writing:
+            break
+        idle = await storage.get_session(session.id)
+    assert not idle.writing
+    writer = await storage.open_writer(session.id, "video", "video/webm", 1.0)
+    try:
+        request = await request_compile(storage, idle)
+        assert request.verdict == CompileVerdict.STILL_RECORDING
+        assert not request.queued and request.state == State.RECORDING
+    finally:
+        writer.cancel()
+
+
+async def begin_compile(storage: StorageClient, session_id: str) -> int:
+    begun = await storage.update_session(
+        pb.UpdateSessionRequest(session_id=session_id, begin_compile=True)
+    )
+    return begun.compile_generation
+
+
+async def test_a_late_compile_never_replaces_a_published_output(
+    storage: StorageClient, tmp_path: Path
+) -> None:
+    """Two compiles of one session (a follower that started after the session was queued,
+    beside the worker's compile): the newer one publishes; the older one, finishing later,
+    must be refused, not replace the MP4 or its metadata."""
+    session = await storage.create_session()
+    older = await begin_compile(storage, session.id)
+    newer = await begin_compile(storage, session.id)
+    assert newer > older
+    mp4_new, mp4_old = tmp_path / "new.mp4", tmp_path / "old.mp4"
+    mp4_new.write_bytes(os.urandom(300_000))
+    mp4_old.write_bytes(os.urandom(500_000))
+    await storage.upload_output(session.id, mp4_new, newer)
+    await storage.update_session(
+        pb.UpdateSessionRequest(
+            session_id=session.id,
+            state=pb.SESSION_STATE_READY,
+            if_state_in=[pb.SESSION_STATE_COMPILING],
+            if_compile_generation=newer,
+        )
+    )
+    published = await storage.get_session(session.id)
+    with pytest.raises(StorageError) as err:
+        await storage.upload_output(session.id, mp4_old, older)
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(StorageError):
+        await storage.update_session(
+            pb.UpdateSessionRequest(
+                session_id=session.id, progress=0.5, if_compile_generation=older
+            )
+        )
+    after = await storage.get_session(session.id)
+    assert after.state == pb.SESSION_STATE_READY
+    assert after.output == published.output and after.output.size == 300_000
+    stored = b"".join([c async for c in storage.read(session.id, "output")])
+    assert stored == mp4_new.read_bytes()
+
+
+async def test_an_older_compile_is_refused_while_a_newer_one_runs(
+    storage: StorageClient, tmp_path: Path
+) -> None:
+    session = await storage.create_session()
+    older = await begin_compile(storage, session.id)
+    await begin_compile(storage, session.id)
+    mp4 = tmp_path / "old.mp4"
+    mp4.write_bytes(os.urandom(100_000))
+    with pytest.raises(StorageError) as err:
+        await storage.upload_output(session.id, mp4, older)
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "superseded" in err.value.message or "compile" in err.value.message
+    assert not (await storage.get_session(session.id)).HasField("output")
+
+
+async def test_a_refusal_reaches_a_client_with_writes_in_flight(storage: StorageClient) -> None:
+    """Storage refuses in-band and keeps reading, so a client that pipelines writes past the
+    session's byte limit still learns why (not a bare INTERNAL from grpc), on both sides."""
+    session = await storage.create_session()
+    writer = await storage.open_writer(session.id, "video", "video/webm", 1.0)
+    frame = b"f" * 64 * 1024
+    errors: list[StorageError] = []
+    try:
+        for i in range(40):  # 2.5 MB against the test's 1 MB limit
+            try:
+                await writer.send(i * len(frame), frame)
+            except StorageError as err:
+                errors.append(err)
+                break
+        with pytest.raises(StorageError) as acked:
+            async for _ in writer.acks():
+                pass
+        errors.append(acked.value)
+    finally:
+        writer.cancel()
+    for err in errors:
+        assert err.code == grpc.StatusCode.RESOURCE_EXHAUSTED, err.message
+        assert err.reason == "session-too-large"
