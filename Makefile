@@ -5,14 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 FRONTEND_SOURCES := $(shell find frontend -path frontend/node_modules -prune -o -path frontend/out -prune -o -path frontend/.next -prune -o -type f -print 2>/dev/null)
 
-.PHONY: run test test-fast test-faults test-cluster cluster-tools proto lint format frontend bench screenshots clean
+.PHONY: run test test-fast test-faults test-powercut test-cluster cluster-tools proto lint format frontend bench screenshots clean
 
 run: $(VENV)/.stamp-run frontend
 	$(BIN)/tapedeck up
 
 # The cluster suite runs when its binaries are built (tests/cluster/build-tools.sh) and always
 # in CI, where a missing binary is an error rather than a skip.
-test: $(VENV)/.stamp-dev frontend
+test: $(VENV)/.stamp-dev $(VENV)/.stamp-powercut frontend
 	$(BIN)/pytest --ignore=tests/cluster
 	@if [ "$$CI" = true ] || tests/cluster/build-tools.sh --check 2>/dev/null; then \
 		$(MAKE) --no-print-directory test-cluster; \
@@ -29,6 +29,17 @@ test-cluster: $(VENV)/.stamp-cluster frontend cluster-tools
 $(VENV)/.stamp-cluster: tests/cluster/requirements.txt $(VENV)/.stamp-dev
 	$(BIN)/pip install -q --disable-pip-version-check -r tests/cluster/requirements.txt
 	touch $@
+
+# The power-cut file system (tests/powercut/fs.py, FUSE): pyfuse3 builds against Debian's
+# libfuse3-dev. Without it the suite skips on a laptop; in CI, which installs it, that fails.
+$(VENV)/.stamp-powercut: tests/powercut/requirements.txt $(VENV)/.stamp-dev
+	@if $(BIN)/pip install -q --disable-pip-version-check -r tests/powercut/requirements.txt; then \
+		touch $@; \
+	elif [ "$$CI" = true ]; then exit 1; \
+	else echo "pyfuse3 did not build (apt-get install fuse3 libfuse3-dev pkg-config): the power-cut suite skips"; fi
+
+test-powercut: $(VENV)/.stamp-powercut
+	$(BIN)/pytest tests/powercut
 
 test-fast: $(VENV)/.stamp-dev
 	$(BIN)/pytest -m "not browser and not faults" -x --ignore=tests/cluster

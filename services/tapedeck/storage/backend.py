@@ -53,7 +53,19 @@ class FileAppender:
     def __init__(self, path: Path, truncate: bool = False) -> None:
         flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if truncate else 0)
         self._fd = os.open(path, flags, 0o640)
-        self.size = os.fstat(self._fd).st_size
+        try:
+            self.size = os.fstat(self._fd).st_size
+            if self.size:
+                # `size` is the first ack: bytes a crashed or cancelled commit wrote but never
+                # synced must be durable before the client drops its copy of them.
+                os.fdatasync(self._fd)
+            else:
+                # New (or empty): its directory entry must be durable before any byte in it is
+                # acknowledged. A non-empty file's entry was synced here before its first byte.
+                _fsync_dir(path.parent)
+        except OSError:
+            os.close(self._fd)
+            raise
 
     def append(self, chunks: list[bytes]) -> None:
         for chunk in chunks:
@@ -164,10 +176,17 @@ class LocalBackend:
         shutil.rmtree(trash, ignore_errors=True)
 
     def size(self, session_id: str, obj: str) -> int:
+        """The durable size: after a crash the file may hold page-cache bytes never synced, and
+        the client drops its copy up to the size it is told."""
         try:
-            return self._object_path(session_id, obj).stat().st_size
+            fd = os.open(self._object_path(session_id, obj), os.O_RDONLY)
         except FileNotFoundError:
             return 0
+        try:
+            os.fdatasync(fd)
+            return os.fstat(fd).st_size
+        finally:
+            os.close(fd)
 
     def open_track(self, session_id: str, track: str, new: bool) -> FileAppender:
         """`new`: the track was just added to the manifest, so whatever a file of that name

@@ -1,0 +1,31 @@
+"""The power-cut file system (fs.py) as a fixture: `powercut_dir.path` is the mount,
+`powercut_dir.cut()` loses everything that was not synced and mounts what survived.
+
+Without FUSE (no /dev/fuse, fusermount3 or pyfuse3) the tests skip, except in CI, which
+installs all three: there a missing FUSE fails the run instead of hiding the suite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from powercut.mount import MountFailed, PowerCutDir, fuse_missing, unavailable
+
+
+@pytest.fixture
+def powercut_dir(tmp_path: Path) -> Iterator[PowerCutDir]:
+    reason = fuse_missing()
+    if reason is not None:
+        unavailable(reason)
+    mount = PowerCutDir(tmp_path / "mnt", tmp_path / "disk", tmp_path / "powercut.log")
+    try:
+        mount.mount()
+    except MountFailed as exc:
+        unavailable(str(exc))
+    try:
+        yield mount
+    finally:
+        mount.unmount()
