@@ -132,11 +132,16 @@ async def test_finished_tracks_manifest_and_output_survive_a_power_cut(
             if ack.finished:
                 break
         writer.cancel()
-        assert await client.upload_output(session.id, mp4) == len(mp4.read_bytes())
+        begun = await client.update_session(
+            pb.UpdateSessionRequest(session_id=session.id, begin_compile=True)
+        )
+        generation = begun.compile_generation
+        assert await client.upload_output(session.id, mp4, generation) == len(mp4.read_bytes())
     powercut_dir.cut()
     async with storage_serving(settings) as client:
         detail = await client.get_session(session.id)
-        assert detail.state == pb.SESSION_STATE_RECORDED
+        assert detail.state == pb.SESSION_STATE_COMPILING
+        assert detail.compile_generation == generation
         assert [(t.name, t.committed_size, t.finished) for t in detail.tracks] == [
             ("audio", len(data), True)
         ]
@@ -144,14 +149,10 @@ async def test_finished_tracks_manifest_and_output_survive_a_power_cut(
         assert b"".join([c async for c in client.read(session.id, "output")]) == mp4.read_bytes()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect, left to the delete rework: LocalBackend.delete renames the session to "
-    ".deleted-{id} and removes it without fsyncing the data dir, so a power cut brings it back",
-)
 async def test_a_deleted_session_stays_deleted_after_a_power_cut(
     powercut_dir: PowerCutDir, settings: Settings
 ) -> None:
+    """A delete is durable when it answers: the rename out of sight is fsynced."""
     async with storage_serving(settings) as client:
         session = await client.create_session()
         assert await write_acked(client, session.id, "video", b"v" * 1000) == 1000

@@ -5,8 +5,8 @@
     {data_dir}/{id}/video.webm     append-only tracks
     {data_dir}/{id}/{id}.mp4       the compiled output, published by rename
 An S3-style backend would implement the same methods (tracks as multipart objects, output as a
-bucket object). Every method is blocking: the gRPC server calls them in worker threads, except
-opening and closing an appender (cheap, and a cancelled thread job could lose a descriptor).
+bucket object). Every method is blocking: the gRPC server calls them in worker threads that a
+cancelled call still waits for (storage/threads.py), except closing an appender.
 """
 
 from __future__ import annotations

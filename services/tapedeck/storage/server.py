@@ -524,19 +524,35 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
             async with old.lock:  # let the old writer's batch in flight land first
                 pass
         try:
-            # Opened on the loop (a cheap metadata call): a call cancelled while the job
-            # waited for a worker thread would lose the descriptor.
-            if obj == OUTPUT:
-                appender: Appender = self.backend.open_output(record.id)
-            else:
-                appender = self.backend.open_track(record.id, obj, new=new)
-        except OSError as exc:
+            appender = await self._open_appender(record.id, obj, new)
+        except BaseException as exc:
             if self.leases.get(key) is lease:
                 del self.leases[key]
-            raise disk_refusal(exc) from None
+            if isinstance(exc, OSError):
+                raise disk_refusal(exc) from None
+            raise
         if obj in TRACKS:
             self.sizes[key] = appender.size
         return _Stream(record.id, obj, lease, appender, first.compile_generation)
+
+    async def _open_appender(self, session_id: str, obj: str, new: bool) -> Appender:
+        """Opens in a worker thread (opening syncs: the file's unsynced bytes, or a new file's
+        directory entry). A call cancelled meanwhile still gets the open to its end and closes
+        the file, so no descriptor is lost (on a full volume, a deleted file's space returns
+        only when its last descriptor closes)."""
+
+        def open_appender() -> Appender:
+            if obj == OUTPUT:
+                return self.backend.open_output(session_id)
+            return self.backend.open_track(session_id, obj, new=new)
+
+        opening = asyncio.get_running_loop().run_in_executor(None, open_appender)
+        try:
+            return await finish_regardless(opening)
+        except asyncio.CancelledError:
+            if opening.done() and not opening.cancelled() and opening.exception() is None:
+                opening.result().close()
+            raise
 
     @staticmethod
     def _check_output(record: SessionRecord, generation: int) -> None:
