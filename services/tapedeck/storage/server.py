@@ -25,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tapedeck import metrics
 from tapedeck._proto import storage_pb2 as pb
 from tapedeck._proto import storage_pb2_grpc as pb_grpc
+from tapedeck.lifecycle import check_expiry, check_ttl
 from tapedeck.sessions import OBJECTS, OUTPUT, TRACKS, State, is_valid_session_id, new_session_id
 from tapedeck.settings import Settings
 from tapedeck.storage.backend import Appender, Backend, LocalBackend, OutputWriter
@@ -130,6 +131,11 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
             await self._abort(
                 context, grpc.StatusCode.INVALID_ARGUMENT, f"invalid session id {session_id[:80]!r}"
             )
+        if request.ttl_seconds:
+            try:
+                check_ttl(request.ttl_seconds)
+            except ValueError as err:
+                await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
         async with self._lock(session_id):
             if session_id in self.records:
                 await self._abort(
@@ -224,6 +230,10 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
             if request.HasField("error"):
                 updated.error = request.error[-4000:]
             if request.HasField("expires_at_ms"):
+                try:
+                    check_expiry(request.expires_at_ms, record.created_at_ms)
+                except ValueError as err:
+                    await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(err))
                 updated.expires_at_ms = request.expires_at_ms
             if request.HasField("compile_attempts"):
                 updated.compile_attempts = request.compile_attempts
