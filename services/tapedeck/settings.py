@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from tapedeck.lifecycle import check_ttl
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -21,10 +23,10 @@ def parse_duration(value: object) -> timedelta:
     if isinstance(value, timedelta):
         return value
     if isinstance(value, int | float):
-        return timedelta(seconds=value)
+        return _seconds(value, str(value))
     text = str(value).strip()
     if re.fullmatch(r"\d+(\.\d+)?", text):
-        return timedelta(seconds=float(text))
+        return _seconds(float(text), text)
     pos, total = 0, 0.0
     for match in _DURATION.finditer(text):
         if match.start() != pos:
@@ -33,7 +35,15 @@ def parse_duration(value: object) -> timedelta:
         pos = match.end()
     if pos != len(text) or not text:
         raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 5m, 24h)")
-    return timedelta(seconds=total)
+    return _seconds(total, text)
+
+
+def _seconds(seconds: float, text: str) -> timedelta:
+    """A timedelta, or a ValueError (which validation reports) where one cannot hold it."""
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"duration out of range: {text[:40]!r}") from None
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
@@ -54,6 +64,9 @@ class Settings(BaseSettings):
     idle_finalize: Duration = timedelta(minutes=5)
     sweep_interval: Duration = timedelta(seconds=30)
     api_token: str | None = None
+    allow_anonymous: bool = False
+    """Cluster mode: serve /api without TAPEDECK_API_TOKEN (the chart's auth.allowAnonymous);
+    without it the api refuses to start. Embedded mode has its own rule: loopback only."""
     secret_key: str | None = None
     upload_token_ttl: Duration = timedelta(hours=24)
     max_frame_bytes: int = 8 * MiB
@@ -77,6 +90,12 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[str], NoDecode] = []
     """Reverse proxies (addresses or CIDRs, comma-separated, or `*`) whose X-Forwarded-For
     names the client; empty: the TCP peer is the client, and the header is ignored."""
+
+    @field_validator("session_ttl")
+    @classmethod
+    def _bounded_ttl(cls, value: timedelta) -> timedelta:
+        check_ttl(value.total_seconds())
+        return value
 
     @field_validator("allowed_origins", "cors_origins", "trusted_proxies", mode="before")
     @classmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -135,3 +137,24 @@ def test_openapi_health_and_metrics(api: httpx.Client) -> None:
         "tapedeck_ingest_bytes_received_total",
     ):
         assert name in metrics
+
+
+def test_listing_survives_a_record_with_an_absurd_expiry(fresh_stack: Stack) -> None:
+    """A session stored before TTLs were bounded (the operator passed `spec.ttl: 100000000d`
+    through) must still list: its expiry is shown clamped, never a 500."""
+    with httpx.Client(base_url=fresh_stack.base_url, timeout=30) as client:
+        sid = client.post("/api/sessions").json()["id"]
+        fresh_stack.storage.stop()
+        manifest = fresh_stack.data_dir / sid / "session.json"
+        record = json.loads(manifest.read_text())
+        record["expires_at_ms"] = record["created_at_ms"] + 100_000_000 * 86_400_000
+        manifest.write_text(json.dumps(record))
+        fresh_stack.start_storage()
+
+        listed = client.get("/api/sessions")
+        assert listed.status_code == 200, listed.text
+        item = next(i for i in listed.json()["items"] if i["id"] == sid)
+        assert item["expiresAt"].startswith("9999-12-31"), item
+        detail = client.get(f"/api/sessions/{sid}")
+        assert detail.status_code == 200, detail.text
+        assert detail.json()["expiresAt"] == item["expiresAt"]

@@ -33,6 +33,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tapedeck import metrics
 from tapedeck._proto import storage_pb2 as pb
 from tapedeck._proto import storage_pb2_grpc as pb_grpc
+from tapedeck.lifecycle import check_expiry, check_ttl
 from tapedeck.sessions import OBJECTS, OUTPUT, TRACKS, State, is_valid_session_id, new_session_id
 from tapedeck.settings import Settings
 from tapedeck.storage.backend import Appender, Backend, LocalBackend, OutputWriter
@@ -212,6 +213,11 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
         session_id = request.session_id or new_session_id()
         if not is_valid_session_id(session_id):
             raise _invalid_id(session_id)
+        if request.ttl_seconds:
+            try:
+                check_ttl(request.ttl_seconds)
+            except ValueError as err:
+                raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, str(err)) from None
         async with self._lock(session_id):
             if session_id in self.records:
                 raise Refusal(grpc.StatusCode.ALREADY_EXISTS, f"session {session_id} exists")
@@ -311,6 +317,10 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
             if request.HasField("error"):
                 updated.error = request.error[-4000:]
             if request.HasField("expires_at_ms"):
+                try:
+                    check_expiry(request.expires_at_ms, record.created_at_ms)
+                except ValueError as err:
+                    raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, str(err)) from None
                 updated.expires_at_ms = request.expires_at_ms
             if request.HasField("compile_attempts"):
                 updated.compile_attempts = request.compile_attempts
