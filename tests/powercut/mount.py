@@ -22,7 +22,7 @@ def fuse_missing() -> str | None:
         return "no fusermount3 (apt-get install fuse3)"
     for module in ("pyfuse3", "trio"):
         if importlib.util.find_spec(module) is None:
-            return f"no {module} (pip install -e '.[dev]', needs libfuse3-dev and pkg-config)"
+            return f"no {module} (pip install -r tests/powercut/requirements.txt)"
     return None
 
 

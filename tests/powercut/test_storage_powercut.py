@@ -1,7 +1,8 @@
 """Real storage on the power-cut file system: what it acknowledges or reports survives a cut.
 
-Storage is stopped before each cut (closing a file does not sync it, so this loses nothing a
-running storage would have kept), and a new one starts on what survived, as after a reboot.
+Most tests stop storage before the cut (closing a file does not sync it, so this loses nothing
+a running storage would have kept); the random one powers off under a running storage. Then a
+new storage starts on what survived, as after a reboot.
 """
 
 from __future__ import annotations
