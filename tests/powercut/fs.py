@@ -144,6 +144,7 @@ class PowerCutFS(pyfuse3.Operations):  # type: ignore[misc]
 
     def _materialize(self, path: str, ino: int, stack: tuple[int, ...]) -> None:
         node = self.durable[ino]
+        self._remove(path)  # whatever was there is replaced (never merged into)
         if node.entries is None:
             with open(path, "wb") as f:
                 f.write(node.data)

@@ -22,7 +22,7 @@ def fuse_missing() -> str | None:
         return "no fusermount3 (apt-get install fuse3)"
     for module in ("pyfuse3", "trio"):
         if importlib.util.find_spec(module) is None:
-            return f"no {module} (pip install -e '.[dev]', needs libfuse3-dev and pkg-config)"
+            return f"no {module} (pip install -r tests/powercut/requirements.txt)"
     return None
 
 
@@ -42,6 +42,7 @@ class PowerCutDir:
     def __init__(self, path: Path, backing: Path, log: Path) -> None:
         self.path, self.backing, self.log = path, backing, log
         self.cuts = 0
+        self._dead = False  # powered off: the mount is there but its process is gone
         self._process: subprocess.Popen[str] | None = None
 
     def mount(self) -> None:
@@ -63,18 +64,33 @@ class PowerCutDir:
         self._process = process
 
     def cut(self) -> None:
-        """The power goes: fs.py exits between two requests, keeping only what was synced.
-        Descriptors still open on the old mount fail from now on (ENOTCONN)."""
+        """The power goes and comes back: only what was synced is there."""
+        self.power_off()
+        self.power_on()
+
+    def power_off(self) -> None:
+        """fs.py exits between two requests, keeping only what was synced. The mount stays, dead:
+        every call on it, by path or descriptor, fails (ENOTCONN), so a storage still running
+        can neither write nor acknowledge anything more, and nothing lands beside the mount."""
         process = self._process
         assert process is not None, "not mounted"
         process.send_signal(signal.SIGUSR1)
         self._reap(process)
         self._process = None
+        self._dead = True
+
+    def power_on(self) -> None:
+        """Mount what survived (a new fs.py over the same backing directory)."""
+        assert self._dead, "power_off first"
         subprocess.run(["fusermount3", "-u", "-z", str(self.path)], check=True)
+        self._dead = False
         self.cuts += 1
         self.mount()
 
     def unmount(self) -> None:
+        if self._dead:
+            subprocess.run(["fusermount3", "-u", "-z", str(self.path)], check=False)
+            self._dead = False
         process = self._process
         if process is None:
             return

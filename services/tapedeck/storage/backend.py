@@ -183,8 +183,9 @@ class LocalBackend:
         except FileNotFoundError:
             return 0
         try:
+            size = os.fstat(fd).st_size  # then sync: at least these bytes are durable
             os.fdatasync(fd)
-            return os.fstat(fd).st_size
+            return size
         finally:
             os.close(fd)
 
