@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     frontend_dir: Path | None = None
 
     # Doors (docs/security.md).
+    allowed_hosts: Annotated[list[str], NoDecode] = []
+    """Host names the UI, /api and /ws answer to besides localhost and IP literals
+    (comma-separated; `.example.com` for a domain and its subdomains; `*` for any)."""
     allowed_origins: Annotated[list[str], NoDecode] = []
     """Origins allowed to open WebSockets besides the page's own (comma-separated, or `*`)."""
     cors_origins: Annotated[list[str], NoDecode] = []
@@ -78,7 +81,9 @@ class Settings(BaseSettings):
     """Reverse proxies (addresses or CIDRs, comma-separated, or `*`) whose X-Forwarded-For
     names the client; empty: the TCP peer is the client, and the header is ignored."""
 
-    @field_validator("allowed_origins", "cors_origins", "trusted_proxies", mode="before")
+    @field_validator(
+        "allowed_hosts", "allowed_origins", "cors_origins", "trusted_proxies", mode="before"
+    )
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):

@@ -17,12 +17,14 @@ from fastapi.staticfiles import StaticFiles
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import make_asgi_app
 from starlette.routing import Match, Mount
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tapedeck import metrics
 from tapedeck.api import errors
 from tapedeck.api.routes import build_router
 from tapedeck.embedded.sweeper import run_sweeper
 from tapedeck.embedded.worker import LocalCompileWorker
+from tapedeck.guards import host_allowed
 from tapedeck.ingest.app import Ingest
 from tapedeck.settings import Settings
 from tapedeck.storage.client import StorageClient
@@ -44,6 +46,48 @@ def resolve_secret(settings: Settings) -> str:
         with os.fdopen(fd, "w") as f:
             f.write(new_secret())
     return path.read_text().strip()
+
+
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
+"""Reachable with any Host: kubelet probes send the pod IP, scrapers a Service name, and
+these reveal nothing about recordings."""
+
+
+class HostGuard:
+    """Refuses a `Host` that is not an allowed name on every route but the probes (DNS
+    rebinding, docs/security.md): HTTP 403, or a refused WebSocket handshake."""
+
+    def __init__(self, app: ASGIApp, allowed: list[str]) -> None:
+        self.app = app
+        self.allowed = allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or self._open(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        hosts = [v.decode("latin-1") for k, v in scope["headers"] if k == b"host"]
+        host = hosts[0] if len(hosts) == 1 else None
+        if host_allowed(host, self.allowed):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            metrics.ingest_closes.labels("403").inc()
+            if (await receive())["type"] == "websocket.connect":
+                # Before accept: the server answers the handshake with HTTP 403.
+                await send({"type": "websocket.close", "code": 4403, "reason": ""})
+            return
+        shown = (host or "")[:100]
+        response = errors.error_response(
+            403,
+            "host-not-allowed",
+            f"host {shown!r} is not allowed: open Tapedeck by a loopback name or address, "
+            "or list the name in TAPEDECK_ALLOWED_HOSTS",
+        )
+        await response(scope, receive, send)
+
+    @staticmethod
+    def _open(path: str) -> bool:
+        return path in OPEN_PATHS or path.startswith("/metrics/")
 
 
 class FrontendFiles(StaticFiles):
@@ -119,6 +163,7 @@ def create_app(settings: Settings, parts: Iterable[str] = ("api", "ingest")) -> 
             allow_headers=["Authorization", "Range"],
             expose_headers=["Content-Range", "ETag", "Content-Disposition"],
         )
+    app.add_middleware(HostGuard, allowed=settings.allowed_hosts)  # outermost: before CORS
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
