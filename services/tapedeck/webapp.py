@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable
+import tempfile
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
 import grpc
@@ -33,19 +35,87 @@ from tapedeck.tokens import new_secret
 log = logging.getLogger(__name__)
 
 SECRET_FILE = ".tapedeck-secret"
+MIN_SECRET_CHARS = 32
+"""A stored key shorter than this (an empty file left by a crash, a hand-edited one) is no key."""
 
 
 def resolve_secret(settings: Settings) -> str:
     """The HMAC key for upload and download tokens: configured, or kept beside the data."""
     if settings.secret_key:
         return settings.secret_key
-    path = settings.data_dir / SECRET_FILE
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileExistsError):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(new_secret())
-    return path.read_text().strip()
+    return _stored_secret(settings.data_dir / SECRET_FILE)
+
+
+def _stored_secret(path: Path) -> str:
+    """The key in `path`, made when missing and remade when not a key.
+
+    The file is only ever installed whole (temporary file, fsync, link or rename, directory
+    fsync), so a crash leaves it absent or complete. Processes starting at once (`up` starts
+    several on one data dir) must agree: a lock on the directory serializes them, and a
+    missing file is created with `os.link`, which fails if another process got there first.
+    """
+    with _dir_lock(path.parent):
+        while True:
+            try:
+                found: str | None = path.read_text().strip()
+            except FileNotFoundError:
+                found = None
+            if found is not None and len(found) >= MIN_SECRET_CHARS:
+                return found
+            if found is not None:
+                log.warning(
+                    "%s holds no usable key (%d characters); replacing it with a new one "
+                    "(upload tokens and download links signed with the old one stop working)",
+                    path,
+                    len(found),
+                )
+            key = new_secret()
+            if _install(path, key, replace=found is not None):
+                return key
+
+
+def _install(path: Path, key: str, *, replace: bool) -> bool:
+    """Puts `key` at `path` whole; False when `path` appeared meanwhile (not replacing)."""
+    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:  # mkstemp: mode 0600
+            f.write(key)
+            f.flush()
+            os.fsync(f.fileno())
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    _fsync_dir(path.parent)
+    return True
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _dir_lock(directory: Path) -> Iterator[None]:
+    """An exclusive flock on the directory; best effort where the filesystem has none
+    (then `os.link` still keeps concurrent creators to one key)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
