@@ -61,11 +61,12 @@ def _stored_secret(path: Path) -> str:
                 found: str | None = path.read_text().strip()
             except FileNotFoundError:
                 found = None
-            if found is not None and len(found) >= MIN_SECRET_CHARS:
-                return found
+            if found is not None and len(found) >= MIN_SECRET_CHARS and found.isprintable():
+                return found  # (control characters: NULs a torn write left, not a key)
             if found is not None:
                 log.warning(
-                    "%s holds no usable key (%d characters); replacing it with a new one "
+                    "%s holds no usable key (%d characters, or control characters); replacing "
+                    "it with a new one "
                     "(upload tokens and download links signed with the old one stop working)",
                     path,
                     len(found),
@@ -90,6 +91,8 @@ def _install(path: Path, key: str, *, replace: bool) -> bool:
                 os.link(tmp, path)
             except FileExistsError:
                 return False
+            except OSError:  # no hard links here (some FUSE and SMB mounts): the lock decides
+                os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -33,7 +33,10 @@ def test_a_new_data_dir_gets_a_strong_key(tmp_path: Path) -> None:
     assert resolve_secret(settings_for(data_dir)) == key  # the next start keeps it
 
 
-@pytest.mark.parametrize("content", ["", "\n", "   \n\t", "abc", "x" * (STRONG - 1) + "\n"])
+@pytest.mark.parametrize(
+    "content",
+    ["", "\n", "   \n\t", "abc", "x" * (STRONG - 1) + "\n", "\0" * 43, "k" * 40 + "\0\0\0"],
+)
 def test_an_empty_or_short_key_is_replaced(
     tmp_path: Path, content: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -91,6 +94,19 @@ def test_a_failed_fsync_leaves_no_key_file(tmp_path: Path, monkeypatch: pytest.M
             resolve_secret(settings_for(tmp_path))
     assert list(tmp_path.iterdir()) == []  # neither the key nor a temporary file
     assert len(resolve_secret(settings_for(tmp_path))) >= STRONG
+
+
+def test_without_hard_links_the_key_is_still_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unsupported(src: str, dst: str) -> None:
+        raise OSError(1, "Operation not permitted")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(webapp.os, "link", unsupported)
+        key = resolve_secret(settings_for(tmp_path))
+    assert len(key) >= STRONG and stored(tmp_path) == key
+    assert [p.name for p in tmp_path.iterdir()] == [SECRET_FILE]
 
 
 def _resolve_when_released(data_dir: str, barrier: threading.Barrier) -> str:
