@@ -283,6 +283,25 @@ async def test_allowed_names_work(named: Stack, host: str | None) -> None:
     assert await ws_status(named, name, path) == 101
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /api/sessions HTTP/1.0\r\n\r\n",  # HTTP/1.0 needs no Host
+        b"GET /api/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n\r\n",
+    ],
+)
+def test_no_single_host_is_refused(named: Stack, head: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", named.port)) as sock:
+        sock.sendall(head)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status = answer.split(b"\r\n", 1)[0]
+    assert status.split()[1] == b"403", answer[:300]
+    assert b'"host-not-allowed"' in answer
+
+
 def test_the_default_server_refuses_a_rebound_name(stack: Stack) -> None:
     """No TAPEDECK_ALLOWED_HOSTS, no token: what `tapedeck up` runs by default."""
     foreign = f"{EVIL}:{stack.port}"
