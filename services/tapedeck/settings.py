@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     frontend_dir: Path | None = None
 
     # Doors (docs/security.md).
+    allowed_hosts: Annotated[list[str], NoDecode] = []
+    """Host names the UI, /api and /ws answer to besides localhost and IP literals
+    (comma-separated; `.example.com` for a domain and its subdomains; `*` for any)."""
     allowed_origins: Annotated[list[str], NoDecode] = []
     """Origins allowed to open WebSockets besides the page's own (comma-separated, or `*`)."""
     cors_origins: Annotated[list[str], NoDecode] = []
@@ -97,7 +100,9 @@ class Settings(BaseSettings):
         check_ttl(value.total_seconds())
         return value
 
-    @field_validator("allowed_origins", "cors_origins", "trusted_proxies", mode="before")
+    @field_validator(
+        "allowed_hosts", "allowed_origins", "cors_origins", "trusted_proxies", mode="before"
+    )
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
