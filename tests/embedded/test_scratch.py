@@ -203,6 +203,36 @@ def test_a_compile_killed_mid_run_leaves_no_scratch_and_the_retry_none_either(
         stack.stop()
 
 
+def test_a_compile_killed_with_the_web_process_leaves_no_scratch_after_the_restart(
+    tmp_path: Path, vp8_webm: Path, opus_webm: Path, gate: Path
+) -> None:
+    """`up` restarts a web process that died; its compile died with it (`--pdeathsig`)."""
+    stack = start_stack(tmp_path, speculative_compiles="0", ffmpeg=str(gate))
+    try:
+        with httpx.Client(base_url=stack.base_url, timeout=30) as api:
+            session = api.post("/api/sessions").json()
+            upload(stack, session, {"video": vp8_webm, "audio": opus_webm}, None).join(60)
+            assert api.post(f"/api/compile-video/{session['id']}").status_code == 202
+            marker = ("tapedeck", "compile", session["id"])
+            wait_for(lambda: children(stack, *marker), 60, "the compile")
+            compile_process = one(children(stack, *marker))
+            wait_for(lambda: scratch_of_ffmpeg(compile_process), 60, "FFmpeg to start")
+            scratch = scratch_of_ffmpeg(compile_process)
+            assert scratch is not None
+            assert stack.web.process is not None
+            os.kill(stack.web.process.pid, signal.SIGKILL)  # the web process only, not its group
+            stack.web.process.wait(10)
+            compile_process.wait(10)  # killed with its parent
+            assert scratch.exists()  # nobody was left to remove it
+            stack.web.start()
+            wait_for(lambda: not scratch.exists(), 60, f"{scratch} to be removed")
+            (gate.parent / "gate-open").touch()
+            wait_state(api, session["id"], "ready")  # recovered by the new worker
+        wait_for(lambda: not run_dirs(tmp_path), 20, "no scratch left")
+    finally:
+        stack.stop()
+
+
 def test_a_compile_killed_at_its_timeout_leaves_no_scratch(
     tmp_path: Path, vp8_webm: Path, opus_webm: Path, gate: Path
 ) -> None:
