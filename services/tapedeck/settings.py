@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import tempfile
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -127,6 +129,17 @@ class Settings(BaseSettings):
     speculative_compiles: int = 2
     """Embedded mode: recordings compiled while they record, at most this many at once
     (0: compile only when asked). See compiler/follow.py."""
+
+    scratch_dir: Path | None = None
+    """Where compiles and followers copy a session's tracks, one directory per run that the
+    embedded worker removes whatever ends the run (compiler/scratch.py). Default:
+    `tapedeck-scratch-UID` in the system's temporary directory ($TMPDIR, else /tmp)."""
+
+    def scratch_root(self) -> Path:
+        """`scratch_dir`, else the default (computed late: TMPDIR is the process's own)."""
+        if self.scratch_dir is not None:
+            return self.scratch_dir
+        return Path(tempfile.gettempdir()) / f"tapedeck-scratch-{os.getuid()}"
 
     def ffmpeg_path(self) -> str:
         """FFmpeg from TAPEDECK_FFMPEG, else PATH, else the imageio-ffmpeg wheel's binary."""

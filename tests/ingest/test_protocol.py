@@ -51,6 +51,26 @@ def test_bad_messages(text: str, close: Close, code: str) -> None:
     assert err.value.message
 
 
+T0 = 1_760_000_000_000.0  # epoch ms, as a browser sends it
+
+
+@pytest.mark.parametrize(
+    "started_at", ["1e15", "7258118400001", "1e300", "NaN", "Infinity", "-Infinity"]
+)
+def test_a_start_no_browser_clock_can_give_is_refused(started_at: str) -> None:
+    # 1e15 ms is the year 33658; years of offset between tracks became years of silence.
+    with pytest.raises(ProtocolError) as err:
+        parse_client_message(f'{{"type":"start","mimeType":"v","startedAt":{started_at}}}')
+    assert (err.value.close, err.value.code) == (Close.BAD_MESSAGE, "bad-message")
+    assert err.value.message.startswith("startedAt: ")
+
+
+@pytest.mark.parametrize("started_at", [0, 1.5, T0, 7_258_118_400_000])
+def test_unknown_and_plausible_starts_are_accepted(started_at: float) -> None:
+    start = parse_client_message(f'{{"type":"start","mimeType":"v","startedAt":{started_at!r}}}')
+    assert isinstance(start, StartMessage) and start.startedAt == started_at
+
+
 def test_order_is_enforced() -> None:
     stream = TrackStream(max_frame_bytes=100)
     with pytest.raises(ProtocolError) as binary_first:

@@ -14,6 +14,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 MAX_TEXT_BYTES = 4096
+MAX_STARTED_AT = 7_258_118_400_000
+"""2200-01-01 in epoch ms: a `startedAt` beyond is no browser's clock (1e15 was accepted,
+and became years of offset in the compile; compiler/plan.py bounds offsets too)."""
 
 
 class Close(IntEnum):
@@ -42,7 +45,8 @@ class StartMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     type: Literal["start"]
     mimeType: str = Field(min_length=1, max_length=200)
-    startedAt: float = Field(ge=0, le=1e15)
+    startedAt: float = Field(ge=0, le=MAX_STARTED_AT)
+    """The recorder's start, epoch ms; 0: unknown."""
 
 
 class FinishMessage(BaseModel):
