@@ -13,10 +13,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from tapedeck.sessions import MAX_STARTED_AT
+
 MAX_TEXT_BYTES = 4096
-MAX_STARTED_AT = 7_258_118_400_000
-"""2200-01-01 in epoch ms: a `startedAt` beyond is no browser's clock (1e15 was accepted,
-and became years of offset in the compile; compiler/plan.py bounds offsets too)."""
 
 
 class Close(IntEnum):

@@ -34,7 +34,15 @@ from tapedeck import metrics
 from tapedeck._proto import storage_pb2 as pb
 from tapedeck._proto import storage_pb2_grpc as pb_grpc
 from tapedeck.lifecycle import check_expiry, check_ttl
-from tapedeck.sessions import OBJECTS, OUTPUT, TRACKS, State, is_valid_session_id, new_session_id
+from tapedeck.sessions import (
+    OBJECTS,
+    OUTPUT,
+    TRACKS,
+    State,
+    is_valid_session_id,
+    new_session_id,
+    valid_started_at,
+)
 from tapedeck.settings import Settings
 from tapedeck.storage.backend import Appender, Backend, LocalBackend, OutputWriter
 from tapedeck.storage.records import (
@@ -602,6 +610,13 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
                 f"session {record.id} is {record.state.value}, not recording",
             )
         if existing is None or (first.mime_type and not existing.mime_type):
+            if not valid_started_at(first.started_at):
+                # A NaN would be saved as null, and a manifest that does not load hides the
+                # whole session at the next start.
+                raise Refusal(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"started_at {first.started_at!r} is not epoch milliseconds (or 0)",
+                )
             updated = record.model_copy(deep=True)
             updated.state = State.RECORDING
             updated.tracks[track] = TrackRecord(
