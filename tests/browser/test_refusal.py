@@ -243,3 +243,54 @@ def test_without_indexeddb_the_unconfirmed_part_is_offered(
         assert len(produced) - len(saved) <= acknowledged, track
         assert saved == produced[len(produced) - len(saved) :], track
         expect(status.get_by_role("status")).to_contain_text("may not play on its own")
+
+
+FIRST_CHUNKS_JS = """async (sessionId) => new Promise((resolve, reject) => {
+  const req = indexedDB.open("tapedeck");
+  req.onerror = () => reject(req.error);
+  req.onsuccess = () => {
+    const db = req.result;
+    const tx = db.transaction(["chunks"], "readonly");
+    const keys = tx.objectStore("chunks").getAllKeys(
+      IDBKeyRange.bound([sessionId, "", 0], [sessionId, "\\uffff", Infinity]));
+    tx.oncomplete = () => {
+      db.close();
+      resolve(keys.result.filter((k) => k[2] === 0).map((k) => k[1]).sort());
+    };
+    tx.onerror = () => reject(tx.error);
+  };
+})"""
+
+
+def test_acknowledged_chunks_stay_stored_until_the_track_is_finished(
+    stack_page: Page, fresh_stack: Stack
+) -> None:
+    """An ack does not delete the stored header chunk (a saved file needs it); a track the
+    server finished with every byte leaves nothing behind."""
+    page = stack_page
+    page.add_init_script(CAPTURE_CHUNKS_JS)
+    open_app(page)
+    page.get_by_role("button", name="Start recording").click()
+    session = page.get_by_test_id("session-id")
+    expect(session).to_have_text(re.compile(r"^[a-z0-9-]{8,}$"), timeout=10_000)
+    session_id = session.inner_text()
+    first_chunk = (
+        "(kind) => window.__tapedeckChunks.find((e) => e.kind === kind)?.blobs[0]?.size ?? 0"
+    )
+    for track in TRACKS:
+        status = page.get_by_test_id(f"track-status-{track}")
+
+        def first_chunk_acknowledged(status: Locator = status, track: str = track) -> bool:
+            size = int(page.evaluate(first_chunk, track))
+            acked = int(status.get_attribute("data-bytes-acknowledged") or 0)
+            return 0 < size <= acked
+
+        wait_for(first_chunk_acknowledged, 15, f"an ack past the first {track} chunk")
+    page.wait_for_timeout(1000)  # what the page does with IndexedDB after an ack is done
+    assert page.evaluate(FIRST_CHUNKS_JS, session_id) == sorted(TRACKS)
+    page.get_by_role("button", name="Stop recording").click()
+    for track in TRACKS:
+        expect(page.get_by_test_id(f"track-status-{track}")).to_have_attribute(
+            "data-state", "uploaded", timeout=30_000
+        )
+    wait_storage_empty(page)
