@@ -294,3 +294,73 @@ def test_acknowledged_chunks_stay_stored_until_the_track_is_finished(
             "data-state", "uploaded", timeout=30_000
         )
     wait_storage_empty(page)
+
+
+def test_upload_refused_on_resume_is_kept_and_offered(
+    stack_page: Page, fresh_stack: Stack, tmp_path: Path
+) -> None:
+    """Issue 13 item 1 seen from the browser: the tab goes away while the server is
+    unreachable, storage finalizes the session meanwhile, and the next page's resume is
+    refused (4409 `finished`, with fewer bytes than stored). The card shows the refusal
+    and offers the stored WebM; nothing is deleted."""
+    page = stack_page
+    page.add_init_script(CAPTURE_CHUNKS_JS)
+    open_app(page)
+    page.get_by_role("button", name="Start recording").click()
+    session = page.get_by_test_id("session-id")
+    expect(session).to_have_text(re.compile(r"^[a-z0-9-]{8,}$"), timeout=10_000)
+    session_id = session.inner_text()
+    video = page.get_by_test_id("track-status-video")
+    for track in TRACKS:
+        expect(page.get_by_test_id(f"track-status-{track}")).not_to_have_attribute(
+            "data-bytes-acknowledged", "0", timeout=15_000
+        )
+    fresh_stack.web.kill()
+    expect(video).not_to_have_attribute("data-reconnects", "0", timeout=15_000)
+    # Chunks the server never acknowledged are stored (what the refusal concerns).
+    for track in TRACKS:
+        status = page.get_by_test_id(f"track-status-{track}")
+        wait_for(
+            lambda status=status: (
+                int(status.get_attribute("data-bytes-stored") or 0)
+                > int(status.get_attribute("data-bytes-acknowledged") or 0)
+            ),
+            15,
+            f"unacknowledged {track} chunks in IndexedDB",
+        )
+    stored = {
+        track: int(
+            page.get_by_test_id(f"track-status-{track}").get_attribute("data-bytes-stored") or 0
+        )
+        for track in TRACKS
+    }
+    # What the recorders produced so far (they are still running: don't wait for a stop).
+    so_far = page.evaluate(RECORDED_JS.replace("if (!entry.stopped) return null;", ""))
+    produced = {kind: base64.b64decode(data) for kind, (_, data) in so_far.items()}
+    context = page.context
+    page.close(run_before_unload=False)  # like a crashed tab
+    finalize_in_storage(fresh_stack, session_id)
+    fresh_stack.web.start()
+    wait_for(
+        lambda: httpx.get(f"{fresh_stack.base_url}/readyz").status_code == 200,
+        what="web /readyz",
+    )
+
+    fresh = context.new_page()
+    open_app(fresh)
+    resume = fresh.get_by_test_id("resume-status")
+    expect(resume).to_have_attribute("data-resume-session-id", session_id, timeout=15_000)
+    expect(resume).to_have_attribute("data-state", "refused", timeout=30_000)
+    for track in TRACKS:
+        status = resume.get_by_test_id(f"track-status-{track}")
+        expect(status).to_have_attribute("data-state", "refused")
+        expect(status.get_by_role("alert")).to_contain_text("finished")
+        saved = save_track(fresh, resume, track, tmp_path / f"{track}.webm")
+        # Everything stored before the tab went away, from the header on, as recorded.
+        assert len(saved) >= stored[track], (track, len(saved), stored[track])
+        assert saved[:4] == b"\x1a\x45\xdf\xa3", track
+        # Both are the start of one recording (either may hold a chunk more).
+        common = min(len(saved), len(produced[track]))
+        assert common >= stored[track], (track, common, stored[track])
+        assert saved[:common] == produced[track][:common], track
+    assert stored_uploads(fresh)[0] == 2
