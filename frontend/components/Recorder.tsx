@@ -385,7 +385,12 @@ export function Recorder({ onSessionsChanged, onUnauthorized }: Props) {
   // that are held in memory only (no IndexedDB) are unacknowledged. Stored bytes
   // survive: the next page load resumes their upload.
   const memoryOnly = Object.values(stats).some((s) => s && !s.persistent && s.backlog > 0);
-  const busy = phase === "starting" || phase === "recording" || (phase === "stopping" && memoryOnly);
+  // A refused or failed track held in memory only (no IndexedDB) goes with the page.
+  const keptInMemoryOnly = Object.values(stats).some(
+    (s) => s && !s.persistent && (s.state === "refused" || s.state === "error") && !s.discarded && s.bytesInMemory > 0,
+  );
+  const busy =
+    phase === "starting" || phase === "recording" || (phase === "stopping" && memoryOnly) || keptInMemoryOnly;
   useEffect(() => {
     if (!busy) return;
     const onBeforeUnload = (e: BeforeUnloadEvent) => {

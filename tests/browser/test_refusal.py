@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect
+from playwright.sync_api import Browser, Dialog, Locator, Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from browser.test_recording import open_app
 from browser.test_reload import stored_uploads, wait_storage_empty
@@ -243,6 +245,19 @@ def test_without_indexeddb_the_unconfirmed_part_is_offered(
         assert len(produced) - len(saved) <= acknowledged, track
         assert saved == produced[len(produced) - len(saved) :], track
         expect(status.get_by_role("status")).to_contain_text("may not play on its own")
+
+    # That copy lives in this page only: leaving asks first.
+    asked: list[str] = []
+
+    def answer(dialog: Dialog) -> None:
+        asked.append(dialog.type)
+        dialog.dismiss()
+
+    page.on("dialog", answer)
+    with contextlib.suppress(PlaywrightTimeoutError):
+        page.reload(timeout=3_000)
+    assert asked == ["beforeunload"], asked
+    expect(page.get_by_test_id("track-status-video")).to_have_attribute("data-state", "refused")
 
 
 FIRST_CHUNKS_JS = """async (sessionId) => new Promise((resolve, reject) => {
