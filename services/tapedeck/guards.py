@@ -7,6 +7,7 @@ client has one budget per process.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from functools import lru_cache
 from urllib.parse import urlsplit
@@ -29,6 +30,25 @@ def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> 
         return True
     parts = urlsplit(origin)
     return bool(host) and parts.scheme in ("http", "https") and parts.netloc == host
+
+
+def client_key(host: str) -> str:
+    """Whose creation budget a request spends: an IPv4 address, or an IPv6 client's /64.
+
+    One home or host usually owns a whole /64, so keying by /128 would give one client 2^64
+    budgets. IPv4-mapped addresses (dual-stack sockets) count as IPv4; a host that is not an
+    address (a test client) is its own key.
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        network = ipaddress.IPv6Network((int(address) >> 64 << 64, 64))
+        return str(network)
+    return str(address)
 
 
 class CreationLimiter:

@@ -25,7 +25,7 @@ from tapedeck.api.models import (
     session_view,
 )
 from tapedeck.compiler.queue import request_compile, withdraw_compile
-from tapedeck.guards import creation_limiter
+from tapedeck.guards import client_key, creation_limiter
 from tapedeck.lifecycle import CompileVerdict
 from tapedeck.sessions import OUTPUT, State, is_valid_session_id
 from tapedeck.settings import Settings
@@ -93,7 +93,7 @@ def build_router(
     creation = creation_limiter(settings.sessions_per_minute)
 
     def limit_creation(request: Request) -> None:
-        client = request.client.host if request.client else "unknown"
+        client = client_key(request.client.host if request.client else "unknown")
         if not creation.allow(client):
             wait = creation.retry_after(client)
             raise ApiError(
