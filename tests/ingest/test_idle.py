@@ -8,13 +8,14 @@ import json
 import os
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from websockets.asyncio.client import connect
 
 from harness import Stack, make_stack, wait_for
-from tapedeck.ingest.uploader import RETRY_CODES
+from tapedeck.ingest.uploader import RETRY_CODES, upload_track
 
 KiB = 1024
 
@@ -111,3 +112,27 @@ async def test_client_waiting_for_slow_storage_is_not_idle(
             messages.append(json.loads(await asyncio.wait_for(ws.recv(), 60)))
     assert messages[-1] == {"type": "finished", "committed": sent}, messages
     assert (idle_stack.data_dir / sid / "video.webm").read_bytes() == data
+
+
+async def test_uploader_resumes_after_an_idle_close(tmp_path: Path) -> None:
+    """4408 means "reconnect and resume": a client that pauses longer than the timeout
+    between frames loses its socket, not its upload. (Idle finalization stays at its
+    default here: 2 s would finalize the session during the pause.)"""
+    stack = make_stack(tmp_path, socket_idle_timeout="1s").start()
+    try:
+        with httpx.Client(base_url=stack.base_url) as client:
+            sid, token = new_session(client)
+        data = os.urandom(3 * 10 * KiB)
+        result = await upload_track(
+            stack.ws_base,
+            "video",
+            data,
+            session_id=sid,
+            token=token,
+            frame_bytes=10 * KiB,
+            frame_interval=2.5,  # longer than the idle timeout
+        )
+        assert result.connections > 1 and result.committed == len(data)
+        assert (stack.data_dir / sid / "video.webm").read_bytes() == data
+    finally:
+        stack.stop()

@@ -266,7 +266,9 @@ class Ingest:
         """The socket's next message; closes with 4408 a client that stays silent for
         `socket_idle_timeout` while nothing is owed to it (`TrackStream.silence_is_idle`).
         Time spent not reading (a full inflight window) never counts: only this wait does."""
-        timeout = self.settings.socket_idle_timeout.total_seconds() or None
+        timeout = self.settings.socket_idle_timeout.total_seconds()
+        if not timeout:
+            return await conn.ws.receive()
         receiving = asyncio.ensure_future(conn.ws.receive())
         try:
             while True:
