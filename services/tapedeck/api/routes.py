@@ -142,9 +142,9 @@ def build_router(
 ) -> APIRouter:
     auth = Auth(settings, secret)
     router = APIRouter(prefix="/api")
-    token = bool(settings.api_token)
+    needs_token = bool(settings.api_token)
     guarded: list[Dependency] = [Depends(auth.require)]
-    if token:  # declares the scheme in the document; `auth.require` does the checking
+    if needs_token:  # declares the scheme in the document; `auth.require` does the checking
         guarded.append(Security(HTTPBearer(auto_error=False, scheme_name="bearer")))
 
     async def get_session(session_id: str) -> pb.Session:
@@ -176,7 +176,7 @@ def build_router(
         "/sessions",
         status_code=201,
         dependencies=[*guarded, Depends(limit_creation)],
-        responses={201: {"links": CREATED_LINKS}, **answers(429, 503, 507, auth=token)},
+        responses={201: {"links": CREATED_LINKS}, **answers(429, 503, 507, auth=needs_token)},
     )
     async def create_session() -> CreatedSession:
         session = await storage.create_session()
@@ -198,7 +198,7 @@ def build_router(
         "/sessions",
         dependencies=guarded,
         response_model_by_alias=True,
-        responses=answers(400, 422, 503, auth=token),
+        responses=answers(400, 422, 503, auth=needs_token),
     )
     async def list_sessions(
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
@@ -221,7 +221,9 @@ def build_router(
         )
 
     @router.get(
-        "/sessions/{session_id}", dependencies=guarded, responses=answers(400, 404, 503, auth=token)
+        "/sessions/{session_id}",
+        dependencies=guarded,
+        responses=answers(400, 404, 503, auth=needs_token),
     )
     async def session_detail(session_id: SessionId) -> SessionView:
         return (await views([await get_session(session_id)]))[0]
@@ -230,7 +232,7 @@ def build_router(
         "/sessions/{session_id}",
         status_code=204,
         dependencies=guarded,
-        responses=answers(400, 404, 409, 503, 507, auth=token),
+        responses=answers(400, 404, 409, 503, 507, auth=needs_token),
     )
     async def delete_session(session_id: SessionId) -> Response:
         await get_session(session_id)
@@ -251,7 +253,7 @@ def build_router(
         "/compile-video/{session_id}",
         status_code=202,
         dependencies=guarded,
-        responses=answers(400, 404, 409, 503, 507, auth=token),
+        responses=answers(400, 404, 409, 503, 507, auth=needs_token),
     )
     async def compile_video(session_id: SessionId) -> CompileAccepted:
         session = await get_session(session_id)
@@ -280,9 +282,9 @@ def build_router(
             200: {"content": {"video/mp4": {}}, "description": "the MP4"},
             206: {"content": {"video/mp4": {}}, "description": "the requested range"},
             304: {"description": "not modified (`If-None-Match`)"},
-            **answers(400, 404, 409, 416, 503, auth=token),
+            **answers(400, 404, 409, 416, 503, auth=needs_token),
         },
-        openapi_extra={"parameters": SIGNED_URL_PARAMETERS} if token else None,
+        openapi_extra={"parameters": SIGNED_URL_PARAMETERS} if needs_token else None,
     )
     async def download(session_id: SessionId, request: Request) -> Response:
         checked_id(session_id)
