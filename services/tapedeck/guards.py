@@ -89,6 +89,25 @@ def host_allowed(host_header: str | None, allowed: list[str]) -> bool:
     return False
 
 
+def client_key(host: str) -> str:
+    """Whose creation budget a request spends: an IPv4 address, or an IPv6 client's /64.
+
+    One home or host usually owns a whole /64, so keying by /128 would give one client 2^64
+    budgets. IPv4-mapped addresses (dual-stack sockets) count as IPv4; a host that is not an
+    address (a test client) is its own key.
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        network = ipaddress.IPv6Network((int(address) >> 64 << 64, 64))
+        return str(network)
+    return str(address)
+
+
 class CreationLimiter:
     """At most `per_minute` new sessions per client address in any 60 s window."""
 

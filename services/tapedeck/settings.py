@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     max_frame_bytes: int = 8 * MiB
     max_session_bytes: int = 16 * 1024 * MiB
     max_inflight_bytes: int = 16 * MiB
+    socket_idle_timeout: Duration = timedelta(seconds=60)
+    """A media socket that sends nothing this long while it owes nothing is closed (4408),
+    so its session stops `writing` and can be finalized; MediaRecorder sends every second."""
     ffmpeg: str | None = None
     compile_concurrency: int = 1
     compile_max_attempts: int = 3

@@ -18,7 +18,6 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import make_asgi_app
-from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tapedeck import metrics
@@ -168,20 +167,24 @@ class FrontendFiles(StaticFiles):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
-        if path == "/api" or path.startswith(("/api/", "/ws/")):
-            # This mount matches every method, so a known path with the wrong method lands
-            # here too: tell the two apart as the router would have.
-            routes = scope["app"].router.routes
-            if any(
-                r.matches(scope)[0] == Match.PARTIAL for r in routes if not isinstance(r, Mount)
-            ):
+        api = path == "/api" or path.startswith(("/api/", "/ws/"))
+        if scope["type"] == "http":
+            # This mount matches every method, so a known path (`/api/...`, `/healthz`) with
+            # another method lands here too: answer as the router would have, with `Allow`.
+            allow = errors.allowed_methods(scope)
+            if not allow and not api and scope["method"] not in ("GET", "HEAD"):
+                allow = "GET, HEAD"  # the UI's own files
+            if allow:
                 response = errors.error_response(
-                    405, "method-not-allowed", f"{scope['method']} is not allowed on {path[:100]}"
+                    405,
+                    "method-not-allowed",
+                    f"{scope['method']} is not allowed on {path[:100]}",
+                    {"Allow": allow},
                 )
-            else:
-                response = errors.error_response(
-                    404, "not-found", f"no such endpoint: {path[:100]}"
-                )
+                await response(scope, receive, send)
+                return
+        if api:
+            response = errors.error_response(404, "not-found", f"no such endpoint: {path[:100]}")
             await response(scope, receive, send)
             return
         await super().__call__(scope, receive, send)

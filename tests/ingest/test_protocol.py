@@ -91,3 +91,20 @@ def test_order_is_enforced() -> None:
     with pytest.raises(ProtocolError) as after:
         stream.on_frame(1)
     assert after.value.close == Close.CONFLICT
+
+
+def test_silence_is_idle_only_when_nothing_is_owed() -> None:
+    """A silent client is idle unless it is waiting for acks storage has not given yet; a
+    client that does not read the acks we try to send it is idle all the same."""
+    stream = TrackStream(max_frame_bytes=100)
+    stream.on_text('{"type":"start","mimeType":"video/webm","startedAt":1}')
+    assert not stream.silence_is_idle(acks_stuck=False)  # not streaming yet
+    stream.on_ready(committed=0)
+    assert stream.silence_is_idle(acks_stuck=False)  # start, then nothing
+    stream.on_frame(10)
+    assert not stream.silence_is_idle(acks_stuck=False)  # waiting for storage
+    assert stream.silence_is_idle(acks_stuck=True)  # we wait for it to read
+    stream.on_ack(10)
+    assert stream.silence_is_idle(acks_stuck=False)
+    stream.on_text('{"type":"finish"}')
+    assert not stream.silence_is_idle(acks_stuck=False)  # finishing: nothing to read

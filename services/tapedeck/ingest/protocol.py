@@ -23,6 +23,7 @@ class Close(IntEnum):
     BAD_MESSAGE = 4400
     BAD_TOKEN = 4401
     NOT_FOUND = 4404
+    IDLE = 4408
     CONFLICT = 4409
     TOO_LARGE = 4413
     RATE_LIMITED = 4429
@@ -182,6 +183,12 @@ class TrackStream:
 
     def on_finished(self) -> None:
         self.phase = Phase.FINISHED
+
+    def silence_is_idle(self, acks_stuck: bool) -> bool:
+        """Whether a client that sent nothing for a while is idle rather than waiting for us:
+        it is waiting while storage still owes it acks, unless it does not read the acks we
+        send (`acks_stuck`). Before `ready` and after `finish` ingest reads nothing."""
+        return self.phase == Phase.STREAMING and (self.inflight == 0 or acks_stuck)
 
     @property
     def inflight(self) -> int:
