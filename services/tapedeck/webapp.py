@@ -14,10 +14,10 @@ from pathlib import Path
 import grpc
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client import make_asgi_app
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, make_asgi_app
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tapedeck import metrics
@@ -250,6 +250,12 @@ def create_app(settings: Settings, parts: Iterable[str] = ("api", "ingest")) -> 
         if not await storage_serving(settings.storage_addr):
             return errors.error_response(503, "storage-unavailable", "storage is not serving")
         return {"status": "ready"}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def scrape() -> Response:
+        """`/metrics` itself (what a ServiceMonitor scrapes), not only `/metrics/...`: the
+        UI's mount at `/` would otherwise answer it with its 404 page."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     app.mount("/metrics", make_asgi_app())
     if "ingest" in parts:

@@ -136,7 +136,11 @@ def test_openapi_health_and_metrics(api: httpx.Client) -> None:
     } <= set(paths)
     assert api.get("/healthz").json() == {"status": "ok"}
     assert api.get("/readyz").json() == {"status": "ready"}
-    metrics = api.get("/metrics/").text
+    # The path a ServiceMonitor scrapes, exactly (the UI's mount at / must not swallow it).
+    scraped = api.get("/metrics", follow_redirects=False)
+    assert scraped.status_code == 200, scraped.text[:200]
+    metrics = scraped.text
+    assert "tapedeck_ingest_active_streams" in api.get("/metrics/").text
     for name in (
         "tapedeck_ingest_active_streams",
         "tapedeck_ingest_ack_latency_seconds",
