@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tapedeck import metrics
 from tapedeck.api import errors
 from tapedeck.api.routes import build_router
+from tapedeck.durable import fsync_dir
 from tapedeck.embedded.sweeper import run_sweeper
 from tapedeck.embedded.worker import LocalCompileWorker
 from tapedeck.guards import host_allowed
@@ -95,16 +96,8 @@ def _install(path: Path, key: str, *, replace: bool) -> bool:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return True
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager
