@@ -34,16 +34,46 @@ SECRET_FILE = ".tapedeck-secret"
 
 
 def resolve_secret(settings: Settings) -> str:
-    """The HMAC key for upload and download tokens: configured, or kept beside the data."""
+    """The HMAC key for upload and download tokens: configured, or kept beside the data.
+
+    A generated key is durable (file and directory fsynced) before any token is signed with
+    it: a key lost to a power cut would void every token issued, and a file left empty by one
+    (the entry durable, its content not) is replaced, never taken for an empty key, with which
+    anyone could sign tokens."""
     if settings.secret_key:
         return settings.secret_key
     path = settings.data_dir / SECRET_FILE
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileExistsError):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(new_secret())
-    return path.read_text().strip()
+        _write_synced(fd, new_secret())
+        _sync_dir(settings.data_dir)
+    secret = path.read_text().strip()
+    if not secret:  # a creator died (or the power went) before the key was synced
+        tmp = path.with_name(f"{SECRET_FILE}.{os.getpid()}.tmp")
+        try:
+            _write_synced(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), new_secret())
+            os.replace(tmp, path)
+            _sync_dir(settings.data_dir)
+        finally:
+            tmp.unlink(missing_ok=True)
+        secret = path.read_text().strip()
+    return secret
+
+
+def _write_synced(fd: int, text: str) -> None:
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _sync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class FrontendFiles(StaticFiles):
