@@ -176,7 +176,8 @@ class Client:
             await asyncio.sleep(0.1)
 
     async def call(self, method: str, url: str, ok: set[int], what: str) -> httpx.Response:
-        """The api through the faulty proxy: retried on transport errors and 5xx/429."""
+        """The api through the faulty proxy: retried on transport errors, 5xx, 429 and 409
+        `still-recording`."""
         give_up = time.monotonic() + API_PATIENCE
         delay = 0.1
         last = ""
@@ -189,7 +190,10 @@ class Client:
                 if response.status_code in ok:
                     return response
                 last = f"{response.status_code} {response.text[:300]}"
-                if response.status_code < 500 and response.status_code != 429:
+                # A connection the server has not yet seen drop still counts as writing: the
+                # user asks again. Once every upload ended, it must not last.
+                transient = response.status_code == 409 and "still-recording" in response.text
+                if response.status_code < 500 and response.status_code != 429 and not transient:
                     raise ApiGaveUp(f"{what}: {last}")
             await asyncio.sleep(delay)
             delay = min(2.0, delay * 2)
