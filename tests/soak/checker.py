@@ -109,6 +109,9 @@ def leftovers(data_paths: Iterable[str], scratch_paths: Iterable[str]) -> list[s
 
 KNOWN = {
     "scratch": re.compile(r"^scratch of a dead compile: "),
+    # A stale connection of the same client (its handler delayed while storage restarted)
+    # takes the track over from the live one, which is refused for good (reported).
+    "superseded": re.compile(r"upload rejected: closed 4409: a newer connection took over"),
 }
 """Defects already reported and being fixed elsewhere, that a run may be told to list apart
 (`--known NAME`) rather than fail on."""

@@ -100,6 +100,10 @@ def test_known_defects_are_set_apart_only_when_named() -> None:
     found = ["scratch of a dead compile: tapedeck-s1-x", "s1 video: 5 acknowledged bytes lost"]
     assert split_known(found, []) == (found, [])
     assert split_known(found, ["scratch"]) == ([found[1]], [found[0]])
+    taken = "s2 audio: upload rejected: closed 4409: a newer connection took over this track"
+    assert split_known([taken], ["superseded"]) == ([], [taken])
+    finished = "s3 video: upload rejected: closed 4409: video track of s3 is finished"
+    assert split_known([finished], ["superseded", "scratch"]) == ([finished], [])
 
 
 def test_descriptors() -> None:
