@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FRONTEND_SOURCES := $(shell find frontend -path frontend/node_modules -prune -o -path frontend/out -prune -o -path frontend/.next -prune -o -type f -print 2>/dev/null)
 
-.PHONY: run test test-fast test-faults test-powercut test-cluster cluster-tools proto lint format frontend bench screenshots clean
+.PHONY: run test test-fast test-faults test-powercut soak test-cluster cluster-tools proto lint format frontend bench screenshots clean
 
 run: $(VENV)/.stamp-run frontend
 	$(BIN)/tapedeck up
@@ -40,6 +40,12 @@ $(VENV)/.stamp-powercut: tests/powercut/requirements.txt $(VENV)/.stamp-dev
 
 test-powercut: $(VENV)/.stamp-powercut
 	$(BIN)/pytest tests/powercut
+
+# The nemesis (tests/soak/nemesis.py, not part of `make test`): 20 protocol clients for 10
+# minutes under 100+ random faults, then a checker. SOAK="--seed N" repeats a run (its seed is
+# printed first); SOAK="--minutes 30 --clients 30" runs longer.
+soak: $(VENV)/.stamp-dev $(VENV)/.stamp-powercut
+	$(BIN)/python tests/soak/nemesis.py --minutes 10 --clients 20 $(SOAK)
 
 test-fast: $(VENV)/.stamp-dev
 	$(BIN)/pytest -m "not browser and not faults" -x --ignore=tests/cluster

@@ -38,11 +38,18 @@ from the root; each fsync updates the projection in place. So:
 - inodes are never forgotten, and after a cut inode numbers are new (the mount is new).
 
 Whole contents are held in memory and rewritten on each fsync: this is for tests, not speed.
+
+A full disk, for the nemesis (tests/soak/): when the environment names a control file in
+`POWERCUT_CAPACITY_FILE`, the file system polls it (every 0.1 s). While it holds a number N,
+writes that grow the live files by more than N bytes in total, counted from when that number
+appeared, fail with ENOSPC; while it is missing or empty, space is unlimited. Without the
+variable nothing changes.
 """
 
 from __future__ import annotations
 
 import errno
+import math
 import os
 import shutil
 import signal
@@ -97,6 +104,7 @@ class PowerCutFS(pyfuse3.Operations):  # type: ignore[misc]
         self.nodes: dict[int, Node] = {}
         self.durable: dict[int, Durable] = {}
         self.next_ino = ROOT + 1
+        self.room = math.inf  # bytes the live files may still grow by (the capacity option)
         root = os.stat(self.backing)
         self.nodes[ROOT] = Node(mode=root.st_mode, entries={})
         self.durable[ROOT] = Durable(mode=root.st_mode, entries={})
@@ -264,6 +272,7 @@ class PowerCutFS(pyfuse3.Operations):  # type: ignore[misc]
         if fields.update_size:
             if node.is_dir:
                 raise pyfuse3.FUSEError(errno.EISDIR)
+            self._grow(node, attr.st_size)
             self._truncate(node, attr.st_size)
         if fields.update_mode:
             node.mode = stat.S_IFMT(node.mode) | stat.S_IMODE(attr.st_mode)
@@ -306,8 +315,17 @@ class PowerCutFS(pyfuse3.Operations):  # type: ignore[misc]
     async def read(self, fh: int, off: int, size: int) -> bytes:
         return bytes(self._node(fh).data[off : off + size])
 
+    def _grow(self, node: Node, size: int) -> None:
+        """Take room for growing `node` to `size` bytes, or fail as a full disk does."""
+        growth = size - len(node.data)
+        if growth > 0:
+            if growth > self.room:
+                raise pyfuse3.FUSEError(errno.ENOSPC)
+            self.room -= growth
+
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         node = self._node(fh)
+        self._grow(node, max(len(node.data), off + len(buf)))
         if off > len(node.data):
             node.data.extend(bytes(off - len(node.data)))
         node.data[off : off + len(buf)] = buf
@@ -413,7 +431,30 @@ class PowerCutFS(pyfuse3.Operations):  # type: ignore[misc]
         return data
 
 
-async def _serve() -> None:
+def _read_room(path: str) -> float | None:
+    """The capacity control file's number, or None for unlimited (missing or empty)."""
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except FileNotFoundError:
+        return None
+    return float(int(text)) if text else None
+
+
+async def _watch_capacity(fs: PowerCutFS, path: str) -> None:
+    seen: float | None = None
+    while True:
+        try:
+            room = _read_room(path)
+        except ValueError:  # being written: read it again next time
+            room = seen
+        if room != seen:
+            seen = room
+            fs.room = math.inf if room is None else room
+        await trio.sleep(0.1)
+
+
+async def _serve(fs: PowerCutFS) -> None:
     parent = os.getppid()
 
     async def cut_on_signal() -> None:
@@ -432,6 +473,9 @@ async def _serve() -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(cut_on_signal)
         nursery.start_soon(orphaned)
+        capacity = os.environ.get("POWERCUT_CAPACITY_FILE")
+        if capacity:
+            nursery.start_soon(_watch_capacity, fs, capacity)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
 
@@ -444,7 +488,7 @@ def main() -> None:
     pyfuse3.init(fs, mountpoint, options)
     print("mounted", flush=True)
     try:
-        trio.run(_serve)
+        trio.run(_serve, fs)
     finally:
         pyfuse3.close(unmount=True)
 
