@@ -228,3 +228,31 @@ async def test_no_session_until_a_track_starts(
             assert got_close == 4400 and error and error["code"] == code
     assert session_ids(api) == before
     assert not {p.name for p in stack.data_dir.iterdir() if p.is_dir()} - before
+
+
+async def test_a_stale_connection_never_takes_over_a_newer_one(
+    stack: Stack, api: httpx.Client
+) -> None:
+    """A connection whose `start` arrives late (a socket the client already gave up on, its
+    start buffered in a proxy or a slow network) must not close the client's live, newer
+    connection: "newer" is the order connections were accepted in. Found by the nemesis."""
+    sid, token = new_session(api)
+    url = f"{stack.ws_base}/ws/video?session={sid}&token={token}"
+    data = os.urandom(300_000)
+    async with connect(url, compression=None) as stale:
+        await asyncio.sleep(0.2)  # accepted first; its start comes later
+        async with connect(url, compression=None) as live:
+            await live.send(start())
+            ready = json.loads(await live.recv())
+            assert ready["type"] == "ready"
+            await live.send(data[:100_000])
+            assert json.loads(await live.recv()) == {"type": "ack", "committed": 100_000}
+            await stale.send(start())
+            code, error = await expect_close(stale)
+            assert code == 4409 and error is not None and error["code"] == "superseded"
+            await live.send(data[100_000:])
+            await live.send(json.dumps({"type": "finish"}))
+            while (message := json.loads(await live.recv()))["type"] == "ack":
+                pass
+            assert message == {"type": "finished", "committed": len(data)}
+    assert (stack.data_dir / sid / "video.webm").read_bytes() == data

@@ -582,7 +582,8 @@ async def orphans(api: httpx.AsyncClient, known: set[str]) -> list[str]:
     """Sessions no client knows of: created by a request whose answer a dropped socket lost."""
     found, cursor = [], ""
     while True:
-        reply = (await api.get("/api/sessions", params={"limit": 1000, "cursor": cursor})).json()
+        params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
+        reply = (await api.get("/api/sessions", params=params)).json()
         for item in reply["items"]:
             if item["id"] not in known:
                 found.append(f"{item['id']} ({item['state']}, {item['bytes']} bytes)")

@@ -25,11 +25,6 @@ def test_a_short_nemesis_run_loses_nothing(tmp_path: Path) -> None:
         [
             *(sys.executable, str(NEMESIS), "--seed", str(SEED), "--seconds", "40"),
             *("--clients", "4", "--mean-gap", "3", "--work", str(tmp_path / "work")),
-            # Defects reported and not yet fixed, which a short run meets only by chance:
-            # scratch left by killed compiles (fixed on the compile branch) and a live upload
-            # taken over by a stale connection (ingest). Drop each once fixed; `make soak`
-            # counts both as violations.
-            *("--known", "scratch", "--known", "superseded"),
         ],
         capture_output=True,
         text=True,

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -58,11 +60,16 @@ def storage_close(err: StorageError) -> ProtocolError:
             )
 
 
+SUPERSEDED = "a newer connection took over this track"
+
+
 @dataclass
 class _Connection:
     ws: WebSocket
     track: str
     stream: TrackStream
+    accepted: int
+    """Order of acceptance: which of two connections to one track is the newer."""
     send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     progress: asyncio.Condition = field(default_factory=asyncio.Condition)
     arrivals: deque[tuple[int, float]] = field(default_factory=deque)
@@ -92,6 +99,13 @@ class Ingest:
         self.settings = settings
         self.secret = secret
         self.active: dict[tuple[str, str], _Connection] = {}
+        self._accepted = itertools.count()
+        # One takeover at a time per track, storage's open included: storage hands a track to
+        # the Write stream that reaches it last, so an older connection must never get there
+        # after a newer one.
+        self._takeovers: weakref.WeakValueDictionary[tuple[str, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
         self.creation = creation_limiter(settings.sessions_per_minute)
 
     def router(self) -> APIRouter:
@@ -107,7 +121,9 @@ class Ingest:
             await ws.close(code=4403)  # before accept: the handshake is refused with HTTP 403
             return
         await ws.accept()
-        conn = _Connection(ws, track, TrackStream(self.settings.max_frame_bytes))
+        conn = _Connection(
+            ws, track, TrackStream(self.settings.max_frame_bytes), next(self._accepted)
+        )
         metrics.ingest_active_streams.inc()
         writer: TrackWriter | None = None
         key: tuple[str, str] | None = None
@@ -119,21 +135,7 @@ class Ingest:
             if session_id is None:  # only now: a socket that never starts leaves nothing
                 session_id, token = await self._create_session()
             key = (session_id, track)
-            previous = self.active.get(key)
-            self.active[key] = conn
-            if previous is not None:
-                await previous.close(
-                    Close.CONFLICT,
-                    ProtocolError(
-                        Close.CONFLICT, "superseded", "a newer connection took over this track"
-                    ),
-                )
-            try:
-                writer = await self.storage.open_writer(
-                    session_id, track, start.mimeType, start.startedAt
-                )
-            except StorageError as err:
-                raise storage_close(err) from None
+            writer = await self._take_over(key, conn, start)
             conn.stream.on_ready(writer.committed)
             await conn.send(protocol.ready(session_id, track, writer.committed, token))
             await self._pump(conn, writer)
@@ -155,6 +157,29 @@ class Ingest:
                 writer.cancel()
             if key is not None and self.active.get(key) is conn:
                 del self.active[key]
+
+    async def _take_over(
+        self, key: tuple[str, str], conn: _Connection, start: StartMessage
+    ) -> TrackWriter:
+        """Make `conn` the track's connection, closing an older one, and open its storage
+        stream; refused when a newer connection already holds the track (an older socket
+        whose `start` arrived late must not cut off the client's live one)."""
+        lock = self._takeovers.setdefault(key, asyncio.Lock())
+        async with lock:
+            previous = self.active.get(key)
+            if previous is not None and previous.accepted > conn.accepted:
+                raise ProtocolError(Close.CONFLICT, "superseded", SUPERSEDED)
+            self.active[key] = conn
+            if previous is not None:
+                await previous.close(
+                    Close.CONFLICT, ProtocolError(Close.CONFLICT, "superseded", SUPERSEDED)
+                )
+            try:
+                return await self.storage.open_writer(
+                    key[0], key[1], start.mimeType, start.startedAt
+                )
+            except StorageError as err:
+                raise storage_close(err) from None
 
     @staticmethod
     def client_address(ws: WebSocket) -> str:
