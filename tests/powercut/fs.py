@@ -49,6 +49,7 @@ import signal
 import stat
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 
 import pyfuse3
@@ -435,8 +436,7 @@ async def _serve() -> None:
         nursery.cancel_scope.cancel()
 
 
-def main() -> None:
-    mountpoint, backing = sys.argv[1], sys.argv[2]
+def run(mountpoint: str, backing: str) -> None:
     fs = PowerCutFS(backing)
     options = set(pyfuse3.default_options)
     options.add("fsname=powercut")
@@ -446,6 +446,52 @@ def main() -> None:
         trio.run(_serve)
     finally:
         pyfuse3.close(unmount=True)
+
+
+def zygote() -> None:
+    """`fs.py --zygote`: pays Python's start and the imports once, then forks one file system
+    per mount (a randomized suite cuts hundreds of times; a new interpreter each time costs
+    most of a second on a busy machine). Commands on stdin, one a line, tab-separated:
+    `mount MOUNTPOINT BACKING` (the child prints `mounted`), `cut` (SIGUSR1: the power cut),
+    `stop` (SIGTERM: a clean unmount), `wait` (after an external unmount); the last three
+    answer with their own name once the child is reaped. EOF (the test is gone) stops it."""
+    child = 0
+
+    def end(signum: int | None) -> None:
+        nonlocal child
+        if child:
+            if signum is not None:
+                os.kill(child, signum)
+            os.waitpid(child, 0)
+            child = 0
+
+    for line in sys.stdin:
+        command, *args = line.rstrip("\n").split("\t")
+        if command == "mount":
+            end(signal.SIGTERM)
+            sys.stdout.flush()
+            child = os.fork()
+            if child == 0:
+                code = 0
+                try:
+                    run(*args)
+                except BaseException:
+                    traceback.print_exc()
+                    print("failed", flush=True)
+                    code = 1
+                finally:
+                    os._exit(code)
+        elif command in ("cut", "stop", "wait"):
+            end({"cut": signal.SIGUSR1, "stop": signal.SIGTERM, "wait": None}[command])
+            print(command, flush=True)
+    end(signal.SIGTERM)
+
+
+def main() -> None:
+    if sys.argv[1:] == ["--zygote"]:
+        zygote()
+    else:
+        run(sys.argv[1], sys.argv[2])
 
 
 if __name__ == "__main__":
