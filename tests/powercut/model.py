@@ -41,7 +41,14 @@ class SessionFacts:
     generation: int = 0  # the highest compile generation a begin_compile answered with
     uploads: list[Upload] = field(default_factory=list)  # every output upload attempted
     output: Upload | None = None  # the last upload whose publish was acknowledged
+    recompiling: bool = False  # a begin_compile was sent since: it voids that output
     keep: bool = False  # kept for the compile at the end of the run
+
+    def forget(self) -> None:
+        """Deleted: from now on only its id matters (it must never be listed again)."""
+        self.deleted = True
+        self.uploads.clear()
+        self.output = None
 
     @property
     def complete(self) -> bool:
@@ -139,7 +146,7 @@ def check_output(sid: str, facts: SessionFacts, seen: ObservedOutput | None) -> 
     where = f"session {sid} output"
     problems: list[str] = []
     if seen is None:
-        if facts.output is not None:
+        if facts.output is not None and not facts.recompiling:
             problems.append(f"{where}: gone, yet compile {facts.output.generation} published it")
         return problems
     if len(seen.data) != seen.size:

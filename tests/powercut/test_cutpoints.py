@@ -13,15 +13,11 @@ are compiled with the real compiler and must become `ready`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import av
-import grpc
 import pytest
 
 from harness import free_port
@@ -35,16 +31,15 @@ from powercut.model import (
     check,
 )
 from powercut.mount import PowerCutDir
+from powercut.serving import storage_on
 from powercut.workload import KEEP, Workload
 from tapedeck._proto import storage_pb2 as pb
-from tapedeck._proto import storage_pb2_grpc as pb_grpc
 from tapedeck.compiler.job import EXIT_OK, compile_session
 from tapedeck.compiler.plan import OutputOptions
 from tapedeck.settings import Settings
-from tapedeck.storage.backend import MANIFEST, LocalBackend
+from tapedeck.storage.backend import MANIFEST
 from tapedeck.storage.client import StorageClient
 from tapedeck.storage.records import SessionRecord
-from tapedeck.storage.server import StorageService, server_options
 
 CUTS = int(os.environ.get("TAPEDECK_POWERCUT_CUTS") or 200)
 ACTORS = (2, 5)  # concurrent clients per cut point
@@ -69,27 +64,6 @@ def storage_settings(path: Path) -> Settings:
     return Settings(
         data_dir=path, storage_addr=f"127.0.0.1:{free_port()}", max_session_bytes=1_000_000
     )
-
-
-@contextlib.asynccontextmanager
-async def storage_on(settings: Settings) -> AsyncIterator[StorageClient]:
-    """A storage server in this loop, with thread pool of its own: once it is stopped, every
-    thread job it started has ended, so nothing of a dead storage reaches the next mount."""
-    executor = ThreadPoolExecutor(16, thread_name_prefix="powercut-io")
-    asyncio.get_running_loop().set_default_executor(executor)
-    try:
-        server = grpc.aio.server(options=server_options(settings))
-        service = StorageService(LocalBackend(settings.data_dir), settings)
-        pb_grpc.add_StorageServicer_to_server(service, server)
-        server.add_insecure_port(settings.storage_addr)
-        await server.start()
-        try:
-            async with StorageClient(settings.storage_addr) as client:
-                yield client
-        finally:
-            await server.stop(None)
-    finally:
-        executor.shutdown(wait=True)
 
 
 async def read_all(client: StorageClient, sid: str, obj: str) -> bytes:

@@ -42,13 +42,15 @@ class Workload:
     def _live(self) -> list[SessionFacts]:
         return [s for s in self.sessions.values() if not s.delete_tried]
 
-    def _recording(self) -> list[tuple[SessionFacts, str]]:
+    def _recording(self, takeover: bool = False) -> list[tuple[SessionFacts, str]]:
+        """Tracks to stream; `takeover`: also those another actor streams (a client that
+        reconnects while storage still holds its old stream)."""
         return [
             (s, name)
             for s in self._live()
             if s.created and not s.queued
             for name, t in s.tracks.items()
-            if not t.finished and (s.id, name) not in self._busy
+            if not t.finished and (takeover or (s.id, name) not in self._busy)
         ]
 
     def _choose(self, rng: random.Random) -> str:
@@ -94,7 +96,7 @@ class Workload:
         session.created = True
 
     async def stream(self, client: StorageClient, rng: random.Random) -> None:
-        choices = self._recording()
+        choices = self._recording(takeover=rng.random() < 0.1)
         if not choices:
             return
         session, name = rng.choice(choices)
@@ -104,7 +106,7 @@ class Workload:
         try:
             await self._stream(client, rng, session, name, track)
         finally:
-            self._busy.discard(key)
+            self._busy.discard(key)  # a taken-over stream lets go of it early: harmless
 
     async def _stream(
         self,
@@ -188,13 +190,19 @@ class Workload:
         session = rng.choice(candidates)
         self._busy.add((session.id, "compile"))
         try:
-            begun = await client.update_session(
-                pb.UpdateSessionRequest(
-                    session_id=session.id,
-                    begin_compile=True,
-                    if_state_in=[pb.SESSION_STATE_QUEUED, pb.SESSION_STATE_COMPILING],
+            voided, session.recompiling = session.recompiling, session.output is not None
+            try:
+                begun = await client.update_session(
+                    pb.UpdateSessionRequest(
+                        session_id=session.id,
+                        begin_compile=True,
+                        if_state_in=[pb.SESSION_STATE_QUEUED, pb.SESSION_STATE_COMPILING],
+                    )
                 )
-            )
+            except StorageError as err:
+                if err.code == grpc.StatusCode.FAILED_PRECONDITION:
+                    session.recompiling = voided  # refused: it voided nothing
+                raise
             generation = begun.compile_generation
             session.generation = max(session.generation, generation)
             upload = Upload(generation, rng.randbytes(rng.randint(1, 96 * 1024)))
@@ -203,8 +211,7 @@ class Workload:
                 f.write(upload.data)
                 f.flush()
                 await client.upload_output(session.id, Path(f.name), generation)
-            if session.output is None or session.output.generation <= generation:
-                session.output = upload
+            session.output, session.recompiling = upload, False
             await client.update_session(
                 pb.UpdateSessionRequest(
                     session_id=session.id,
@@ -242,7 +249,7 @@ class Workload:
         except StorageError as err:
             if err.code != grpc.StatusCode.NOT_FOUND:
                 raise
-        session.deleted = True  # answered: gone, and it must stay gone
+        session.forget()  # answered: gone, and it must stay gone
 
     def restarted(self, listed: set[str]) -> None:
         """After a restart's check: what was in doubt is settled by what survived. A create
@@ -255,4 +262,4 @@ class Workload:
                 else:
                     del self.sessions[session.id]
             elif session.delete_tried and not session.deleted and session.id not in listed:
-                session.deleted = True
+                session.forget()

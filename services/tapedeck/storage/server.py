@@ -317,6 +317,10 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
             if request.begin_compile:
                 updated.state = State.COMPILING
                 updated.progress, updated.error = 0.0, ""
+                # An earlier attempt's output is void: this compile publishes over its file,
+                # and a crash between that rename and the next manifest save must not leave
+                # the old size and etag describing the new bytes.
+                updated.output = None
                 updated.compile_attempts += 1
                 updated.compile_generation += 1
             if request.HasField("output"):
