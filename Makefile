@@ -38,8 +38,10 @@ $(VENV)/.stamp-powercut: tests/powercut/requirements.txt $(VENV)/.stamp-dev
 	elif [ "$$CI" = true ]; then exit 1; \
 	else echo "pyfuse3 did not build (apt-get install fuse3 libfuse3-dev pkg-config): the power-cut suite skips"; fi
 
+# Thousands of randomized cut points (make test runs 200); TAPEDECK_POWERCUT_SEED replays a run.
+TAPEDECK_POWERCUT_CUTS ?= 3000
 test-powercut: $(VENV)/.stamp-powercut
-	$(BIN)/pytest tests/powercut
+	TAPEDECK_POWERCUT_CUTS=$(TAPEDECK_POWERCUT_CUTS) $(BIN)/pytest tests/powercut
 
 test-fast: $(VENV)/.stamp-dev
 	$(BIN)/pytest -m "not browser and not faults" -x --ignore=tests/cluster

@@ -85,8 +85,12 @@ class PowerCutDir:
         shutil.rmtree(self.path, ignore_errors=True)  # a dying call may race it: harmless
         self.cuts += 1
 
-    def power_on(self) -> None:
-        """Mounts what survived, as a reboot does."""
+    def power_on(self, path: Path | None = None) -> None:
+        """Mounts what survived, as a reboot does; at `path` from now on, if given (then a
+        dead storage's work that outlives it, such as a delete that runs to its end, can
+        never reach the new mount, not even after `power_on`)."""
+        if path is not None:
+            self.path = path
         self.mount()
 
     def cut(self) -> None:

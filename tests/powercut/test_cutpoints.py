@@ -38,7 +38,7 @@ from tapedeck.compiler.job import EXIT_OK, compile_session
 from tapedeck.compiler.plan import OutputOptions
 from tapedeck.settings import Settings
 from tapedeck.storage.backend import MANIFEST
-from tapedeck.storage.client import StorageClient
+from tapedeck.storage.client import StorageClient, StorageError
 from tapedeck.storage.records import SessionRecord
 
 CUTS = int(os.environ.get("TAPEDECK_POWERCUT_CUTS") or 200)
@@ -119,7 +119,12 @@ def disk_view(root: Path) -> DiskView:
 async def check_restart(
     client: StorageClient, root: Path, work: Workload, stats: Stats, where: str
 ) -> None:
-    listed = await observe(client)
+    try:
+        listed = await observe(client)
+    except StorageError as err:
+        raise AssertionError(
+            f"{where}: reading back failed: {err.code.name} {err.message}"
+        ) from err
     checked = check(work.sessions, listed, disk_view(root))
     stats.add(checked)
     problems = work.violations + checked.violations
@@ -205,7 +210,9 @@ async def test_nothing_acknowledged_is_lost_at_any_cut_point(
                     )
                 await run_until_cut(client, work, powercut_dir, rng, f"{seed}-{cut}")
             stats.cuts += 1
-            powercut_dir.power_on()
+            # A new mount point at each boot: a stopped storage may still have calls that
+            # run to their end (a delete does), and they must not reach the new mount.
+            powercut_dir.power_on(tmp_path / f"boot-{cut}")
         settings = storage_settings(powercut_dir.path)
         async with storage_on(settings) as client:
             await check_restart(client, powercut_dir.path, work, stats, cut_point(seed, CUTS))
