@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tapedeck.guards import CreationLimiter, origin_allowed
+from tapedeck.guards import CreationLimiter, host_allowed, origin_allowed
 
 
 @pytest.mark.parametrize(
@@ -31,3 +31,54 @@ def test_creation_limiter_counts_per_client() -> None:
     assert limiter.allow("b")
     assert 1 <= limiter.retry_after("a") <= 61
     assert all(CreationLimiter(0).allow("a") for _ in range(100))
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed", "ok"),
+    [
+        # Loopback names and IP literals: a rebound DNS name can never produce these.
+        ("localhost", [], True),
+        ("localhost:8000", [], True),
+        ("LocalHost:8000", [], True),
+        ("app.localhost:3000", [], True),
+        ("localhost.:8000", [], True),
+        ("127.0.0.1:8000", [], True),
+        ("127.0.0.1", [], True),
+        ("10.1.2.3:8000", [], True),  # a pod IP (kubelet probes, Prometheus)
+        ("[::1]:8000", [], True),
+        ("[::1]", [], True),
+        ("[fe80::1]:80", [], True),
+        # Any other name only when listed.
+        ("evil.example:8000", [], False),
+        ("evil.example", [], False),
+        ("localhost.evil.example", [], False),
+        ("evillocalhost", [], False),
+        ("127.0.0.1.evil.example", [], False),
+        ("tapedeck.example:443", ["tapedeck.example"], True),
+        ("TAPEDECK.example", ["tapedeck.example"], True),
+        ("tapedeck.example", ["Tapedeck.Example"], True),
+        ("cam.tapedeck.example", ["tapedeck.example"], False),
+        ("eviltapedeck.example", ["tapedeck.example"], False),
+        ("corp.example", [".corp.example"], True),  # Django's leading dot: domain + subdomains
+        ("cam.corp.example:8000", [".corp.example"], True),
+        ("a.b.corp.example", [".corp.example"], True),
+        ("evilcorp.example", [".corp.example"], False),
+        ("corp.example.evil", [".corp.example"], False),
+        ("anything.example:1", ["*"], True),
+        ("tapedeck-api", ["tapedeck-api", "tapedeck-api.ns.svc"], True),
+        # Malformed or missing: refused.
+        (None, ["*"], False),
+        ("", ["*"], False),
+        (":8000", ["*"], False),
+        ("::1", [], False),  # an IPv6 literal must be bracketed
+        ("[::1", [], False),
+        ("[evil.example]:80", ["evil.example"], False),
+        ("localhost:80x", [], False),
+        ("localhost:8000:1", [], False),
+        ("localhost:²", [], False),
+        ("[::1]x", [], False),
+        ("127.1", [], False),  # not a dotted quad: a name, and not listed
+    ],
+)
+def test_host_policy(host: str | None, allowed: list[str], ok: bool) -> None:
+    assert host_allowed(host, allowed) is ok

@@ -4,7 +4,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
+from tapedeck.lifecycle import MAX_TTL
 from tapedeck.settings import Settings, parse_duration
 
 
@@ -46,3 +48,21 @@ def test_ffmpeg_falls_back_to_the_wheel(monkeypatch: pytest.MonkeyPatch) -> None
     assert "imageio_ffmpeg" in path and Path(path).exists()
     monkeypatch.setenv("TAPEDECK_FFMPEG", "/opt/ffmpeg")
     assert Settings().ffmpeg_path() == "/opt/ffmpeg"
+
+
+@pytest.mark.parametrize("text", ["1000000000d", "9" * 400])
+def test_durations_too_large_for_a_timedelta_are_value_errors(text: str) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("ttl", ["100000000d", "3651d", "1000000000d", "0s"])
+def test_session_ttl_is_bounded(monkeypatch: pytest.MonkeyPatch, ttl: str) -> None:
+    monkeypatch.setenv("TAPEDECK_SESSION_TTL", ttl)
+    with pytest.raises(ValidationError, match="session_ttl"):
+        Settings()
+
+
+def test_session_ttl_at_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAPEDECK_SESSION_TTL", "3650d")
+    assert Settings().session_ttl == MAX_TTL

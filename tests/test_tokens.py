@@ -14,3 +14,29 @@ def test_tokens_are_scoped_and_expire() -> None:
     assert not tokens.verify("k", tokens.UPLOAD, "session-1", f"9{expires}.{mac}", now=1_000)
     for junk in ("", ".", "abc", "1.", "-1.abc", "1" * 40 + ".x"):
         assert not tokens.verify("k", tokens.UPLOAD, "session-1", junk, now=0)
+
+
+def test_malformed_tokens_are_refused_not_raised() -> None:
+    """Non-ASCII digits pass str.isdigit() (and int() even parses some); a non-ASCII MAC
+    made hmac.compare_digest raise TypeError. Each is simply not a valid token."""
+    good = tokens.sign("k", tokens.UPLOAD, "session-1", 2_000)
+    expires, _, mac = good.partition(".")
+    for junk in (
+        "²²²².abc",
+        "²" * 12 + "." + mac,
+        "123.é",
+        "99999999999.é",
+        f"{expires}.{mac[:-1]}é",
+        f"{expires}.{'é' * len(mac)}",
+        "١٢٣٤٥٦٧٨٩٠١.x",  # Arabic-Indic digits: int() reads them
+        "\uff12\uff10\uff10\uff10."
+        + mac,  # fullwidth 2000 for the right expiry, with the right MAC
+        f" {expires}.{mac}",
+        f"{expires} .{mac}",
+        f"+{expires}.{mac}",
+        f"{expires}.{mac}\x00",
+        "\udcff.abc",  # a lone surrogate, as a badly decoded query may hold
+        f"{expires}.\udcff",
+    ):
+        assert not tokens.verify("k", tokens.UPLOAD, "session-1", junk, now=1_000), junk
+    assert tokens.verify("k", tokens.UPLOAD, "session-1", good, now=1_000)

@@ -22,7 +22,7 @@ import {
 import { lockSession, type Release } from "@/lib/locks";
 import { UploadStore } from "@/lib/persist";
 import { TrackUploader, type TrackName, type UploadStats } from "@/lib/upload";
-import { TrackStatus } from "./TrackStatus";
+import { TrackStatus, type LocalCopy } from "./TrackStatus";
 import { ErrorNotice } from "./ErrorNotice";
 
 type Phase = "idle" | "starting" | "recording" | "stopping" | "done";
@@ -81,6 +81,9 @@ export function Recorder({ onSessionsChanged, onUnauthorized }: Props) {
   const videoRef = useRef<HTMLVideoElement>(null);
   const previewStream = useRef<MediaStream | null>(null);
   const recording = useRef<Recording | null>(null);
+  // The last recording's uploaders, kept after it ends: a refused track's copy is
+  // saved or discarded through them.
+  const lastUploaders = useRef<Partial<Record<TrackName, TrackUploader>>>({});
   const phaseRef = useRef<Phase>("idle");
   phaseRef.current = phase;
 
@@ -183,6 +186,7 @@ export function Recorder({ onSessionsChanged, onUnauthorized }: Props) {
     setPhase("starting");
     phaseRef.current = "starting";
     setStats({});
+    lastUploaders.current = {};
     setActiveMimes({});
     setStartedAt(null);
 
@@ -275,10 +279,10 @@ export function Recorder({ onSessionsChanged, onUnauthorized }: Props) {
         if (recording.current === rec) recording.current = null;
         setPhase("done");
         phaseRef.current = "done";
-        const failed = results.filter((r) => r.state === "error");
+        const failed = results.filter((r) => r.state === "error" || r.state === "refused");
         setAnnouncement(
           failed.length
-            ? `Upload failed for ${failed.map((r) => r.track).join(" and ")}.`
+            ? `Upload failed for ${failed.map((r) => r.track).join(" and ")}. This browser keeps the recording: you can save it to this computer.`
             : "Recording uploaded. You can compile it below.",
         );
         onSessionsChanged();
@@ -305,7 +309,7 @@ export function Recorder({ onSessionsChanged, onUnauthorized }: Props) {
         });
         uploader.subscribe((s) => {
           setStats((prev) => ({ ...prev, [track]: s }));
-          if (s.state === "reconnecting…" || s.state === "error" || s.state === "uploaded") {
+          if (s.state === "reconnecting…" || s.state === "error" || s.state === "refused" || s.state === "uploaded") {
             setAnnouncement(`${track}: ${s.state}`);
           }
         });
@@ -335,6 +339,7 @@ export function Recorder({ onSessionsChanged, onUnauthorized }: Props) {
         });
         rec.recorders.push(recorder);
         rec.uploaders.push(uploader);
+        lastUploaders.current[track] = uploader;
       }
       recording.current = rec;
       for (const r of rec.recorders) r.start(1000);
@@ -380,7 +385,12 @@ export function Recorder({ onSessionsChanged, onUnauthorized }: Props) {
   // that are held in memory only (no IndexedDB) are unacknowledged. Stored bytes
   // survive: the next page load resumes their upload.
   const memoryOnly = Object.values(stats).some((s) => s && !s.persistent && s.backlog > 0);
-  const busy = phase === "starting" || phase === "recording" || (phase === "stopping" && memoryOnly);
+  // A refused or failed track held in memory only (no IndexedDB) goes with the page.
+  const keptInMemoryOnly = Object.values(stats).some(
+    (s) => s && !s.persistent && (s.state === "refused" || s.state === "error") && !s.discarded && s.bytesInMemory > 0,
+  );
+  const busy =
+    phase === "starting" || phase === "recording" || (phase === "stopping" && memoryOnly) || keptInMemoryOnly;
   useEffect(() => {
     if (!busy) return;
     const onBeforeUnload = (e: BeforeUnloadEvent) => {
@@ -405,6 +415,17 @@ export function Recorder({ onSessionsChanged, onUnauthorized }: Props) {
   );
 
   // ---- view ---------------------------------------------------------------------
+
+  const localCopy = (track: TrackName): LocalCopy | undefined => {
+    const uploader = lastUploaders.current[track];
+    if (!uploader) return undefined;
+    return {
+      sessionId: uploader.sessionId,
+      save: () => uploader.recording(),
+      discard: () => uploader.discard(),
+      canDiscard: phase === "done",
+    };
+  };
 
   const locked = phase !== "idle" && phase !== "done";
   const trackOrder: TrackName[] = [mode === "screen" ? "screen" : "video", "audio"];
@@ -579,7 +600,7 @@ export function Recorder({ onSessionsChanged, onUnauthorized }: Props) {
         {shownStats.length > 0 ? (
           <div className="track-list">
             {shownStats.map((s) => (
-              <TrackStatus key={s.track} stats={s} />
+              <TrackStatus key={s.track} stats={s} local={localCopy(s.track)} />
             ))}
           </div>
         ) : null}

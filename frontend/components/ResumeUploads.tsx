@@ -5,14 +5,17 @@ import { getSession } from "@/lib/api";
 import { trackSocketUrl } from "@/lib/config";
 import { formatDuration } from "@/lib/format";
 import { lockSession, type Release } from "@/lib/locks";
-import { UploadStore } from "@/lib/persist";
-import { TrackUploader, type TrackName, type UploadStats } from "@/lib/upload";
-import { TrackStatus } from "./TrackStatus";
+import { UploadStore, type StoredUpload } from "@/lib/persist";
+import { TrackUploader, storedStats, type TrackName, type UploadStats } from "@/lib/upload";
+import { TrackStatus, type LocalCopy } from "./TrackStatus";
 
 // On page load: finish the uploads that an earlier page of this browser left
 // unfinished (reload, closed or crashed tab). The recorder died with that page, so
 // what IndexedDB holds is the whole recording: resend it from the server's
-// `committed`, then `finish` each track.
+// `committed`, then `finish` each track. Tracks the server refused for good are not
+// resent: they are offered to save as a file, or to discard.
+
+type ItemState = "uploading" | "uploaded" | "refused" | "error";
 
 interface Resumption {
   sessionId: string;
@@ -22,7 +25,18 @@ interface Resumption {
   recordedUntil: number | null;
   bytesRecorded: number;
   stats: Partial<Record<TrackName, UploadStats>>;
-  state: "uploading" | "uploaded" | "error";
+  /** Save / discard this browser's copy of each track. */
+  local: Partial<Record<TrackName, LocalCopy>>;
+  /** Every track is uploaded, refused or failed (nothing is being sent any more). */
+  settled: boolean;
+}
+
+function itemState(item: Resumption): ItemState {
+  if (!item.settled) return "uploading";
+  const states = Object.values(item.stats).map((s) => s?.state);
+  if (states.includes("refused")) return "refused";
+  if (states.includes("error")) return "error";
+  return "uploaded";
 }
 
 interface Props {
@@ -42,6 +56,18 @@ export function ResumeUploads({ onSessionsChanged }: Props) {
     const uploaders: TrackUploader[] = [];
     const update = (sessionId: string, f: (r: Resumption) => Resumption) =>
       setItems((prev) => prev.map((r) => (r.sessionId === sessionId ? f(r) : r)));
+    // A discarded track leaves the card; so does the card once no track is left.
+    const dropTrack = (sessionId: string, track: TrackName) =>
+      setItems((prev) =>
+        prev.flatMap((r) => {
+          if (r.sessionId !== sessionId) return [r];
+          const stats = { ...r.stats };
+          const local = { ...r.local };
+          delete stats[track];
+          delete local[track];
+          return Object.keys(stats).length > 0 ? [{ ...r, stats, local }] : [];
+        }),
+      );
 
     const resume = async (store: UploadStore, sessionId: string) => {
       let release: Release;
@@ -69,15 +95,36 @@ export function ResumeUploads({ onSessionsChanged }: Props) {
             recordedUntil: ends.length ? Math.max(...ends) : null,
             bytesRecorded: records.reduce((n, r) => n + r.recorded, 0),
             stats: {},
-            state: "uploading",
+            local: {},
+            settled: false,
           },
         ]);
+        // Refused for good: shown with its reason, never resent.
+        const refused = records.filter((r) => r.refused);
+        const active = records.filter((r) => !r.refused);
+        const stored = (r: StoredUpload): LocalCopy => ({
+          sessionId,
+          save: async () => {
+            const kept = await store.readAll(sessionId, r.track);
+            return { ...kept, whole: kept.start === 0 && kept.end === r.recorded };
+          },
+          discard: async () => {
+            await store.remove(sessionId, r.track);
+            dropTrack(sessionId, r.track);
+          },
+          canDiscard: true,
+        });
+        update(sessionId, (it) => ({
+          ...it,
+          stats: { ...it.stats, ...Object.fromEntries(refused.map((r) => [r.track, storedStats(r)])) },
+          local: { ...it.local, ...Object.fromEntries(refused.map((r) => [r.track, stored(r)])) },
+        }));
         const confirmFinished = async (track: TrackName, bytes: number) => {
           const s = await getSession(sessionId);
           const t = s.tracks.find((x) => x.name === track);
           return !!t && t.finished && t.bytes === bytes;
         };
-        const mine = records.map((r, i) => {
+        const mine = active.map((r) => {
           const uploader = new TrackUploader({
             track: r.track,
             sessionId,
@@ -86,21 +133,39 @@ export function ResumeUploads({ onSessionsChanged }: Props) {
             url: trackSocketUrl(r.track),
             confirmFinished,
             store,
-            resume: { recorded: r.recorded, offsets: offsets[i], recordedUntil: r.recordedUntil },
+            resume: {
+              recorded: r.recorded,
+              committed: r.committed,
+              offsets: offsets[records.indexOf(r)],
+              recordedUntil: r.recordedUntil,
+            },
           });
           uploaders.push(uploader);
-          uploader.subscribe((s) => update(sessionId, (it) => ({ ...it, stats: { ...it.stats, [r.track]: s } })));
+          const local: LocalCopy = {
+            sessionId,
+            save: () => uploader.recording(),
+            discard: async () => {
+              await uploader.discard();
+              dropTrack(sessionId, r.track);
+            },
+            canDiscard: true,
+          };
+          uploader.subscribe((s) => {
+            if (s.discarded) return;
+            update(sessionId, (it) => ({
+              ...it,
+              stats: { ...it.stats, [r.track]: s },
+              local: { ...it.local, [r.track]: local },
+            }));
+          });
           uploader.start(r.startedAt, r.mimeType);
           void uploader.finish(); // the recorder is gone: nothing more will come
           return uploader;
         });
-        const results = await Promise.all(mine.map((u) => u.whenSettled));
+        await Promise.all(mine.map((u) => u.whenSettled));
         if (ctrl.signal.aborted) return;
-        update(sessionId, (it) => ({
-          ...it,
-          state: results.some((r) => r.state === "error") ? "error" : "uploaded",
-        }));
-        changed.current();
+        update(sessionId, (it) => ({ ...it, settled: true }));
+        if (mine.length > 0) changed.current();
       } catch {
         // IndexedDB failed: leave the stored copy for a later load
       } finally {
@@ -123,7 +188,7 @@ export function ResumeUploads({ onSessionsChanged }: Props) {
     return () => {
       ctrl.abort();
       // Only on unmount (not on page unload): keep the stored copy for the next load.
-      for (const u of uploaders) u.abort("The page stopped resuming this upload.", true);
+      for (const u of uploaders) u.abort("The page stopped resuming this upload.");
     };
   }, []);
 
@@ -150,10 +215,14 @@ function ResumeItem({ item, onDismiss }: { item: Resumption; onDismiss: () => vo
       : null;
   const stats = TRACK_ORDER.map((t) => item.stats[t]).filter((s): s is UploadStats => !!s);
   const backlog = stats.reduce((n, s) => n + s.backlog, 0);
+  const state = itemState(item);
   let message: string;
-  if (item.state === "uploaded") {
+  if (state === "uploaded") {
     message = `The interrupted recording is uploaded (${formatDuration(seconds)} recorded before the page went away). You can compile it below.`;
-  } else if (item.state === "error") {
+  } else if (state === "refused") {
+    message =
+      "The server refused this recording, so it was not uploaded completely. This browser keeps it: save it to this computer, or discard it.";
+  } else if (state === "error") {
     message = "The interrupted recording could not be uploaded completely.";
   } else if (item.stopped) {
     message = "Finishing the upload of a recording that a reload interrupted…";
@@ -167,23 +236,23 @@ function ResumeItem({ item, onDismiss }: { item: Resumption; onDismiss: () => vo
       aria-label={`Resumed upload of ${item.sessionId}`}
       data-testid="resume-status"
       data-resume-session-id={item.sessionId}
-      data-state={item.state}
+      data-state={state}
       data-started-at={item.startedAt ?? ""}
       data-recorded-until={item.recordedUntil ?? ""}
       data-recorded-seconds={seconds === null ? "" : seconds.toFixed(3)}
       data-bytes-recorded={item.bytesRecorded}
       data-backlog={backlog}
     >
-      <p className={`notice ${item.state === "error" ? "bad" : "info"}`} role="status">
+      <p className={`notice ${state === "error" || state === "refused" ? "bad" : "info"}`} role="status">
         {message}
       </p>
       <p className="session-line">
         Session: <code>{item.sessionId}</code>
         {seconds !== null ? <span className="muted"> · {formatDuration(seconds)} recorded</span> : null}
-        {item.state === "uploading" && backlog > 0 ? (
+        {state === "uploading" && backlog > 0 ? (
           <span className="muted"> · {backlog.toLocaleString()} bytes left to upload</span>
         ) : null}
-        {item.state !== "uploading" ? (
+        {state !== "uploading" ? (
           <>
             {" "}
             <button type="button" className="button subtle" onClick={onDismiss}>
@@ -195,7 +264,7 @@ function ResumeItem({ item, onDismiss }: { item: Resumption; onDismiss: () => vo
       {stats.length > 0 ? (
         <div className="track-list">
           {stats.map((s) => (
-            <TrackStatus key={s.track} stats={s} />
+            <TrackStatus key={s.track} stats={s} local={item.local[s.track]} />
           ))}
         </div>
       ) : null}

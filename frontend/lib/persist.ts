@@ -1,14 +1,17 @@
-// The browser's own copy of a recording that the server has not acknowledged yet
-// (IndexedDB, no React in here). A reload or a crashed tab loses the recorder, but
-// not these bytes: the next page load resumes the upload from what is stored.
+// The browser's own copy of a recording (IndexedDB, no React in here). A reload or a
+// crashed tab loses the recorder, but not these bytes: the next page load resumes the
+// upload from what is stored; and a recording the server refuses can still be saved
+// as a file from here.
 //
 // Database "tapedeck", version 1:
 //   uploads  key [sessionId, track]          → StoredUpload (the upload's metadata)
 //   chunks   key [sessionId, track, offset]  → ArrayBuffer (the recorder's blob at that byte offset)
 //
 // A chunk and the upload's `recorded` are written in one transaction, so `recorded`
-// is always the end of a gap-free run of stored chunks. Chunks that an `ack` covers
-// are deleted; the whole upload is deleted once the track is finished.
+// is always the end of a gap-free run of stored chunks. Every chunk of a track stays
+// here, from byte 0 on, until the server confirmed the whole track (`finished`) or the
+// person discarded it: only the whole WebM, header included, plays as a saved file.
+// An `ack` only moves the record's `committed`.
 
 import type { TrackName } from "./upload";
 
@@ -23,12 +26,35 @@ export interface StoredUpload {
   recorded: number;
   /** Epoch ms of the recorder event that produced the last stored chunk. */
   recordedUntil: number | null;
-  /** Last `committed` the server reported (bytes below it are deleted here). */
+  /** Last `committed` the server reported (a resume sends from there; the chunks stay). */
   committed: number;
   /** The recorder stopped normally (only the upload was left). */
   stopped: boolean;
+  /** The server refused this track for good: kept here to be saved or discarded, never resent. */
+  refused?: Refusal | null;
   createdAt: number;
   updatedAt: number;
+}
+
+/** Why the server will not take (the rest of) a track. */
+export interface Refusal {
+  /** The server's error code (e.g. "finished"), when it sent one. */
+  code: string | null;
+  /** What to tell the person. */
+  message: string;
+  /** The WebSocket close code, when the refusal came with one. */
+  closeCode: number | null;
+  /** Epoch ms. */
+  at: number;
+}
+
+/** A track's stored bytes, concatenated in order. */
+export interface StoredRecording {
+  blob: Blob;
+  /** Offset of the first stored byte (0 unless chunks were lost or deleted by an older version). */
+  start: number;
+  /** End of the gap-free run of chunks from `start`. */
+  end: number;
 }
 
 export interface NewUpload {
@@ -109,7 +135,7 @@ export class UploadStore {
   }
 
   /** Merge fields into the upload's record (no-op when it is gone). */
-  async update(sessionId: string, track: TrackName, patch: Partial<Pick<StoredUpload, "stopped" | "committed">>): Promise<void> {
+  async update(sessionId: string, track: TrackName, patch: Partial<Pick<StoredUpload, "stopped" | "refused">>): Promise<void> {
     const tx = this.db.transaction([UPLOADS], "readwrite");
     const uploads = tx.objectStore(UPLOADS);
     const req = uploads.get([sessionId, track]);
@@ -120,10 +146,9 @@ export class UploadStore {
     await done(tx);
   }
 
-  /** Delete the chunks starting at or below `lastOffset` (the server acknowledged them). */
-  async dropThrough(sessionId: string, track: TrackName, lastOffset: number, committed: number): Promise<void> {
-    const tx = this.db.transaction([UPLOADS, CHUNKS], "readwrite");
-    tx.objectStore(CHUNKS).delete(trackRange(sessionId, track, lastOffset));
+  /** The server acknowledged bytes below `committed` (they stay stored: see the header). */
+  async setCommitted(sessionId: string, track: TrackName, committed: number): Promise<void> {
+    const tx = this.db.transaction([UPLOADS], "readwrite");
     const uploads = tx.objectStore(UPLOADS);
     const req = uploads.get([sessionId, track]);
     req.onsuccess = () => {
@@ -131,6 +156,30 @@ export class UploadStore {
       if (record && committed > record.committed) uploads.put({ ...record, committed, updatedAt: Date.now() });
     };
     await done(tx);
+  }
+
+  /**
+   * Every stored chunk of one track, in order, as one Blob: the WebM as recorded when
+   * it starts at byte 0. Stops at the first gap (there should be none).
+   */
+  async readAll(sessionId: string, track: TrackName): Promise<StoredRecording> {
+    const tx = this.db.transaction([CHUNKS], "readonly");
+    const chunks = tx.objectStore(CHUNKS);
+    const [keys, values] = await Promise.all([
+      result(chunks.getAllKeys(trackRange(sessionId, track))),
+      result(chunks.getAll(trackRange(sessionId, track))),
+    ]);
+    const parts: ArrayBuffer[] = [];
+    const start = keys.length > 0 ? (keys[0] as [string, string, number])[2] : 0;
+    let end = start;
+    for (let i = 0; i < keys.length; i++) {
+      const offset = (keys[i] as [string, string, number])[2];
+      const data = values[i];
+      if (offset !== end || !(data instanceof ArrayBuffer)) break;
+      parts.push(data);
+      end += data.byteLength;
+    }
+    return { blob: new Blob(parts), start, end };
   }
 
   /** The stored chunk that starts exactly at `offset`. */

@@ -9,17 +9,20 @@
 //   server → {"type":"finished","committed":N}  then close 1000
 //   errors:  {"type":"error","code":..,"message":..} then close 44xx / 4503
 //
-// Every recorded byte is kept until the server acknowledges it: first written to
-// IndexedDB (lib/persist.ts), then sent, so a reload or a crashed tab can resume
-// the upload (see `resume`). Memory holds only the newest chunks, up to
-// `memoryBudgetBytes`; older unacknowledged ones are read back from IndexedDB when
-// a reconnect has to resend them. When the connection drops, the uploader
+// Every recorded byte is first written to IndexedDB (lib/persist.ts), then sent, so a
+// reload or a crashed tab can resume the upload (see `resume`). IndexedDB keeps every
+// chunk of the track, from its header on, until the server confirmed the whole track
+// (`finished`) or the person discarded it; when the server refuses the track for good
+// (state "refused"), nothing is deleted: the person can save the WebM as recorded.
+// Memory holds only the newest unacknowledged chunks, up to `memoryBudgetBytes`; older
+// ones are read back from IndexedDB when a reconnect has to resend them. When the connection drops, the uploader
 // reconnects with exponential backoff and resends from the server's `committed`
 // offset, so nothing acknowledged is sent twice and nothing unacknowledged is lost.
-// Without IndexedDB (or once it fails, e.g. quota), the rest of the track is kept
-// in memory only, as before.
+// Without IndexedDB (or once it fails, e.g. quota), the rest of the track is kept in
+// memory only, and only until acknowledged: a refusal then leaves the unconfirmed
+// part, which is all that can be saved.
 
-import type { UploadStore } from "./persist";
+import type { Refusal, StoredUpload, UploadStore } from "./persist";
 
 export type TrackName = "video" | "audio" | "screen";
 
@@ -30,6 +33,8 @@ export type UploadState =
   | "reconnecting…"
   | "finishing"
   | "uploaded"
+  /** The server refused the track for good; this browser keeps it to save or discard. */
+  | "refused"
   | "error";
 
 export interface UploadStats {
@@ -66,6 +71,18 @@ export interface UploadStats {
   readonly closeCode: number | null;
   /** Set when IndexedDB refused a write (then the rest is kept in memory only). */
   readonly storageError: string | null;
+  /** The person discarded this browser's copy (after a refusal or failure). */
+  readonly discarded: boolean;
+}
+
+/** A track as this browser keeps it, to save as a file. */
+export interface LocalRecording {
+  blob: Blob;
+  /** Byte range of the track that `blob` holds. */
+  start: number;
+  end: number;
+  /** From the header to the last recorded byte: the file plays as recorded. */
+  whole: boolean;
 }
 
 export interface UploaderOptions {
@@ -106,7 +123,9 @@ export interface UploaderOptions {
 export interface ResumePoint {
   /** End of the stored bytes. */
   recorded: number;
-  /** Start offsets of the stored chunks, ascending; chunks below the first were acknowledged. */
+  /** Last `committed` the server reported (StoredUpload.committed). */
+  committed: number;
+  /** Start offsets of the stored chunks, ascending (from 0; an older version deleted acknowledged ones). */
   offsets: number[];
   recordedUntil: number | null;
 }
@@ -119,9 +138,45 @@ const FATAL_CLOSE: Record<number, string> = {
   4400: "The server rejected a message from this browser.",
   4401: "The server refused the upload token.",
   4404: "The server does not know this recording (it may have been deleted or expired).",
-  4409: "Another tab or window took over this upload.",
+  4409: "The server accepts no more of this track.",
   4413: "The recording is larger than the server accepts.",
 };
+
+/** 4409 comes with a code that says which conflict it is. */
+const CONFLICT: Record<string, string> = {
+  finished: "The server already closed this recording and accepts no more of it.",
+  superseded: "Another tab or window took over this upload.",
+};
+
+/** Stats for a track that IndexedDB keeps as refused (no uploader runs for it). */
+export function storedStats(record: StoredUpload): UploadStats {
+  const refused = record.refused ?? null;
+  return {
+    track: record.track,
+    state: refused ? "refused" : "error",
+    mimeType: record.mimeType,
+    bytesRecorded: record.recorded,
+    bytesStored: record.recorded,
+    bytesInMemory: 0,
+    persistent: true,
+    resumed: true,
+    startedAt: record.startedAt,
+    recordedUntil: record.recordedUntil,
+    bytesSent: record.committed,
+    bytesAcknowledged: record.committed,
+    backlog: Math.max(0, record.recorded - record.committed),
+    reconnects: 0,
+    nextRetryAt: null,
+    error: refused?.message ?? null,
+    errorCode: refused?.code ?? null,
+    closeCode: refused?.closeCode ?? null,
+    storageError: null,
+    discarded: false,
+  };
+}
+
+/** How a failure ends the upload: the server refused it, or it failed (e.g. on this side). */
+type Failure = "refused" | "error";
 
 type Listener = (stats: UploadStats) => void;
 
@@ -191,6 +246,11 @@ export class TrackUploader {
   // IndexedDB operations run one after another, in the order they were asked for.
   private storeChain: Promise<void> = Promise.resolve();
 
+  // done: nothing more is sent (uploaded, refused or failed); completed: the server
+  // confirmed the whole track; discarded: the person threw this browser's copy away.
+  private completed = false;
+  private discarded = false;
+
   private ws: WebSocket | null = null;
   private ready = false;
   private finishing = false;
@@ -241,10 +301,13 @@ export class TrackUploader {
     this.resumed = !!resume;
     if (resume) {
       const end = Math.max(0, resume.recorded);
-      this.offsets = resume.offsets.filter((o) => o >= 0 && o < end).sort((a, b) => a - b);
+      const all = resume.offsets.filter((o) => o >= 0 && o < end).sort((a, b) => a - b);
+      const acked = Math.min(end, Math.max(0, resume.committed || 0));
+      // Chunks wholly below the last ack stay stored but need no resend.
+      this.offsets = all.filter((o, i) => (i + 1 < all.length ? all[i + 1] : end) > acked);
       this.received = this.kept = this.stored = end;
-      // Chunks below the first stored one were acknowledged (and deleted) before.
-      this.committed = this.sent = this.offsets[0] ?? end;
+      // Bytes below the first stored chunk were acknowledged (an older version deleted them).
+      this.committed = this.sent = Math.max(acked, this.offsets[0] ?? end);
       this.recordedUntil = resume.recordedUntil;
     }
     this.settled = new Promise((resolve) => {
@@ -275,12 +338,13 @@ export class TrackUploader {
       errorCode: this.errorCode,
       closeCode: this.closeCode,
       storageError: this.storageError,
+      discarded: this.discarded,
     };
   }
 
   /**
-   * Resolves (never rejects) once the track is uploaded or has failed for good, and
-   * this browser's stored copy is cleaned up accordingly.
+   * Resolves (never rejects) once the track is uploaded (and this browser's copy
+   * deleted), refused or failed for good (the copy is kept).
    */
   get whenSettled(): Promise<UploadStats> {
     return this.settled;
@@ -325,15 +389,8 @@ export class TrackUploader {
    * ms). The blob is written to IndexedDB first and sent once that has committed.
    */
   push(blob: Blob, at?: number): void {
-    if (blob.size === 0 || this.finishing || this.resumed) return;
-    if (this.done) {
-      // Failed for good: count what could not be uploaded, so the backlog shows it.
-      if (this.state === "error") {
-        this.received += blob.size;
-        this.emit();
-      }
-      return;
-    }
+    // After a refusal or failure the chunks are still kept (to be saved as a file).
+    if (blob.size === 0 || this.finishing || this.resumed || this.completed || this.discarded) return;
     const offset = this.received;
     this.received += blob.size;
     const when = at ?? Date.now();
@@ -347,11 +404,16 @@ export class TrackUploader {
    * `finish` once every byte is kept and sent.
    */
   finish(): Promise<UploadStats> {
+    if (this.done && !this.completed && !this.discarded && !this.finishing && !this.resumed) {
+      // Refused or failed while recording: the stored copy is now complete.
+      this.finishing = true;
+      if (this.stored > 0) void this.enqueue((store) => store.update(this.sessionId, this.track, { stopped: true }));
+    }
     if (!this.done && !this.finishing) {
       this.finishing = true;
       if (this.startedAt === null) {
         // The recorder never started: nothing to upload.
-        this.fail("The recorder never started, so nothing was uploaded.", null);
+        this.fail("The recorder never started, so nothing was uploaded.", null, "error");
       } else {
         if (!this.resumed && this.persisting) {
           void this.enqueue((store) => store.update(this.sessionId, this.track, { stopped: true }));
@@ -365,12 +427,55 @@ export class TrackUploader {
   }
 
   /**
-   * Stop everything now. Unacknowledged bytes are dropped from memory; the copy in
-   * IndexedDB is deleted too unless `keepStored` (then a later page load resumes it).
+   * Stop sending now. The copy in IndexedDB stays (a later page load resumes it);
+   * only `discard` deletes it.
    */
-  abort(reason = "Upload cancelled.", keepStored = false): void {
+  abort(reason = "Upload cancelled."): void {
     if (this.done) return;
-    this.fail(reason, null, keepStored);
+    this.fail(reason, null, "error");
+  }
+
+  /**
+   * The track as this browser keeps it, in order: the stored chunks (from the header
+   * on), then those held in memory only. Includes every chunk pushed so far.
+   */
+  async recording(): Promise<LocalRecording> {
+    await this.storeChain;
+    const parts: Blob[] = [];
+    let start = 0;
+    let end = 0;
+    let any = false;
+    if (this.store && this.stored > 0 && !this.discarded) {
+      const kept = await this.store.readAll(this.sessionId, this.track);
+      if (kept.end > kept.start) {
+        parts.push(kept.blob);
+        start = kept.start;
+        end = kept.end;
+        any = true;
+      }
+    }
+    for (const offset of [...this.pinned].sort((a, b) => a - b)) {
+      const blob = this.mem.get(offset);
+      if (!blob || (any && offset < end)) continue;
+      if (any && offset > end) break; // a gap: what follows would not play after it
+      if (!any) {
+        start = end = offset;
+        any = true;
+      }
+      parts.push(blob);
+      end += blob.size;
+    }
+    return { blob: new Blob(parts, { type: this.mimeType }), start, end, whole: start === 0 && end === this.received };
+  }
+
+  /** The person threw this browser's copy away: delete it (stops the upload first). */
+  async discard(): Promise<void> {
+    if (!this.done) this.fail("The recording was discarded.", null, "error");
+    this.discarded = true;
+    this.dropBuffers();
+    const ok = await this.enqueue((store) => store.remove(this.sessionId, this.track));
+    this.emit();
+    if (!ok && this.store) throw new Error("This browser could not delete its copy of the recording.");
   }
 
   // ---- connection ---------------------------------------------------------
@@ -385,7 +490,7 @@ export class TrackUploader {
     try {
       ws = new Impl(`${this.opts.url}?${query.toString()}`);
     } catch (e) {
-      this.fail(`Could not open the upload connection: ${String(e)}`, null, true);
+      this.fail(`Could not open the upload connection: ${String(e)}`, null, "error");
       return;
     }
     ws.binaryType = "arraybuffer";
@@ -495,15 +600,15 @@ export class TrackUploader {
             this.acknowledge(bytes);
             this.complete();
           } else {
-            this.fail(this.describeFatal(code), code, this.errorCode === "superseded");
+            this.fail(this.describeFatal(code), code, this.fatalKind(code));
           }
         });
       return;
     }
     if (code in FATAL_CLOSE) {
-      // Retrying cannot help, so the stored copy goes too; except when another
-      // connection took this upload over (it may still need a later resume).
-      this.fail(this.describeFatal(code), code, code === 4409 && this.errorCode === "superseded");
+      // Retrying cannot help. The stored copy stays (to save or discard); another
+      // connection that took this upload over is no refusal (a later load may resume it).
+      this.fail(this.describeFatal(code), code, this.fatalKind(code));
       return;
     }
     if (!this.error) {
@@ -520,8 +625,15 @@ export class TrackUploader {
     this.scheduleReconnect();
   }
 
+  private fatalKind(code: number): Failure {
+    return code === 4409 && this.errorCode === "superseded" ? "error" : "refused";
+  }
+
   private describeFatal(code: number): string {
-    const plain = FATAL_CLOSE[code] ?? `The connection was closed (code ${code}).`;
+    const plain =
+      (code === 4409 && this.errorCode ? CONFLICT[this.errorCode] : undefined) ??
+      FATAL_CLOSE[code] ??
+      `The connection was closed (code ${code}).`;
     return this.error && this.error !== plain ? `${plain} (${this.error})` : plain;
   }
 
@@ -555,8 +667,9 @@ export class TrackUploader {
 
   /** Persist, then keep: the chunk becomes sendable only once IndexedDB has it. */
   private async keep(offset: number, blob: Blob, at: number): Promise<void> {
+    if (this.completed || this.discarded) return;
     let stored = false;
-    if (this.persisting && this.store && !this.done) {
+    if (this.persisting && this.store) {
       try {
         await this.store.append(this.sessionId, this.track, offset, blob, at);
         stored = true;
@@ -565,7 +678,20 @@ export class TrackUploader {
         this.storageFailed(e instanceof Error ? e.message : String(e));
       }
     }
-    if (this.done) return;
+    if (this.completed || this.discarded) return;
+    if (this.done) {
+      // Refused or failed: nothing more is sent, but the chunk is kept to be saved.
+      if (!stored) {
+        this.offsets.push(offset);
+        this.mem.set(offset, blob);
+        this.memBytes += blob.size;
+        this.pinned.add(offset);
+      }
+      this.kept = offset + blob.size;
+      this.recordedUntil = at;
+      this.emit();
+      return;
+    }
     this.offsets.push(offset);
     this.mem.set(offset, blob);
     this.memBytes += blob.size;
@@ -616,11 +742,14 @@ export class TrackUploader {
     return i + 1 < this.offsets.length ? this.offsets[i + 1] : this.kept;
   }
 
-  /** Record that bytes below `offset` are durable; forget (and delete) chunks wholly below it. */
+  /**
+   * Record that bytes below `offset` are durable; chunks wholly below it leave memory
+   * (IndexedDB keeps them until the whole track is confirmed).
+   */
   private acknowledge(offset: number): void {
     const n = Math.min(offset, this.kept);
-    if (n > this.committed) this.committed = n;
-    let last = -1;
+    const advanced = n > this.committed;
+    if (advanced) this.committed = n;
     while (this.offsets.length > 0 && this.chunkEnd(0) <= this.committed) {
       const start = this.offsets.shift() as number;
       const blob = this.mem.get(start);
@@ -629,12 +758,11 @@ export class TrackUploader {
         this.memBytes -= blob.size;
       }
       this.pinned.delete(start);
-      last = start;
     }
     if (this.readahead && this.readahead.offset + this.readahead.blob.size <= this.committed) this.readahead = null;
-    if (last >= 0 && this.stored > 0) {
+    if (advanced && this.stored > 0) {
       const committed = this.committed;
-      void this.enqueue((store) => store.dropThrough(this.sessionId, this.track, last, committed));
+      void this.enqueue((store) => store.setCommitted(this.sessionId, this.track, committed));
     }
   }
 
@@ -677,7 +805,7 @@ export class TrackUploader {
         this.loading = false;
         if (this.done) return;
         if (blob.size !== size) {
-          this.fail(`The stored chunk at byte ${start} of this track is damaged (${blob.size} bytes, expected ${size}).`, null);
+          this.fail(`The stored chunk at byte ${start} of this track is damaged (${blob.size} bytes, expected ${size}).`, null, "error");
           return;
         }
         this.readFailures = 0;
@@ -690,7 +818,7 @@ export class TrackUploader {
         this.readFailures += 1;
         const why = e instanceof Error ? e.message : String(e);
         if (this.readFailures >= 5) {
-          this.fail(`Could not read the recording back from this browser's storage: ${why}`, null, true);
+          this.fail(`Could not read the recording back from this browser's storage: ${why}`, null, "error");
         } else {
           this.error = `Reading the recording back from this browser's storage failed (${why}); trying again.`;
           this.pumpTimer = setTimeout(() => this.pump(), 500 * this.readFailures);
@@ -745,6 +873,7 @@ export class TrackUploader {
 
   private complete(): void {
     this.done = true;
+    this.completed = true;
     this.error = null;
     this.errorCode = null;
     this.dropBuffers();
@@ -754,8 +883,9 @@ export class TrackUploader {
     this.settleAfterStore();
   }
 
+  /** The server's answer makes this upload impossible: a refusal (the copy is kept). */
   private failAndClose(ws: WebSocket, message: string): void {
-    this.fail(message, null);
+    this.fail(message, null, "refused");
     try {
       ws.close(1000, "client gave up");
     } catch {
@@ -763,7 +893,8 @@ export class TrackUploader {
     }
   }
 
-  private fail(message: string, code: number | null, keepStored = false): void {
+  /** Stop for good. Never deletes this browser's copy: only `complete` and `discard` do. */
+  private fail(message: string, code: number | null, kind: Failure): void {
     this.done = true;
     this.error = message;
     if (code !== null) this.closeCode = code;
@@ -776,10 +907,20 @@ export class TrackUploader {
         // ignore
       }
     }
-    this.dropBuffers();
+    // Stored chunks need no memory copy any more; memory-only ones are all there is.
+    for (const [offset, blob] of this.mem) {
+      if (this.pinned.has(offset)) continue;
+      this.mem.delete(offset);
+      this.memBytes -= blob.size;
+    }
+    this.readahead = null;
     this.teardown();
-    if (!keepStored) void this.enqueue((store) => store.remove(this.sessionId, this.track));
-    this.setState("error");
+    if (kind === "refused") {
+      const refused: Refusal = { code: this.errorCode, message, closeCode: this.closeCode, at: Date.now() };
+      // A reload then offers the copy to save or discard instead of retrying.
+      void this.enqueue((store) => store.update(this.sessionId, this.track, { refused }));
+    }
+    this.setState(kind);
     this.settleAfterStore();
   }
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tapedeck._proto import storage_pb2 as pb
+from tapedeck.api.models import ms_to_datetime
 from tapedeck.lifecycle import AfterExit, after_compile_exit
 from tapedeck.sessions import TRACKS, State
 from tapedeck.storage.records import PB_TO_STATE
@@ -39,7 +40,9 @@ def rfc3339(when: datetime) -> str:
 
 
 def from_ms(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+    """Clamped like the api's dates: an absurd expiry stored before TTLs were bounded must
+    not fail every status update."""
+    return ms_to_datetime(ms)
 
 
 def human_size(size: int) -> str:

@@ -73,6 +73,18 @@ def main(argv: list[str] | None = None) -> None:
                 f"refusing to listen on {settings.host} without TAPEDECK_API_TOKEN: "
                 "set a token, or bind to 127.0.0.1"
             )
+    serves_api = args.command == "up" or (args.command == "serve" and args.role in ("api", "web"))
+    if serves_api and settings.mode == "cluster" and not settings.api_token:
+        if not settings.allow_anonymous:
+            sys.exit(
+                "refusing to serve /api without TAPEDECK_API_TOKEN in cluster mode: anyone who "
+                "reaches the Service could list, download and delete recordings. Set a token "
+                "(the chart generates one), or TAPEDECK_ALLOW_ANONYMOUS=true "
+                "(auth.allowAnonymous) on a trusted network"
+            )
+        logging.getLogger("tapedeck").warning(
+            "TAPEDECK_ALLOW_ANONYMOUS: /api answers without a token"
+        )
 
     if args.command == "up":
         from tapedeck.embedded.supervisor import supervise

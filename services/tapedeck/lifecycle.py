@@ -6,7 +6,9 @@ definition of each rule, and the tests need no servers.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import Enum
 
 from tapedeck.sessions import State
@@ -64,6 +66,36 @@ def after_compile_exit(state: State, attempts: int, max_attempts: int) -> AfterE
     if state in (State.READY, State.FAILED, State.EXPIRED):
         return AfterExit.DONE
     return AfterExit.RETRY if attempts < max_attempts else AfterExit.GIVE_UP
+
+
+MAX_TTL = timedelta(days=3650)
+"""The longest a session may live (docs/decisions.md): ten years is longer than anyone keeps a
+recording on purpose, and every expiry it allows is a date every client can print."""
+_MAX_TTL_MS = int(MAX_TTL.total_seconds()) * 1000
+
+
+def check_ttl(seconds: float) -> None:
+    """The one bound on a TTL, wherever one enters (settings, `spec.ttl`, storage): longer
+    than 0 s and at most `MAX_TTL`. Raises ValueError with a message for people."""
+    if math.isnan(seconds) or seconds <= 0:
+        raise ValueError("a TTL must be longer than 0s")
+    if seconds > MAX_TTL.total_seconds():
+        raise ValueError(f"a TTL must be at most {MAX_TTL.days}d (10 years), not {_days(seconds)}")
+
+
+def check_expiry(expires_at_ms: int, created_at_ms: int) -> None:
+    """An expiry set directly (storage's UpdateSession): at most `MAX_TTL` after the
+    session's creation. Earlier ones, even past ones, are allowed: that is expiring now."""
+    if expires_at_ms - created_at_ms > _MAX_TTL_MS:
+        raise ValueError(
+            f"expires_at_ms is more than {MAX_TTL.days}d after the session's creation: a TTL "
+            f"must be at most {MAX_TTL.days}d (10 years), not "
+            f"{_days((expires_at_ms - created_at_ms) / 1000)}"
+        )
+
+
+def _days(seconds: float) -> str:
+    return "an infinite one" if math.isinf(seconds) else f"{seconds / 86400:,.0f} days"
 
 
 def is_expired(expires_at_ms: int, now_ms: int) -> bool:

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from enum import StrEnum
 
 SESSION_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{7,62}$"
 _SESSION_ID = re.compile(SESSION_ID_PATTERN)
+
+MAX_STARTED_AT = 7_258_118_400_000
+"""2200-01-01 in epoch ms: a `startedAt` beyond is no browser's clock (1e15 was accepted,
+and became years of offset in the compile; compiler/plan.py bounds offsets too)."""
+
+
+def valid_started_at(value: float) -> bool:
+    """A track's `startedAt`: epoch ms of a browser's clock, or 0 for unknown."""
+    return math.isfinite(value) and 0 <= value <= MAX_STARTED_AT
+
 
 TRACKS = ("video", "audio", "screen")
 OUTPUT = "output"

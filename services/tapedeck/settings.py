@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import tempfile
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -11,6 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from tapedeck.lifecycle import check_ttl
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -21,10 +25,10 @@ def parse_duration(value: object) -> timedelta:
     if isinstance(value, timedelta):
         return value
     if isinstance(value, int | float):
-        return timedelta(seconds=value)
+        return _seconds(value, str(value))
     text = str(value).strip()
     if re.fullmatch(r"\d+(\.\d+)?", text):
-        return timedelta(seconds=float(text))
+        return _seconds(float(text), text)
     pos, total = 0, 0.0
     for match in _DURATION.finditer(text):
         if match.start() != pos:
@@ -33,7 +37,15 @@ def parse_duration(value: object) -> timedelta:
         pos = match.end()
     if pos != len(text) or not text:
         raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 5m, 24h)")
-    return timedelta(seconds=total)
+    return _seconds(total, text)
+
+
+def _seconds(seconds: float, text: str) -> timedelta:
+    """A timedelta, or a ValueError (which validation reports) where one cannot hold it."""
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"duration out of range: {text[:40]!r}") from None
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
@@ -54,11 +66,17 @@ class Settings(BaseSettings):
     idle_finalize: Duration = timedelta(minutes=5)
     sweep_interval: Duration = timedelta(seconds=30)
     api_token: str | None = None
+    allow_anonymous: bool = False
+    """Cluster mode: serve /api without TAPEDECK_API_TOKEN (the chart's auth.allowAnonymous);
+    without it the api refuses to start. Embedded mode has its own rule: loopback only."""
     secret_key: str | None = None
     upload_token_ttl: Duration = timedelta(hours=24)
     max_frame_bytes: int = 8 * MiB
     max_session_bytes: int = 16 * 1024 * MiB
     max_inflight_bytes: int = 16 * MiB
+    socket_idle_timeout: Duration = timedelta(seconds=60)
+    """A media socket that sends nothing this long while it owes nothing is closed (4408),
+    so its session stops `writing` and can be finalized; MediaRecorder sends every second."""
     ffmpeg: str | None = None
     compile_concurrency: int = 1
     compile_max_attempts: int = 3
@@ -66,6 +84,9 @@ class Settings(BaseSettings):
     frontend_dir: Path | None = None
 
     # Doors (docs/security.md).
+    allowed_hosts: Annotated[list[str], NoDecode] = []
+    """Host names the UI, /api and /ws answer to besides localhost and IP literals
+    (comma-separated; `.example.com` for a domain and its subdomains; `*` for any)."""
     allowed_origins: Annotated[list[str], NoDecode] = []
     """Origins allowed to open WebSockets besides the page's own (comma-separated, or `*`)."""
     cors_origins: Annotated[list[str], NoDecode] = []
@@ -78,7 +99,15 @@ class Settings(BaseSettings):
     """Reverse proxies (addresses or CIDRs, comma-separated, or `*`) whose X-Forwarded-For
     names the client; empty: the TCP peer is the client, and the header is ignored."""
 
-    @field_validator("allowed_origins", "cors_origins", "trusted_proxies", mode="before")
+    @field_validator("session_ttl")
+    @classmethod
+    def _bounded_ttl(cls, value: timedelta) -> timedelta:
+        check_ttl(value.total_seconds())
+        return value
+
+    @field_validator(
+        "allowed_hosts", "allowed_origins", "cors_origins", "trusted_proxies", mode="before"
+    )
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -103,6 +132,17 @@ class Settings(BaseSettings):
     speculative_compiles: int = 2
     """Embedded mode: recordings compiled while they record, at most this many at once
     (0: compile only when asked). See compiler/follow.py."""
+
+    scratch_dir: Path | None = None
+    """Where compiles and followers copy a session's tracks, one directory per run that the
+    embedded worker removes whatever ends the run (compiler/scratch.py). Default:
+    `tapedeck-scratch-UID` in the system's temporary directory ($TMPDIR, else /tmp)."""
+
+    def scratch_root(self) -> Path:
+        """`scratch_dir`, else the default (computed late: TMPDIR is the process's own)."""
+        if self.scratch_dir is not None:
+            return self.scratch_dir
+        return Path(tempfile.gettempdir()) / f"tapedeck-scratch-{os.getuid()}"
 
     def ffmpeg_path(self) -> str:
         """FFmpeg from TAPEDECK_FFMPEG, else PATH, else the imageio-ffmpeg wheel's binary."""

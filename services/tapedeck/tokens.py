@@ -9,8 +9,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import time
+
+_EXPIRES = re.compile(r"[0-9]{1,12}", re.ASCII)
+_MAC = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
 
 
 def new_secret() -> str:
@@ -31,13 +35,17 @@ def sign(secret: str, purpose: str, session_id: str, expires: int) -> str:
 def verify(
     secret: str, purpose: str, session_id: str, token: str, now: float | None = None
 ) -> bool:
+    """False for anything that is not a valid, unexpired token, however malformed: ASCII
+    digits only (`str.isdigit` and `int` accept other scripts' digits), an ASCII MAC, and
+    the MACs compared as bytes (`compare_digest` raises on non-ASCII str)."""
     expires_text, _, mac = token.partition(".")
-    if not expires_text.isdigit() or len(expires_text) > 12 or not mac:
+    if not _EXPIRES.fullmatch(expires_text) or not _MAC.fullmatch(mac):
         return False
     expires = int(expires_text)
     if expires < (time.time() if now is None else now):
         return False
-    return hmac.compare_digest(mac, _mac(secret, purpose, session_id, expires))
+    expected = _mac(secret, purpose, session_id, expires)
+    return hmac.compare_digest(mac.encode("ascii"), expected.encode("ascii"))
 
 
 UPLOAD = "upload"

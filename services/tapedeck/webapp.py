@@ -4,25 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable
+import tempfile
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
 import grpc
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client import make_asgi_app
-from starlette.routing import Match, Mount
-from starlette.types import Receive, Scope, Send
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, make_asgi_app
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tapedeck import metrics
 from tapedeck.api import errors
 from tapedeck.api.routes import build_router
+from tapedeck.durable import fsync_dir
 from tapedeck.embedded.sweeper import run_sweeper
 from tapedeck.embedded.worker import LocalCompileWorker
+from tapedeck.guards import host_allowed
 from tapedeck.ingest.app import Ingest
 from tapedeck.settings import Settings
 from tapedeck.storage.client import StorageClient
@@ -31,19 +35,124 @@ from tapedeck.tokens import new_secret
 log = logging.getLogger(__name__)
 
 SECRET_FILE = ".tapedeck-secret"
+MIN_SECRET_CHARS = 32
+"""A stored key shorter than this (an empty file left by a crash, a hand-edited one) is no key."""
 
 
 def resolve_secret(settings: Settings) -> str:
     """The HMAC key for upload and download tokens: configured, or kept beside the data."""
     if settings.secret_key:
         return settings.secret_key
-    path = settings.data_dir / SECRET_FILE
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileExistsError):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(new_secret())
-    return path.read_text().strip()
+    return _stored_secret(settings.data_dir / SECRET_FILE)
+
+
+def _stored_secret(path: Path) -> str:
+    """The key in `path`, made when missing and remade when not a key.
+
+    The file is only ever installed whole (temporary file, fsync, link or rename, directory
+    fsync), so a crash leaves it absent or complete. Processes starting at once (`up` starts
+    several on one data dir) must agree: a lock on the directory serializes them, and a
+    missing file is created with `os.link`, which fails if another process got there first.
+    """
+    with _dir_lock(path.parent):
+        while True:
+            try:
+                found: str | None = path.read_text().strip()
+            except FileNotFoundError:
+                found = None
+            if found is not None and len(found) >= MIN_SECRET_CHARS and found.isprintable():
+                return found  # (control characters: NULs a torn write left, not a key)
+            if found is not None:
+                log.warning(
+                    "%s holds no usable key (%d characters, or control characters); replacing "
+                    "it with a new one "
+                    "(upload tokens and download links signed with the old one stop working)",
+                    path,
+                    len(found),
+                )
+            key = new_secret()
+            if _install(path, key, replace=found is not None):
+                return key
+
+
+def _install(path: Path, key: str, *, replace: bool) -> bool:
+    """Puts `key` at `path` whole; False when `path` appeared meanwhile (not replacing)."""
+    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:  # mkstemp: mode 0600
+            f.write(key)
+            f.flush()
+            os.fsync(f.fileno())
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            except OSError:  # no hard links here (some FUSE and SMB mounts): the lock decides
+                os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    fsync_dir(path.parent)
+    return True
+
+
+@contextlib.contextmanager
+def _dir_lock(directory: Path) -> Iterator[None]:
+    """An exclusive flock on the directory; best effort where the filesystem has none
+    (then `os.link` still keeps concurrent creators to one key)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
+"""Reachable with any Host: kubelet probes send the pod IP, scrapers a Service name, and
+these reveal nothing about recordings."""
+
+
+class HostGuard:
+    """Refuses a `Host` that is not an allowed name on every route but the probes (DNS
+    rebinding, docs/security.md): HTTP 403, or a refused WebSocket handshake."""
+
+    def __init__(self, app: ASGIApp, allowed: list[str]) -> None:
+        self.app = app
+        self.allowed = allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or self._open(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        hosts = [v.decode("latin-1") for k, v in scope["headers"] if k == b"host"]
+        host = hosts[0] if len(hosts) == 1 else None
+        if host_allowed(host, self.allowed):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            metrics.ingest_closes.labels("403").inc()
+            if (await receive())["type"] == "websocket.connect":
+                # Before accept: the server answers the handshake with HTTP 403.
+                await send({"type": "websocket.close", "code": 4403, "reason": ""})
+            return
+        shown = (host or "")[:100]
+        response = errors.error_response(
+            403,
+            "host-not-allowed",
+            f"host {shown!r} is not allowed: open Tapedeck by a loopback name or address, "
+            "or list the name in TAPEDECK_ALLOWED_HOSTS",
+        )
+        await response(scope, receive, send)
+
+    @staticmethod
+    def _open(path: str) -> bool:
+        return path in OPEN_PATHS or path.startswith("/metrics/")
 
 
 class FrontendFiles(StaticFiles):
@@ -51,20 +160,24 @@ class FrontendFiles(StaticFiles):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
-        if path == "/api" or path.startswith(("/api/", "/ws/")):
-            # This mount matches every method, so a known path with the wrong method lands
-            # here too: tell the two apart as the router would have.
-            routes = scope["app"].router.routes
-            if any(
-                r.matches(scope)[0] == Match.PARTIAL for r in routes if not isinstance(r, Mount)
-            ):
+        api = path == "/api" or path.startswith(("/api/", "/ws/"))
+        if scope["type"] == "http":
+            # This mount matches every method, so a known path (`/api/...`, `/healthz`) with
+            # another method lands here too: answer as the router would have, with `Allow`.
+            allow = errors.allowed_methods(scope)
+            if not allow and not api and scope["method"] not in ("GET", "HEAD"):
+                allow = "GET, HEAD"  # the UI's own files
+            if allow:
                 response = errors.error_response(
-                    405, "method-not-allowed", f"{scope['method']} is not allowed on {path[:100]}"
+                    405,
+                    "method-not-allowed",
+                    f"{scope['method']} is not allowed on {path[:100]}",
+                    {"Allow": allow},
                 )
-            else:
-                response = errors.error_response(
-                    404, "not-found", f"no such endpoint: {path[:100]}"
-                )
+                await response(scope, receive, send)
+                return
+        if api:
+            response = errors.error_response(404, "not-found", f"no such endpoint: {path[:100]}")
             await response(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
@@ -119,6 +232,7 @@ def create_app(settings: Settings, parts: Iterable[str] = ("api", "ingest")) -> 
             allow_headers=["Authorization", "Range"],
             expose_headers=["Content-Range", "ETag", "Content-Disposition"],
         )
+    app.add_middleware(HostGuard, allowed=settings.allowed_hosts)  # outermost: before CORS
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -129,6 +243,12 @@ def create_app(settings: Settings, parts: Iterable[str] = ("api", "ingest")) -> 
         if not await storage_serving(settings.storage_addr):
             return errors.error_response(503, "storage-unavailable", "storage is not serving")
         return {"status": "ready"}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def scrape() -> Response:
+        """`/metrics` itself (what a ServiceMonitor scrapes), not only `/metrics/...`: the
+        UI's mount at `/` would otherwise answer it with its 404 page."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     app.mount("/metrics", make_asgi_app())
     if "ingest" in parts:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -62,7 +64,14 @@ def test_list_with_cursor(api: httpx.Client) -> None:
         ("GET", "/api/sessions?limit=100000000", 422, "invalid-request"),
         ("GET", "/api/sessions?limit=abc", 422, "invalid-request"),
         ("GET", "/api/sessions?state=dancing", 422, "invalid-request"),
-        ("GET", "/api/sessions?cursor=%%%", 400, "invalid-argument"),
+        ("GET", "/api/sessions?cursor=%%%", 400, "invalid-cursor"),
+        ("GET", "/api/sessions?cursor=MTc2NDMwMDAwMDAwMDowYzEzNjQ4OQ==", 400, "invalid-cursor"),
+        ("GET", "/api/sessions?cursor=1:abcdefgh%0A", 400, "invalid-cursor"),
+        ("GET", "/api/sessions/0", 400, "invalid-session-id"),
+        ("GET", "/api/sessions/abcdefgh%0A", 400, "invalid-session-id"),
+        ("DELETE", "/api/sessions/ABCDEFGH", 400, "invalid-session-id"),
+        ("POST", "/api/compile-video/0", 400, "invalid-session-id"),
+        ("GET", "/api/download/0", 400, "invalid-session-id"),
         ("PUT", "/api/sessions", 405, "method-not-allowed"),
     ],
 )
@@ -127,7 +136,11 @@ def test_openapi_health_and_metrics(api: httpx.Client) -> None:
     } <= set(paths)
     assert api.get("/healthz").json() == {"status": "ok"}
     assert api.get("/readyz").json() == {"status": "ready"}
-    metrics = api.get("/metrics/").text
+    # The path a ServiceMonitor scrapes, exactly (the UI's mount at / must not swallow it).
+    scraped = api.get("/metrics", follow_redirects=False)
+    assert scraped.status_code == 200, scraped.text[:200]
+    metrics = scraped.text
+    assert "tapedeck_ingest_active_streams" in api.get("/metrics/").text
     for name in (
         "tapedeck_ingest_active_streams",
         "tapedeck_ingest_ack_latency_seconds",
@@ -135,3 +148,24 @@ def test_openapi_health_and_metrics(api: httpx.Client) -> None:
         "tapedeck_ingest_bytes_received_total",
     ):
         assert name in metrics
+
+
+def test_listing_survives_a_record_with_an_absurd_expiry(fresh_stack: Stack) -> None:
+    """A session stored before TTLs were bounded (the operator passed `spec.ttl: 100000000d`
+    through) must still list: its expiry is shown clamped, never a 500."""
+    with httpx.Client(base_url=fresh_stack.base_url, timeout=30) as client:
+        sid = client.post("/api/sessions").json()["id"]
+        fresh_stack.storage.stop()
+        manifest = fresh_stack.data_dir / sid / "session.json"
+        record = json.loads(manifest.read_text())
+        record["expires_at_ms"] = record["created_at_ms"] + 100_000_000 * 86_400_000
+        manifest.write_text(json.dumps(record))
+        fresh_stack.start_storage()
+
+        listed = client.get("/api/sessions")
+        assert listed.status_code == 200, listed.text
+        item = next(i for i in listed.json()["items"] if i["id"] == sid)
+        assert item["expiresAt"].startswith("9999-12-31"), item
+        detail = client.get(f"/api/sessions/{sid}")
+        assert detail.status_code == 200, detail.text
+        assert detail.json()["expiresAt"] == item["expiresAt"]

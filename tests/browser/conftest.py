@@ -13,7 +13,10 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from harness import Up
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# TAPEDECK_TEST_CHROMIUM: another binary (tests/browser/test_prerequisites.py uses it).
+CHROMIUM = (
+    os.environ.get("TAPEDECK_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+)
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -27,11 +30,9 @@ CHROMIUM_ARGS = [
     "--auto-select-desktop-capture-source=Entire screen",
 ]
 
-pytestmark = pytest.mark.browser
 
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    missing = [
+def missing_prerequisites() -> list[str]:
+    return [
         what
         for what, ok in (
             ("the frontend build (make frontend)", (ROOT / "frontend/out/index.html").exists()),
@@ -39,18 +40,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         )
         if not ok
     ]
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before any fixture starts: a browser test without its prerequisites is skipped on a
+    developer's machine, but fails in CI (which installs both), so the browser suite cannot
+    silently vanish from CI (an xfail or a skip would pass there)."""
+    if item.get_closest_marker("browser") is None:
+        return
+    missing = missing_prerequisites()
     if not missing:
         return
-    for item in items:
-        if "browser" in item.keywords:
-            if os.environ.get("CI"):  # CI installs both: missing them there is a failure
-                item.add_marker(
-                    pytest.mark.xfail(
-                        reason="missing " + ", ".join(missing), strict=True, run=False
-                    )
-                )
-            else:
-                item.add_marker(pytest.mark.skip(reason="missing " + ", ".join(missing)))
+    message = "missing " + ", ".join(missing)
+    if in_ci():
+        pytest.fail(f"{message} (CI must run the browser tests)", pytrace=False)
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")

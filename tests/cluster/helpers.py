@@ -151,6 +151,12 @@ def create_secret(cluster: ControlPlane, namespace: str, name: str, data: dict[s
     assert status in (201, 409), reply
 
 
+def api_token(cluster: ControlPlane, namespace: str, secret: str = "tapedeck-secret") -> str:
+    """The release's API token, as a person reads it (the chart generates one by default)."""
+    data = cluster.request("GET", f"/api/v1/namespaces/{namespace}/secrets/{secret}")["data"]
+    return base64.b64decode(data["api-token"]).decode()
+
+
 def pods(cluster: ControlPlane, namespace: str, selector: str = "") -> list[dict[str, Any]]:
     query = f"?labelSelector={selector}" if selector else ""
     items: list[dict[str, Any]] = cluster.request(

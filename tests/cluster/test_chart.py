@@ -8,6 +8,7 @@ not) talk.
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -227,12 +228,14 @@ def test_service_monitor_only_where_served(helm: Helm) -> None:
     [
         "ingest.replicas=0",
         "config.sessionTTL=forever",
+        "config.sessionTTL=100000000d",
         "image.pullPolicy=Sometimes",
         "operator.compile.maxAttempts=0",
         "storage.persistence.size=lots",
         "unknownKey=1",
         "gateway.enabled=true",  # without parentRefs
         "ingress.enabled=true,ingress.host=",
+        "auth.allowAnonymous=yes",
     ],
 )
 def test_schema_rejects(helm: Helm, setting: str) -> None:
@@ -240,17 +243,142 @@ def test_schema_rejects(helm: Helm, setting: str) -> None:
     assert "values don't meet the specifications of the schema" in out, out[-800:]
 
 
+def container_env(docs: list[Doc], name: str) -> dict[str, Doc]:
+    pod = by_kind(docs, "Deployment")[name]["spec"]["template"]["spec"]
+    return {e["name"]: e for e in pod["containers"][0]["env"]}
+
+
 def test_existing_secret_is_used(helm: Helm) -> None:
     docs = render(helm, "--set=auth.existingSecret=mine")
     assert not by_kind(docs, "Secret")
-    api = by_kind(docs, "Deployment")["tapedeck-api"]["spec"]["template"]["spec"]
-    env = {e["name"]: e for e in api["containers"][0]["env"]}
+    env = container_env(docs, "tapedeck-api")
     assert env["TAPEDECK_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "mine"
+    # The api refuses to start without a token, so the Secret must hold one.
     assert env["TAPEDECK_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {
         "name": "mine",
         "key": "api-token",
-        "optional": True,
+        "optional": False,
     }
+    anonymous = container_env(
+        render(helm, "--set=auth.existingSecret=mine,auth.allowAnonymous=true"), "tapedeck-api"
+    )
+    assert anonymous["TAPEDECK_API_TOKEN"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    assert anonymous["TAPEDECK_ALLOW_ANONYMOUS"]["value"] == "true"
+
+
+def test_default_install_generates_an_api_token(helm: Helm) -> None:
+    """A default install must not serve /api to anyone who reaches it (issue 13, item 15)."""
+    tokens = []
+    for _ in range(2):
+        docs = render(helm)
+        secret = by_kind(docs, "Secret")["tapedeck-secret"]
+        token = base64.b64decode(secret["data"]["api-token"]).decode()
+        assert len(token) >= 32 and token.isalnum(), token
+        tokens.append(token)
+        for name in ("tapedeck-api", "tapedeck-ingest", "tapedeck-operator"):
+            env = container_env(docs, name)
+            ref = env["TAPEDECK_API_TOKEN"]["valueFrom"]["secretKeyRef"]
+            assert ref["name"] == "tapedeck-secret" and ref["key"] == "api-token", name
+            assert not ref.get("optional"), name
+            assert "TAPEDECK_ALLOW_ANONYMOUS" not in env, name
+    assert tokens[0] != tokens[1], "the token must be random, not a constant of the chart"
+    # NOTES.txt (how to read the token) is checked where helm prints it: test_install.py.
+
+
+def test_explicit_api_token_is_kept(helm: Helm) -> None:
+    secret = by_kind(render(helm, "--set=auth.apiToken=mine-0123"), "Secret")["tapedeck-secret"]
+    assert base64.b64decode(secret["data"]["api-token"]) == b"mine-0123"
+
+
+def test_allow_anonymous_renders_no_token(helm: Helm) -> None:
+    docs = render(helm, "--set=auth.allowAnonymous=true")
+    secret = by_kind(docs, "Secret")["tapedeck-secret"]
+    assert set(secret["data"]) == {"secret-key"}
+    for name in ("tapedeck-api", "tapedeck-ingest"):
+        env = container_env(docs, name)
+        assert "TAPEDECK_API_TOKEN" not in env, name
+        assert env["TAPEDECK_ALLOW_ANONYMOUS"]["value"] == "true", name
+    # Both at once is a contradiction, said as such.
+    out = helm(
+        "template",
+        "t",
+        str(CHART),
+        "--set=auth.allowAnonymous=true,auth.apiToken=x",
+        check=False,
+    )
+    assert "auth.allowAnonymous" in out and "auth.apiToken" in out, out[-800:]
+    assert "kind: Deployment" not in out
+
+
+SERVICE_NAMES = [
+    f"tapedeck-{role}{suffix}"
+    for role in ("api", "ingest")
+    for suffix in ("", ".tapedeck", ".tapedeck.svc", ".tapedeck.svc.cluster.local")
+]
+
+
+def allowed_hosts(docs: list[Doc], prefix: str = "tapedeck") -> list[str]:
+    """TAPEDECK_ALLOWED_HOSTS of ingest and api (the same list for both)."""
+    found = {
+        role: container_env(docs, f"{prefix}-{role}")["TAPEDECK_ALLOWED_HOSTS"]["value"]
+        for role in ("api", "ingest")
+    }
+    assert found["api"] == found["ingest"], found
+    hosts: list[str] = found["api"].split(",")
+    assert len(hosts) == len(set(hosts)) and all(h.strip() == h and h for h in hosts), hosts
+    return hosts
+
+
+def test_allowed_hosts_name_the_services_and_the_front_doors(helm: Helm) -> None:
+    """ingest and api refuse a Host they do not know (DNS rebinding, issue 13 item 2): the
+    chart names its Services (helm test calls the api through one), the Ingress host and the
+    Gateway's hostnames."""
+    default = allowed_hosts(render(helm))
+    assert sorted(default) == sorted(SERVICE_NAMES)  # not ingress.host: the ingress is off
+    for docs in (render(helm), render(helm, "--set=auth.allowAnonymous=true")):
+        assert "TAPEDECK_ALLOWED_HOSTS" not in {
+            e["name"]
+            for e in by_kind(docs, "StatefulSet")["tapedeck-storage"]["spec"]["template"]["spec"][
+                "containers"
+            ][0]["env"]
+        }
+
+    ingress = allowed_hosts(render(helm, "-f", str(CHART / "ci" / "ingress-token-values.yaml")))
+    assert sorted(ingress) == sorted([*SERVICE_NAMES, "tapedeck.ci.example"])
+
+    gateway = render(
+        helm,
+        "-f",
+        str(CHART / "ci" / "gateway-values.yaml"),
+        '--set-json=gateway.hostnames=["rec.example.org","*.rec.example.net"]',
+    )
+    assert sorted(allowed_hosts(gateway)) == sorted(
+        [*SERVICE_NAMES, "rec.example.org", ".rec.example.net"]
+    )
+
+    extra = render(
+        helm,
+        "--namespace=media",
+        "--set=fullnameOverride=rec",
+        '--set-json=config.allowedHosts=["lb.example.org",".corp.example"]',
+    )
+    assert sorted(allowed_hosts(extra, "rec")) == sorted(
+        [
+            *(s.replace("tapedeck-", "rec-").replace(".tapedeck", ".media") for s in SERVICE_NAMES),
+            "lb.example.org",
+            ".corp.example",
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "setting", ['["has,comma"]', '["with space"]', '[""]', '["http://x.example"]', '"x"']
+)
+def test_allowed_hosts_schema(helm: Helm, setting: str) -> None:
+    out = helm(
+        "template", "t", str(CHART), f"--set-json=config.allowedHosts={setting}", check=False
+    )
+    assert "values don't meet the specifications of the schema" in out, out[-800:]
 
 
 def test_trusted_proxies_reach_ingest_and_api(helm: Helm) -> None:

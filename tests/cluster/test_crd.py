@@ -52,6 +52,9 @@ def test_defaults_are_applied(api: ControlPlane) -> None:
         ({"output": {"videoCodec": "vp9"}}, "spec.output.videoCodec"),
         ({"output": {"maxHeight": 8}}, "spec.output.maxHeight"),
         ({"ttl": "forever"}, "spec.ttl"),
+        ({"ttl": "100000000d"}, "spec.ttl"),  # 274,000 years: every listing failed on it
+        ({"ttl": "10000d"}, "spec.ttl"),
+        ({"ttl": "9999999999s"}, "spec.ttl"),
         ({"compileRequest": -1}, "spec.compileRequest"),
     ],
 )
@@ -63,6 +66,13 @@ def test_invalid_specs_are_rejected(
     reply = json.loads(body)
     assert reply["reason"] == "Invalid"
     assert complaint in reply["message"], reply["message"]
+
+
+@pytest.mark.parametrize("ttl", ["90s", "1h30m", "72h", "7d", "3650d", "87600h", "315360000s"])
+def test_ttls_up_to_the_bound_are_accepted(api: ControlPlane, ttl: str) -> None:
+    name = "ttl-" + ttl.replace(".", "-")
+    created = api.request("POST", PATH, resource(f"{name:0<12}", ttl=ttl))
+    assert created["spec"]["ttl"] == ttl
 
 
 def test_unknown_fields_are_refused_when_strict(api: ControlPlane) -> None:

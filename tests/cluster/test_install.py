@@ -13,6 +13,7 @@ import base64
 import re
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -22,11 +23,13 @@ from cluster.helpers import (
     CI_VALUES,
     Agent,
     Helm,
+    api_token,
     create_namespace,
     create_secret,
     delete_namespace,
     dump,
     gateway_crd,
+    pod_ip,
     pods,
     restarts,
     wait_until,
@@ -82,6 +85,32 @@ def test_install_and_helm_test(
         assert "kind: RecordingSession" in out  # NOTES.txt
         if "ingress" in values.name:
             assert "https://tapedeck.ci.example/" in out
+        anonymous = bool(yaml.safe_load(values.read_text()).get("auth", {}).get("allowAnonymous"))
+        secret_name = "tapedeck-ci-secret" if "no-networkpolicy" in values.name else None
+        if anonymous:
+            assert "WARNING: auth.allowAnonymous is true" in out, out
+        else:
+            secret = secret_name or "tapedeck-secret"
+            read = (
+                f"kubectl -n {ns} get secret {secret} -o jsonpath='{{.data.api-token}}' | base64 -d"
+            )
+            assert read in out, out  # NOTES say how to read the token
+        # /api as a client of the release sees it: the token from the Secret, or none.
+        api = f"http://{pod_ip(cluster, ns, 'api')}:8080"
+        bare = httpx.get(f"{api}/api/sessions", timeout=30)
+        if anonymous:
+            assert bare.status_code == 200, bare.text
+        else:
+            assert bare.status_code == 401, bare.text
+            token = api_token(cluster, ns, secret_name or "tapedeck-secret")
+            if values.name == "ingress-token-values.yaml":
+                assert token == "ci-token-0123456789abcdef"
+            elif secret_name is None:
+                assert len(token) == 48, "generated at install"
+            authorized = httpx.get(
+                f"{api}/api/sessions", headers={"Authorization": f"Bearer {token}"}, timeout=30
+            )
+            assert authorized.status_code == 200, authorized.text
 
         kinds = {
             "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments",
@@ -109,12 +138,13 @@ def test_install_and_helm_test(
 
         assert set(restarts(cluster, ns).values()) <= {0}, dump(cluster, agent, ns)
 
-        secret_name = "tapedeck-ci-secret" if "no-networkpolicy" in values.name else None
         if secret_name is None:
-            # An upgrade keeps the generated HMAC key (upload tokens stay valid).
+            # An upgrade keeps the generated HMAC key (upload tokens stay valid) and the
+            # generated API token (people and scripts hold it).
             path = f"/api/v1/namespaces/{ns}/secrets/tapedeck-secret"
-            before = cluster.request("GET", path)["data"]["secret-key"]
-            assert len(base64.b64decode(before)) == 48
+            before = cluster.request("GET", path)["data"]
+            assert len(base64.b64decode(before["secret-key"])) == 48
+            assert ("api-token" in before) != anonymous, before.keys()
             kube_helm(
                 "upgrade",
                 "tapedeck",
@@ -125,7 +155,7 @@ def test_install_and_helm_test(
                 *overrides,
                 "--timeout=120s",
             )
-            assert cluster.request("GET", path)["data"]["secret-key"] == before
+            assert cluster.request("GET", path)["data"] == before
 
         kube_helm("uninstall", "tapedeck", f"--namespace={ns}", "--wait", "--timeout=120s")
         wait_until(

@@ -26,6 +26,7 @@ from cluster.helpers import (
     CHART,
     Agent,
     Helm,
+    api_token,
     create_namespace,
     delete_namespace,
     dump,
@@ -48,7 +49,11 @@ class Release:
         self.cluster, self.agent = cluster, agent
         self.api = f"http://{pod_ip(cluster, NS, 'api')}:8080"
         self.ws = f"ws://{pod_ip(cluster, NS, 'ingest')}:8080"
-        self.http = httpx.Client(base_url=self.api, timeout=30)
+        # The chart's default: /api wants the token it generated into the release's Secret.
+        token = api_token(cluster, NS)
+        self.http = httpx.Client(
+            base_url=self.api, timeout=30, headers={"Authorization": f"Bearer {token}"}
+        )
 
     def dump(self) -> str:
         return dump(self.cluster, self.agent, NS)

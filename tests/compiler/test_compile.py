@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Iterator
@@ -194,6 +195,56 @@ def test_a_track_whose_first_timestamp_is_not_zero(opus_webm: Path, tmp_path: Pa
     out = tmp_path / "s.mp4"
     compile_sync([("video", late, T0), ("audio", opus_webm, T0)], out)
     assert first_frame_time(out) - audio_onset(out) == pytest.approx(0.3, abs=FRAME)
+
+
+def _bytes_in(directory: Path) -> int:
+    total = 0
+    for entry in directory.iterdir():
+        with contextlib.suppress(FileNotFoundError):  # stage outputs come and go
+            total += entry.stat().st_size
+    return total
+
+
+HOUR_MS = 3_600_000.0
+
+
+@pytest.mark.parametrize(
+    ("late", "started_at"),
+    [
+        ("audio", T0 + 12 * HOUR_MS),  # encoded as 12 h of silence (FFmpeg 5.1)
+        ("video", T0 + 10 * 8766 * HOUR_MS),  # an MP4 that says it lasts ten years
+        ("audio", 1e15),  # beyond what aresample compensates: only the summary is wrong
+    ],
+    ids=["audio-12-hours-later", "video-10-years-later", "audio-at-1e15"],
+)
+async def test_a_start_hours_or_years_away_is_ignored(
+    h264_webm: Path, opus_webm: Path, tmp_path: Path, late: str, started_at: float
+) -> None:
+    """A broken clock's `startedAt` must not become an -itsoffset of hours or years: the MP4
+    would be that long, transcoded audio encoded as silence all along. The bytes written bound
+    the test (twice the inputs'), so it fails at once rather than after the silence."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "s.mp4"
+    limit = 2 * (h264_webm.stat().st_size + opus_webm.stat().st_size)
+    starts = {"video": T0, "audio": T0, late: started_at}
+    inputs = [("video", h264_webm, starts["video"]), ("audio", opus_webm, starts["audio"])]
+    task = asyncio.create_task(compile_files(ffmpeg_binary(), inputs, out))
+    while not task.done():
+        written = _bytes_in(out_dir)
+        if written > limit:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            pytest.fail(f"the compile wrote {written} bytes for {SECONDS} s of media")
+        await asyncio.wait({task}, timeout=0.05)
+    result = task.result()
+    assert result.duration_seconds == pytest.approx(SECONDS, abs=0.3)
+    info = probe(out)
+    assert info.duration == pytest.approx(SECONDS, abs=0.3)
+    assert info.audio is not None and info.audio.duration == pytest.approx(SECONDS, abs=0.3)
+    assert audio_onset(out) == pytest.approx(first_frame_time(out), abs=FRAME)
+    assert f"{late} start ignored" in result.summary
 
 
 # --- failures ---

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tapedeck.compiler.plan import (
+    MAX_START_SPREAD,
     CompilePlan,
     OutputOptions,
     PlanError,
@@ -14,6 +15,7 @@ from tapedeck.compiler.plan import (
     mux_args,
     plan_compile,
     target_size,
+    trusted_starts,
 )
 from tapedeck.compiler.probe import MediaInfo, StreamInfo
 
@@ -282,6 +284,48 @@ def test_streams_of_one_file_keep_their_own_relative_timing() -> None:
 def test_a_missing_start_is_treated_as_the_earliest(unknown: float | None) -> None:
     p = plan(track("video", video(), started_at=unknown), track("audio", audio(), started_at=T0))
     assert "-itsoffset" not in p.args
+
+
+YEAR_MS = 365.25 * 86400 * 1000
+
+
+@pytest.mark.parametrize("far", [1e15, T0 + 10 * YEAR_MS, T0 + MAX_START_SPREAD * 1000 + 1])
+def test_a_start_too_far_from_the_earliest_is_treated_as_unknown(far: float) -> None:
+    # Recorders start within a second of each other: years apart is a broken clock, and an
+    # -itsoffset of years made FFmpeg encode silence until the timeout or a full disk.
+    p = plan(track("video", video()), track("audio", audio(), started_at=far))
+    assert "-itsoffset" not in p.args
+    assert p.offsets == {"video": 0.0, "audio": 0.0}
+    assert p.expected_duration == pytest.approx(4.0)
+    assert "audio start ignored" in p.summary
+    assert all(not s.input_args for s in p.stages)
+
+
+def test_a_start_within_the_spread_still_delays_its_track() -> None:
+    p = plan(track("video", video()), track("audio", audio(), started_at=T0 + 59_000))
+    assert input_offset(p, "/rec/audio.webm") == 59.0
+    assert "ignored" not in p.summary
+
+
+@pytest.mark.parametrize(
+    ("given", "trusted", "ignored"),
+    [
+        ({}, {}, {}),
+        ({"video": T0, "audio": None}, {"video": T0, "audio": None}, {}),
+        ({"video": T0, "audio": 0.0}, {"video": T0, "audio": None}, {}),
+        ({"video": float("inf"), "audio": T0}, {"video": None, "audio": T0}, {}),
+        ({"video": T0, "audio": T0 + 60_000}, {"video": T0, "audio": T0 + 60_000}, {}),
+        ({"video": T0, "audio": 1e15}, {"video": T0, "audio": None}, {"audio": 1e15 - T0}),
+        # The earliest is the reference: a start far before the others leaves them unknown,
+        # which aligns both tracks at 0 just the same.
+        ({"video": 1.0, "audio": T0}, {"video": 1.0, "audio": None}, {"audio": T0 - 1.0}),
+    ],
+)
+def test_trusted_starts(
+    given: dict[str, float | None], trusted: dict[str, float | None], ignored: dict[str, float]
+) -> None:
+    got = trusted_starts(given)
+    assert (got.starts, got.ignored) == (trusted, ignored)
 
 
 @given(

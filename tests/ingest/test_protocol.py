@@ -51,6 +51,26 @@ def test_bad_messages(text: str, close: Close, code: str) -> None:
     assert err.value.message
 
 
+T0 = 1_760_000_000_000.0  # epoch ms, as a browser sends it
+
+
+@pytest.mark.parametrize(
+    "started_at", ["1e15", "7258118400001", "1e300", "NaN", "Infinity", "-Infinity"]
+)
+def test_a_start_no_browser_clock_can_give_is_refused(started_at: str) -> None:
+    # 1e15 ms is the year 33658; years of offset between tracks became years of silence.
+    with pytest.raises(ProtocolError) as err:
+        parse_client_message(f'{{"type":"start","mimeType":"v","startedAt":{started_at}}}')
+    assert (err.value.close, err.value.code) == (Close.BAD_MESSAGE, "bad-message")
+    assert err.value.message.startswith("startedAt: ")
+
+
+@pytest.mark.parametrize("started_at", [0, 1.5, T0, 7_258_118_400_000])
+def test_unknown_and_plausible_starts_are_accepted(started_at: float) -> None:
+    start = parse_client_message(f'{{"type":"start","mimeType":"v","startedAt":{started_at!r}}}')
+    assert isinstance(start, StartMessage) and start.startedAt == started_at
+
+
 def test_order_is_enforced() -> None:
     stream = TrackStream(max_frame_bytes=100)
     with pytest.raises(ProtocolError) as binary_first:
@@ -71,3 +91,20 @@ def test_order_is_enforced() -> None:
     with pytest.raises(ProtocolError) as after:
         stream.on_frame(1)
     assert after.value.close == Close.CONFLICT
+
+
+def test_silence_is_idle_only_when_nothing_is_owed() -> None:
+    """A silent client is idle unless it is waiting for acks storage has not given yet; a
+    client that does not read the acks we try to send it is idle all the same."""
+    stream = TrackStream(max_frame_bytes=100)
+    stream.on_text('{"type":"start","mimeType":"video/webm","startedAt":1}')
+    assert not stream.silence_is_idle(acks_stuck=False)  # not streaming yet
+    stream.on_ready(committed=0)
+    assert stream.silence_is_idle(acks_stuck=False)  # start, then nothing
+    stream.on_frame(10)
+    assert not stream.silence_is_idle(acks_stuck=False)  # waiting for storage
+    assert stream.silence_is_idle(acks_stuck=True)  # we wait for it to read
+    stream.on_ack(10)
+    assert stream.silence_is_idle(acks_stuck=False)
+    stream.on_text('{"type":"finish"}')
+    assert not stream.silence_is_idle(acks_stuck=False)  # finishing: nothing to read

@@ -197,3 +197,34 @@ async def test_storage_refusal_reaches_a_client_that_keeps_sending(tmp_path: Pat
             assert code == 4413 and error and error["code"] == "session-too-large", error
     finally:
         limited.stop()
+
+
+def session_ids(api: httpx.Client) -> set[str]:
+    return {item["id"] for item in api.get("/api/sessions", params={"limit": 1000}).json()["items"]}
+
+
+@pytest.mark.parametrize(
+    ("first", "code"),
+    [
+        ("{not json", "malformed-json"),
+        (b"\x1a\x45\xdf\xa3", "binary-before-start"),
+        ('{"type":"finish"}', "unexpected-finish"),
+        ('{"type":"start","mimeType":"video/webm"}', "bad-message"),
+        (None, None),  # nothing at all; the client gives up
+    ],
+)
+async def test_no_session_until_a_track_starts(
+    stack: Stack, api: httpx.Client, first: str | bytes | None, code: str | None
+) -> None:
+    """A socket without `?session=` creates its session only once a valid `start` came."""
+    before = session_ids(api)
+    async with connect(f"{stack.ws_base}/ws/video") as ws:
+        if first is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ws.recv(), 1)  # the server has nothing to say yet
+        else:
+            await ws.send(first)
+            got_close, error = await expect_close(ws)
+            assert got_close == 4400 and error and error["code"] == code
+    assert session_ids(api) == before
+    assert not {p.name for p in stack.data_dir.iterdir() if p.is_dir()} - before

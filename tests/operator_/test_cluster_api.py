@@ -48,7 +48,12 @@ contexts: [{{name: test, context: {{cluster: test, user: test, namespace: {NS}}}
     )
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     app_settings = settings.model_copy(
-        update={"mode": "cluster", "namespace": None, "secret_key": "s" * 32}
+        update={
+            "mode": "cluster",
+            "namespace": None,
+            "secret_key": "s" * 32,
+            "allowed_hosts": ["api"],  # the chart lists its Service names
+        }
     )
     app = create_app(app_settings, ("api",))
     transport = httpx.ASGITransport(app=app)
@@ -146,7 +151,9 @@ async def test_embedded_mode_output_is_unchanged(
 ) -> None:
     """No `resource` key outside a cluster: the embedded contract stays as it was."""
     await record(storage, "abcdefgh-embedded", {"video": b"v" * 10})
-    app = create_app(settings.model_copy(update={"secret_key": "s" * 32}), ("api",))
+    app = create_app(
+        settings.model_copy(update={"secret_key": "s" * 32, "allowed_hosts": ["api"]}), ("api",)
+    )
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
         detail = (await client.get("/api/sessions/abcdefgh-embedded")).json()

@@ -158,6 +158,32 @@ async def test_expired_session_is_deleted_with_its_resource(
     assert "Expired" in {e["reason"] for e in events(k8s)}
 
 
+@pytest.mark.parametrize(
+    ("ttl", "said"),
+    [("100000000d", "at most 3650d"), ("3651d", "at most 3650d"), ("1000000000d", "out of range")],
+)
+async def test_out_of_range_ttl_is_reported_not_stored(
+    k8s: Cluster, kube: Kube, storage: StorageClient, operator: Context, ttl: str, said: str
+) -> None:
+    """A resource from before the CRD bounded `spec.ttl` (or an API server without the
+    schema): the operator says why in status and an Event, and passes nothing to storage."""
+    await apply(kube, "forever", {"sessionId": SID, "ttl": ttl})
+    status = await eventually(
+        lambda: (s := status_of(k8s, "forever")).get("phase") == "Invalid" and s, "Invalid"
+    )
+    assert status["message"].startswith("spec.ttl") and said in status["message"], status
+    await eventually(
+        lambda: any(
+            e["reason"] == "InvalidSpec" and e["type"] == "Warning" and said in e["message"]
+            for e in events(k8s)
+        ),
+        "a Warning event",
+    )
+    with pytest.raises(StorageError) as err:
+        await storage.get_session(SID)
+    assert err.value.code == grpc.StatusCode.NOT_FOUND
+
+
 async def test_deleting_the_resource_deletes_the_data(
     k8s: Cluster, kube: Kube, storage: StorageClient, operator: Context
 ) -> None:

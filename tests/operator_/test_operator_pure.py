@@ -137,6 +137,15 @@ def job(*conditions: tuple[str, str], active: int = 0) -> dict[str, Any]:
     }
 
 
+def test_an_absurd_stored_expiry_is_clamped_not_a_crash() -> None:
+    """A session stored before TTLs were bounded: every status update failed on it."""
+    huge = session(pb.SESSION_STATE_RECORDED)
+    huge.expires_at_ms = 1_000 + 100_000_000 * 86_400_000
+    assert st.build_status(huge, {}, T0)["expiresAt"] == "9999-12-31T23:59:59Z"
+    huge.expires_at_ms = 2**63 - 1
+    assert st.build_status(huge, {}, T0)["expiresAt"] == "9999-12-31T23:59:59Z"
+
+
 def test_job_view_reads_job_conditions() -> None:
     assert st.job_view(job()).phase == st.JOB_PENDING
     assert st.job_view(job(active=1)).phase == st.JOB_RUNNING
@@ -240,6 +249,9 @@ def test_compile_patch_asks_once_per_request() -> None:
         ({"output": {"preset": "instant"}}, "spec.output.preset"),
         ({"ttl": "soon"}, "spec.ttl"),
         ({"ttl": "0s"}, "spec.ttl"),
+        ({"ttl": "100000000d"}, "spec.ttl"),
+        ({"ttl": "1000000000d"}, "spec.ttl"),
+        ({"ttl": "3651d"}, "spec.ttl"),
         ({"compileRequest": -1}, "spec.compileRequest"),
     ],
 )
@@ -277,6 +289,11 @@ def test_crd_matches_the_code() -> None:
     assert spec["properties"]["sessionId"]["pattern"] == SESSION_ID_PATTERN
     crf = spec["properties"]["output"]["properties"]["crf"]
     assert (crf["minimum"], crf["maximum"]) == (0, 51)
+    ttl = re.compile(spec["properties"]["ttl"]["pattern"])
+    for fine in ("90s", "1h30m", "7d", "3650d", "87600h", "315360000s", "1.5h"):
+        assert ttl.fullmatch(fine), fine
+    for absurd in ("100000000d", "10000d", "9999999999s", "forever"):
+        assert not ttl.fullmatch(absurd), absurd
     rules = [v["rule"] for v in spec["x-kubernetes-validations"]]
     assert any("oldSelf.sessionId" in r for r in rules)
     phases = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]

@@ -1,8 +1,8 @@
 """A FUSE file system that loses, on a "power cut", everything that was not synced.
 
-Run as its own process: `python tests/powercut/fs.py MOUNTPOINT BACKING`. The backing directory
-is the "disk": it holds only what was made durable. Everything else is a write-back cache in
-this process's memory, which reads see:
+Run as its own process: `python tests/powercut/fs.py MOUNTPOINT BACKING` (or `--zygote`, which
+forks one per mount: see `zygote`). The backing directory is the "disk": it holds only what was
+made durable. Everything else is a write-back cache in this process's memory, which reads see:
 
 - file data (writes and truncates) reaches the disk with `fsync`/`fdatasync` of that file;
 - a directory's entries (create, mkdir, rename, unlink, rmdir) reach the disk with `fsync` of
@@ -145,6 +145,7 @@ class PowerCutFS(pyfuse3.Operations):  # type: ignore[misc]
 
     def _materialize(self, path: str, ino: int, stack: tuple[int, ...]) -> None:
         node = self.durable[ino]
+        self._remove(path)  # whatever was there is replaced (never merged into)
         if node.entries is None:
             with open(path, "wb") as f:
                 f.write(node.data)

@@ -21,7 +21,7 @@ def fuse_missing() -> str | None:
         return "no fusermount3 (apt-get install fuse3)"
     for module in ("pyfuse3", "trio"):
         if importlib.util.find_spec(module) is None:
-            return f"no {module} (pip install -e '.[dev]', needs libfuse3-dev and pkg-config)"
+            return f"no {module} (pip install -r tests/powercut/requirements.txt)"
     return None
 
 
@@ -44,8 +44,9 @@ class PowerCutDir:
     def __init__(self, path: Path, backing: Path, log: Path) -> None:
         self.path, self.backing, self.log = path, backing, log
         self.cuts = 0
-        self._zygote: subprocess.Popen[str] | None = None
+        self._dead = False  # powered off: the mount is there but its process is gone
         self._mounted = False
+        self._zygote: subprocess.Popen[str] | None = None
 
     def _command(self, *words: str) -> str:
         zygote = self._zygote
@@ -73,31 +74,37 @@ class PowerCutDir:
             raise MountFailed(f"fs.py did not mount: {self.log.read_text()[-2000:]}")
         self._mounted = True
 
-    def power_off(self) -> None:
-        """The power goes: fs.py exits between two requests, keeping only what was synced.
-        Descriptors still open on the old mount fail from now on (ENOTCONN), and so do paths
-        under the mount point, which is removed until `power_on`: a dying storage's last
-        calls must not land in the bare directory, or on the next mount."""
-        assert self._mounted, "not mounted"
-        self._mounted = False
-        assert self._command("cut") == "cut"
-        subprocess.run(["fusermount3", "-u", "-z", str(self.path)], check=True)
-        shutil.rmtree(self.path, ignore_errors=True)  # a dying call may race it: harmless
-        self.cuts += 1
-
-    def power_on(self, path: Path | None = None) -> None:
-        """Mounts what survived, as a reboot does; at `path` from now on, if given (then a
-        dead storage's work that outlives it, such as a delete that runs to its end, can
-        never reach the new mount, not even after `power_on`)."""
-        if path is not None:
-            self.path = path
-        self.mount()
-
     def cut(self) -> None:
+        """The power goes and comes back: only what was synced is there."""
         self.power_off()
         self.power_on()
 
+    def power_off(self) -> None:
+        """fs.py exits between two requests, keeping only what was synced. The mount stays, dead:
+        every call on it, by path or descriptor, fails (ENOTCONN), so a storage still running
+        can neither write nor acknowledge anything more, and nothing lands beside the mount."""
+        assert self._mounted, "not mounted"
+        assert self._command("cut") == "cut"
+        self._mounted = False
+        self._dead = True
+
+    def power_on(self, path: Path | None = None) -> None:
+        """Mount what survived (a new fs.py over the same backing directory); at `path` from
+        now on, if given: then work of a dead storage that outlives it (a delete runs to its
+        end) can never reach the new mount, not even after this."""
+        assert self._dead, "power_off first"
+        subprocess.run(["fusermount3", "-u", "-z", str(self.path)], check=True)
+        self._dead = False
+        if path is not None and path != self.path:
+            shutil.rmtree(self.path, ignore_errors=True)  # late calls now fail: ENOENT
+            self.path = path
+        self.cuts += 1
+        self.mount()
+
     def unmount(self) -> None:
+        if self._dead:
+            subprocess.run(["fusermount3", "-u", "-z", str(self.path)], check=False)
+            self._dead = False
         if self._mounted:
             self._mounted = False
             done = subprocess.run(["fusermount3", "-u", str(self.path)], capture_output=True)

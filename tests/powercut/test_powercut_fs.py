@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,163 @@ def test_open_descriptors_fail_after_a_cut_and_cuts_repeat(powercut_dir: PowerCu
         powercut_dir.cut()
     assert f.read_bytes() == b"1"
     assert powercut_dir.cuts == 4
+
+
+class Model:
+    """The rules, stated over objects the test names itself: what a cut must leave."""
+
+    def __init__(self, tree: dict[str, bytes | None]) -> None:
+        self.next_id = 1
+        self.files: dict[int, bytearray] = {}
+        self.dirs: dict[int, dict[str, int]] = {0: {}}
+        self.durable_files: dict[int, bytes] = {}
+        self.durable_dirs: dict[int, dict[str, int]] = {0: {}}
+        for path, content in sorted(tree.items()):  # parents sort before their entries
+            parent, name = self.lookup(os.path.dirname(path)), os.path.basename(path)
+            obj = self.new(None if content is None else bytearray(content))
+            self.dirs[parent][name] = obj
+        self.durable_files = {i: bytes(d) for i, d in self.files.items()}
+        self.durable_dirs = {i: dict(e) for i, e in self.dirs.items()}
+
+    def new(self, content: bytearray | None) -> int:
+        obj, self.next_id = self.next_id, self.next_id + 1
+        if content is None:
+            self.dirs[obj] = {}
+        else:
+            self.files[obj] = content
+        return obj
+
+    def lookup(self, path: str) -> int:
+        obj = 0
+        for part in filter(None, path.split("/")):
+            obj = self.dirs[obj][part]
+        return obj
+
+    def live(self) -> dict[str, int]:
+        found: dict[str, int] = {}
+
+        def walk(d: int, prefix: str) -> None:
+            for name, child in self.dirs[d].items():
+                found[prefix + name] = child
+                if child in self.dirs:
+                    walk(child, prefix + name + "/")
+
+        walk(0, "")
+        return found
+
+    def sync_dir(self, d: int) -> None:
+        self.durable_dirs[d] = dict(self.dirs[d])
+        for child in self.dirs[d].values():
+            if child in self.dirs:
+                self.durable_dirs.setdefault(child, {})
+            else:
+                self.durable_files.setdefault(child, b"")
+
+    def after_cut(self) -> dict[str, bytes | None]:
+        tree: dict[str, bytes | None] = {}
+
+        def walk(d: int, prefix: str, above: tuple[int, ...]) -> None:
+            for name, child in self.durable_dirs[d].items():
+                if child in above:
+                    continue
+                if child in self.durable_dirs:
+                    tree[prefix + name] = None
+                    walk(child, prefix + name + "/", (*above, child))
+                else:
+                    tree[prefix + name] = self.durable_files[child]
+
+        walk(0, "", (0,))
+        return tree
+
+
+def mounted_tree(root: Path) -> dict[str, bytes | None]:
+    tree: dict[str, bytes | None] = {}
+    for directory, dirs, files in os.walk(root):
+        for name in dirs:
+            tree[os.path.relpath(os.path.join(directory, name), root)] = None
+        for name in files:
+            path = os.path.join(directory, name)
+            tree[os.path.relpath(path, root)] = Path(path).read_bytes()
+    return tree
+
+
+def test_random_operations_and_cuts_leave_what_the_rules_say(powercut_dir: PowerCutDir) -> None:
+    """Seeded random create/write/truncate/rename/unlink/mkdir/rmdir/fsync runs, cut every
+    few dozen operations; after each cut the mount (and the backing directory) hold exactly
+    what the model of the rules says."""
+    seed = int(os.environ.get("POWERCUT_SEED", "0")) or random.randrange(1, 2**32)
+    print(f"power-cut seed {seed}")
+    rng = random.Random(seed)
+    model = Model({})
+    root = powercut_dir.path
+    for cut in range(8):
+        for _ in range(rng.randint(20, 80)):
+            live = model.live()
+            files = sorted(p for p, o in live.items() if o in model.files)
+            dirs = ["", *sorted(p for p, o in live.items() if o in model.dirs)]
+            op = rng.choice(
+                ["create"] * 4
+                + ["append", "fsync", "fsyncdir"] * 3
+                + ["rename", "mkdir"] * 2
+                + ["truncate", "unlink", "rmdir", "rename_dir"]
+            )
+            name = rng.choice("abcdef")
+            parent = rng.choice(dirs)
+            target = os.path.join(parent, name)
+            if op == "create" and target not in live:
+                content = rng.randbytes(rng.randint(0, 3000))
+                write(root / target, content, flags=os.O_CREAT | os.O_EXCL)
+                model.dirs[model.lookup(parent)][name] = model.new(bytearray(content))
+            elif op == "append" and files:
+                path = rng.choice(files)
+                content = rng.randbytes(rng.randint(1, 3000))
+                write(root / path, content, flags=os.O_APPEND)
+                model.files[live[path]] += content
+            elif op == "truncate" and files:
+                path, size = rng.choice(files), rng.randint(0, 4000)
+                os.truncate(root / path, size)
+                data = model.files[live[path]]
+                del data[size:]
+                data.extend(bytes(size - len(data)))
+            elif op == "fsync" and files:
+                path = rng.choice(files)
+                fd = os.open(root / path, os.O_RDONLY)
+                rng.choice([os.fsync, os.fdatasync])(fd)
+                os.close(fd)
+                model.durable_files[live[path]] = bytes(model.files[live[path]])
+            elif op == "fsyncdir":
+                sync_dir(root / parent)
+                model.sync_dir(model.lookup(parent))
+            elif op == "rename" and files and live.get(target) not in model.dirs:
+                path = rng.choice(files)
+                os.rename(root / path, root / target)
+                obj = model.dirs[model.lookup(os.path.dirname(path))].pop(os.path.basename(path))
+                model.dirs[model.lookup(parent)][name] = obj
+            elif op == "unlink" and files:
+                path = rng.choice(files)
+                os.unlink(root / path)
+                del model.dirs[model.lookup(os.path.dirname(path))][os.path.basename(path)]
+            elif op == "mkdir" and target not in live and target.count("/") < 3:
+                os.mkdir(root / target)
+                model.dirs[model.lookup(parent)][name] = model.new(None)
+            elif op == "rmdir" and len(dirs) > 1:
+                path = rng.choice(dirs[1:])
+                if not model.dirs[live[path]]:
+                    os.rmdir(root / path)
+                    del model.dirs[model.lookup(os.path.dirname(path))][os.path.basename(path)]
+            elif op == "rename_dir" and len(dirs) > 1:
+                path = rng.choice(dirs[1:])  # within its parent: never into its own subtree
+                renamed = os.path.join(os.path.dirname(path), name)
+                if renamed not in live:
+                    os.rename(root / path, root / renamed)
+                    entries = model.dirs[model.lookup(os.path.dirname(path))]
+                    entries[name] = entries.pop(os.path.basename(path))
+            assert mounted_tree(root) == {
+                p: None if o in model.dirs else bytes(model.files[o])
+                for p, o in model.live().items()
+            }, f"seed {seed}: the mount differs from the live model after {op}"
+        powercut_dir.cut()
+        expected = model.after_cut()
+        assert mounted_tree(root) == expected, f"seed {seed}: cut {cut}"
+        assert mounted_tree(powercut_dir.backing) == expected, f"seed {seed}: cut {cut}"
+        model = Model(expected)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from tapedeck.storage.client import StorageClient, StorageError
 
 MAX_LIVE = 8  # sessions not yet deleted (besides those kept): keeps each restart cheap
 KEEP = 3  # complete sessions kept for the compile at the end of the run
+DAY_MS = 86_400_000
 MIME = {"video": "video/webm;codecs=h264", "audio": "audio/webm;codecs=opus"}
 
 
@@ -229,7 +231,8 @@ class Workload:
         session = rng.choice([s for s in self._live() if s.created])
         await client.update_session(
             pb.UpdateSessionRequest(
-                session_id=session.id, expires_at_ms=4_000_000_000_000 + rng.randint(0, 10**6)
+                session_id=session.id,
+                expires_at_ms=int(time.time() * 1000) + 30 * DAY_MS + rng.randint(0, 10**6),
             )
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,3 +175,193 @@ def test_open_sessions_are_limited(tmp_path: Path) -> None:
             assert api.post("/api/sessions").status_code == 201
     finally:
         stack.stop()
+
+
+# --- Host: a rebound DNS name must not reach a local server (DNS rebinding) ---------------
+
+EVIL = "evil.example"
+
+
+@pytest.fixture(scope="module")
+def named(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The default server (no API token), with a UI and two names of its own."""
+    tmp = tmp_path_factory.mktemp("named")
+    ui = tmp / "ui"
+    ui.mkdir()
+    (ui / "index.html").write_text("<!doctype html><title>Tapedeck</title>")
+    stack = make_stack(
+        tmp,
+        allowed_hosts="tapedeck.example, .corp.example",
+        frontend_dir=str(ui),
+    )
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+async def ws_status(stack: Stack, host: str, path: str) -> int:
+    """The handshake's HTTP status for `path` when the page's name is `host` (the socket
+    still goes to 127.0.0.1, as a rebound name would)."""
+    with socket.create_connection(("127.0.0.1", stack.port)) as sock:
+        try:
+            async with connect(
+                f"ws://{host}{path}", sock=sock, origin=f"http://{host.lower()}", proxy=None
+            ):  # type: ignore[arg-type]
+                return 101
+        except InvalidStatus as refused:
+            return refused.response.status_code
+
+
+def scraped_closes(stack: Stack, code: str) -> float:
+    text = httpx.get(stack.base_url + "/metrics/").text
+    for line in text.splitlines():
+        if line.startswith(f'tapedeck_ingest_closes_total{{code="{code}"}}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def test_a_foreign_host_is_refused_everywhere(named: Stack) -> None:
+    foreign = f"{EVIL}:{named.port}"
+    headers = {"Host": foreign, "Origin": f"http://{foreign}"}
+    for method, path in (
+        ("GET", "/api/sessions"),
+        ("POST", "/api/sessions"),
+        ("GET", "/api/sessions/abcdefgh-1234"),
+        ("DELETE", "/api/sessions/abcdefgh-1234"),
+        ("GET", "/api/download/abcdefgh-1234"),
+        ("GET", "/"),
+        ("GET", "/index.html"),
+        ("GET", "/openapi.json"),
+        ("GET", "/docs"),
+        ("GET", "/nothing-here"),
+    ):
+        response = httpx.request(method, named.base_url + path, headers=headers)
+        assert response.status_code == 403, (method, path, response.text)
+        assert response.json()["error"]["code"] == "host-not-allowed"
+    closes_before = scraped_closes(named, "403")
+    assert await ws_status(named, foreign, "/ws/video") == 403
+    assert await ws_status(named, foreign, "/ws/audio?session=abcdefgh-1234&token=x") == 403
+    assert scraped_closes(named, "403") == closes_before + 2
+    assert httpx.get(named.base_url + "/api/sessions").json()["items"] == []  # nothing made
+
+
+async def test_probes_answer_any_host(named: Stack) -> None:
+    for host in (f"{EVIL}:{named.port}", "10.0.0.7:8000", "tapedeck-web"):
+        for path in ("/healthz", "/readyz", "/metrics/"):
+            response = httpx.get(named.base_url + path, headers={"Host": host})
+            assert response.status_code == 200, (host, path, response.text)
+        # Bare /metrics is not refused either (what it answers is the router's business).
+        bare = httpx.get(named.base_url + "/metrics", headers={"Host": host})
+        assert bare.status_code != 403, bare.text
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        None,  # 127.0.0.1:PORT, as httpx sends it
+        "localhost:{port}",
+        "ui.localhost:{port}",
+        "[::1]:{port}",
+        "tapedeck.example",
+        "TAPEDECK.EXAMPLE:{port}",
+        "corp.example:{port}",
+        "cam.corp.example",
+    ],
+)
+async def test_allowed_names_work(named: Stack, host: str | None) -> None:
+    name = host.format(port=named.port) if host else f"127.0.0.1:{named.port}"
+    with httpx.Client(base_url=named.base_url, headers={"Host": name}) as client:
+        assert client.get("/api/sessions").status_code == 200
+        created = client.post("/api/sessions")
+        assert created.status_code == 201, created.text
+        page = client.get("/")
+        assert page.status_code == 200 and "Tapedeck" in page.text
+    session = created.json()
+    path = f"/ws/video?session={session['id']}&token={session['uploadToken']}"
+    assert await ws_status(named, name, path) == 101
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /api/sessions HTTP/1.0\r\n\r\n",  # HTTP/1.0 needs no Host
+        b"GET /api/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n\r\n",
+    ],
+)
+def test_no_single_host_is_refused(named: Stack, head: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", named.port)) as sock:
+        sock.sendall(head)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status = answer.split(b"\r\n", 1)[0]
+    assert status.split()[1] == b"403", answer[:300]
+    assert b'"host-not-allowed"' in answer
+
+
+def test_the_default_server_refuses_a_rebound_name(stack: Stack) -> None:
+    """No TAPEDECK_ALLOWED_HOSTS, no token: what `tapedeck up` runs by default."""
+    foreign = f"{EVIL}:{stack.port}"
+    headers = {"Host": foreign, "Origin": f"http://{foreign}"}
+    assert httpx.get(stack.base_url + "/api/sessions", headers=headers).status_code == 403
+    assert httpx.post(stack.base_url + "/api/sessions", headers=headers).status_code == 403
+    assert httpx.get(stack.base_url + "/healthz", headers=headers).status_code == 200
+    assert httpx.get(stack.base_url + "/api/sessions").status_code == 200
+
+
+# --- malformed credentials are refused, never a crash --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Bearer sécret".encode(),
+        f"Bearer {TOKEN}é".encode(),
+        "Bearer \u00b2".encode(),
+        "Bearer ²²".encode(),
+        b"Bearer \xff\xfe",
+        "Bearer 日本".encode(),
+    ],
+)
+def test_a_non_ascii_bearer_token_is_refused(guarded: Stack, header: bytes) -> None:
+    for method, path in (("GET", "/api/sessions"), ("GET", "/api/download/abcdefgh-1234")):
+        response = httpx.request(method, guarded.base_url + path, headers={"Authorization": header})
+        assert response.status_code == 401, (path, response.text)
+        assert response.json()["error"]["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize(
+    ("exp", "sig"),
+    [
+        ("²²²²²²²²²²²", "abc"),
+        ("99999999999", "é"),
+        ("99999999999", "ééé"),
+        ("\uff11\uff12\uff13", "x"),
+    ],
+)
+def test_a_non_ascii_download_signature_is_refused(guarded: Stack, exp: str, sig: str) -> None:
+    response = httpx.get(
+        guarded.base_url + "/api/download/abcdefgh-1234", params={"exp": exp, "sig": sig}
+    )
+    assert response.status_code == 401, response.text
+    assert response.json()["error"]["code"] == "unauthorized"
+
+
+async def test_a_non_ascii_upload_token_is_refused(guarded: Stack) -> None:
+    with authed(guarded) as api:
+        session_id = api.post("/api/sessions").json()["id"]  # one: creation is rate-limited
+    for token in ("²²²².abc", "123.é", "99999999999.é", "99999999999.ééé", "١٢٣٤٥٦٧٨٩٠١.x"):
+        with pytest.raises(UploadRejected) as refused:
+            await upload_track(
+                guarded.ws_base,
+                "video",
+                b"x",
+                session_id=session_id,
+                token=token,
+                max_connections=1,
+            )
+        assert refused.value.code == 4401, (token, refused.value)
+        assert refused.value.error and refused.value.error["code"] == "bad-token"

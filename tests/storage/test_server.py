@@ -320,3 +320,29 @@ async def test_streams_a_client_abandons_release_their_files(
         assert open_files_under(directory) == []
     finally:
         gc.enable()
+
+
+async def test_ttls_beyond_the_bound_are_invalid(storage: StorageClient) -> None:
+    """An absurd TTL (a RecordingSession's `spec.ttl: 100000000d`) is refused, not stored:
+    its expiry would not fit a date, and every listing holding it would fail."""
+    with pytest.raises(StorageError) as created:
+        await storage.create_session(ttl_seconds=100_000_000 * 86400)
+    assert created.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "3650d" in created.value.message
+    with pytest.raises(StorageError) as negative:
+        await storage.create_session(ttl_seconds=-1)
+    assert negative.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    session = await storage.create_session(ttl_seconds=3650 * 86400)
+    with pytest.raises(StorageError) as updated:
+        await storage.update_session(
+            pb.UpdateSessionRequest(session_id=session.id, expires_at_ms=2**62)
+        )
+    assert updated.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "3650d" in updated.value.message
+    kept = await storage.get_session(session.id)
+    assert kept.expires_at_ms == session.expires_at_ms
+    # Expiring it now stays possible.
+    now = await storage.update_session(
+        pb.UpdateSessionRequest(session_id=session.id, expires_at_ms=session.created_at_ms)
+    )
+    assert now.expires_at_ms == session.created_at_ms

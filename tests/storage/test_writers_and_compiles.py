@@ -14,7 +14,10 @@ from tapedeck._proto import storage_pb2 as pb
 from tapedeck.compiler.queue import request_compile
 from tapedeck.lifecycle import CompileVerdict
 from tapedeck.sessions import State
+from tapedeck.settings import Settings
+from tapedeck.storage.backend import LocalBackend
 from tapedeck.storage.client import StorageClient, StorageError
+from tapedeck.storage.server import StorageService
 
 
 async def test_a_session_being_written_is_not_finalized(storage: StorageClient) -> None:
@@ -155,3 +158,17 @@ async def test_a_refusal_reaches_a_client_with_writes_in_flight(storage: Storage
     for err in errors:
         assert err.code == grpc.StatusCode.RESOURCE_EXHAUSTED, err.message
         assert err.reason == "session-too-large"
+
+
+@pytest.mark.parametrize("started_at", [float("nan"), float("inf"), -1.0, 1e15])
+async def test_a_track_start_that_is_no_clock_is_refused(
+    storage: StorageClient, storage_settings: Settings, started_at: float
+) -> None:
+    """A NaN start would be saved as `null`, and a manifest that does not load makes the whole
+    session disappear at the next start."""
+    session = await storage.create_session()
+    with pytest.raises(StorageError) as err:
+        await storage.open_writer(session.id, "audio", "audio/webm", started_at)
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    reloaded = StorageService(LocalBackend(storage_settings.data_dir), storage_settings)
+    assert session.id in reloaded.records and not reloaded.records[session.id].tracks

@@ -115,14 +115,50 @@ seccompProfile:
     secretKeyRef:
       name: {{ include "tapedeck.secretName" . }}
       key: secret-key
-{{- if or .Values.auth.apiToken .Values.auth.existingSecret }}
+{{- if and .Values.auth.allowAnonymous .Values.auth.apiToken }}
+{{- fail "auth.allowAnonymous is true but auth.apiToken is set: choose one (a token, or none on a trusted network)" }}
+{{- end }}
+{{- /* The api refuses to start in a cluster without a token unless allowed to (cli.py). */}}
+{{- if or (not .Values.auth.allowAnonymous) .Values.auth.existingSecret }}
 - name: TAPEDECK_API_TOKEN
   valueFrom:
     secretKeyRef:
       name: {{ include "tapedeck.secretName" . }}
       key: api-token
-      optional: {{ empty .Values.auth.apiToken }}
+      optional: {{ .Values.auth.allowAnonymous }}
 {{- end }}
+{{- if .Values.auth.allowAnonymous }}
+- name: TAPEDECK_ALLOW_ANONYMOUS
+  value: "true"
+{{- end }}
+{{- end }}
+
+{{/* The Host names ingest and api answer to (TAPEDECK_ALLOWED_HOSTS; loopback names and IP
+  addresses are always allowed, which covers probes and pod-IP clients): the ingress host,
+  the Gateway's hostnames, both Services' names in every form a pod may use (`helm test`
+  calls the api through its Service), and config.allowedHosts. A leading "*." (a wildcard
+  host of an Ingress or HTTPRoute) becomes ".", the services' form for a domain. */}}
+{{- define "tapedeck.allowedHosts" -}}
+{{- $hosts := list }}
+{{- if .Values.ingress.enabled }}
+{{- $hosts = append $hosts .Values.ingress.host }}
+{{- end }}
+{{- if .Values.gateway.enabled }}
+{{- $hosts = concat $hosts .Values.gateway.hostnames }}
+{{- end }}
+{{- $ns := .Release.Namespace }}
+{{- range $component := list "api" "ingest" }}
+{{- $svc := include "tapedeck.component" (dict "root" $ "component" $component) }}
+{{- range $suffix := list "" (printf ".%s" $ns) (printf ".%s.svc" $ns) (printf ".%s.svc.cluster.local" $ns) }}
+{{- $hosts = append $hosts (printf "%s%s" $svc $suffix) }}
+{{- end }}
+{{- end }}
+{{- $hosts = concat $hosts .Values.config.allowedHosts }}
+{{- $out := list }}
+{{- range $hosts }}
+{{- $out = append $out (regexReplaceAll "^\\*\\." . ".") }}
+{{- end }}
+{{- $out | uniq | join "," }}
 {{- end }}
 
 {{/* Writable scratch space under a read-only root filesystem. */}}

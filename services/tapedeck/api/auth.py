@@ -24,7 +24,11 @@ class Auth:
             return
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), self.api_token):
+        # As bytes: compare_digest raises TypeError on a non-ASCII str (a 500, not a 401).
+        # Starlette decodes headers as latin-1, so this gives back the bytes sent.
+        given = value.strip().encode("latin-1")
+        expected = self.api_token.encode("utf-8", "surrogateescape")  # the env's own bytes
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
             raise ApiError(
                 401, "unauthorized", "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
             )

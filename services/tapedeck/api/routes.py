@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Annotated, Protocol
+from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, Security
+from fastapi.params import Depends as Dependency
 from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPBearer
 
 from tapedeck import tokens
 from tapedeck._proto import storage_pb2 as pb
-from tapedeck.api import ranges
+from tapedeck.api import cursors, ranges
 from tapedeck.api.auth import Auth
 from tapedeck.api.errors import ApiError
 from tapedeck.api.models import (
@@ -25,9 +27,9 @@ from tapedeck.api.models import (
     session_view,
 )
 from tapedeck.compiler.queue import request_compile, withdraw_compile
-from tapedeck.guards import creation_limiter
+from tapedeck.guards import client_key, creation_limiter
 from tapedeck.lifecycle import CompileVerdict
-from tapedeck.sessions import OUTPUT, State, is_valid_session_id
+from tapedeck.sessions import OUTPUT, SESSION_ID_PATTERN, State, is_valid_session_id
 from tapedeck.settings import Settings
 from tapedeck.storage.client import StorageClient, StorageError
 from tapedeck.storage.records import PB_TO_STATE, STATE_TO_PB
@@ -62,9 +64,73 @@ def checked_id(session_id: str) -> str:
     return session_id
 
 
-ERRORS: dict[int | str, dict[str, object]] = {
-    s: {"model": ErrorBody} for s in (400, 401, 404, 409, 416, 422, 503)
+# The OpenAPI document declares what is enforced (tests/fuzz/test_api_fuzz.py runs
+# schemathesis against it): the id pattern, whose violations are 400 `invalid-session-id`
+# (errors.install maps FastAPI's 422), and every status a route can answer.
+SessionId = Annotated[
+    str,
+    Path(
+        pattern=SESSION_ID_PATTERN,
+        description="8-63 characters of a-z, 0-9 and '-' (400 `invalid-session-id` otherwise)",
+        examples=["0c136489-c0ad-4ddb-856c-adf166df948c"],
+    ),
+]
+
+_ERROR_DESCRIPTIONS = {
+    400: "invalid session id or cursor",
+    401: "missing or wrong bearer token",
+    404: "no such session",
+    409: "the session's state does not allow this",
+    416: "the range is outside the file",
+    422: "a query parameter of the wrong type or range",
+    429: "too many new sessions (rate limit or open-sessions limit)",
+    503: "storage (or, in a cluster, the Kubernetes API) is unavailable",
+    507: "storage is full",
 }
+_ERROR_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "`Bearer`"}},
+    416: {"Content-Range": {"schema": {"type": "string"}, "description": "`bytes */size`"}},
+    429: {"Retry-After": {"schema": {"type": "string"}, "description": "seconds"}},
+}
+
+
+def answers(*statuses: int, auth: bool) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses (401 too when a token is required)."""
+    return {
+        status: {
+            "model": ErrorBody,
+            "description": _ERROR_DESCRIPTIONS[status],
+            **({"headers": _ERROR_HEADERS[status]} if status in _ERROR_HEADERS else {}),
+        }
+        for status in sorted({*statuses, *([401] if auth else [])})
+    }
+
+
+# What a client does with a new session (and what schemathesis' stateful phase follows).
+CREATED_LINKS = {
+    name: {
+        "operationRef": f"#/paths/~1api~1{path}~1{{session_id}}/{method}",
+        "parameters": {"session_id": "$response.body#/id"},
+    }
+    for name, path, method in (
+        ("GetSession", "sessions", "get"),
+        ("DeleteSession", "sessions", "delete"),
+        ("CompileSession", "compile-video", "post"),
+        ("DownloadSession", "download", "get"),
+        ("DownloadSessionHead", "download", "head"),
+    )
+}
+
+SIGNED_URL_PARAMETERS = [
+    {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": f"{description}: a `downloadUrl` works without the bearer token",
+    }
+    for name, description in (("exp", "signed URL expiry"), ("sig", "signed URL signature"))
+]
 
 
 def build_router(
@@ -75,8 +141,11 @@ def build_router(
     directory: SessionDirectory | None = None,
 ) -> APIRouter:
     auth = Auth(settings, secret)
-    router = APIRouter(prefix="/api", responses=ERRORS)
-    guarded = [Depends(auth.require)]
+    router = APIRouter(prefix="/api")
+    needs_token = bool(settings.api_token)
+    guarded: list[Dependency] = [Depends(auth.require)]
+    if needs_token:  # declares the scheme in the document; `auth.require` does the checking
+        guarded.append(Security(HTTPBearer(auto_error=False, scheme_name="bearer")))
 
     async def get_session(session_id: str) -> pb.Session:
         try:
@@ -93,7 +162,7 @@ def build_router(
     creation = creation_limiter(settings.sessions_per_minute)
 
     def limit_creation(request: Request) -> None:
-        client = request.client.host if request.client else "unknown"
+        client = client_key(request.client.host if request.client else "unknown")
         if not creation.allow(client):
             wait = creation.retry_after(client)
             raise ApiError(
@@ -103,7 +172,12 @@ def build_router(
                 {"Retry-After": str(wait)},
             )
 
-    @router.post("/sessions", status_code=201, dependencies=[*guarded, Depends(limit_creation)])
+    @router.post(
+        "/sessions",
+        status_code=201,
+        dependencies=[*guarded, Depends(limit_creation)],
+        responses={201: {"links": CREATED_LINKS}, **answers(429, 503, 507, auth=needs_token)},
+    )
     async def create_session() -> CreatedSession:
         session = await storage.create_session()
         if directory:
@@ -120,24 +194,47 @@ def build_router(
             expires_at=ms_to_datetime(session.expires_at_ms),
         )
 
-    @router.get("/sessions", dependencies=guarded, response_model_by_alias=True)
+    @router.get(
+        "/sessions",
+        dependencies=guarded,
+        response_model_by_alias=True,
+        responses=answers(400, 422, 503, auth=needs_token),
+    )
     async def list_sessions(
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
-        cursor: Annotated[str | None, Query(max_length=200)] = None,
+        cursor: Annotated[
+            str | None,
+            Query(
+                pattern=cursors.CURSOR_PATTERN,
+                max_length=cursors.CURSOR_MAX_LENGTH,
+                description="a `nextCursor` of an earlier page (400 `invalid-cursor` otherwise)",
+            ),
+        ] = None,
         state: Annotated[State | None, Query()] = None,
     ) -> SessionList:
         states = [STATE_TO_PB[state]] if state else []
-        page = await storage.list_sessions(limit, cursor or "", states)
+        page_token = cursors.to_page_token(cursor) if cursor else ""
+        page = await storage.list_sessions(limit, page_token, states)
         return SessionList(
-            items=await views(page.sessions), next_cursor=page.next_page_token or None
+            items=await views(page.sessions),
+            next_cursor=cursors.from_page_token(page.next_page_token),
         )
 
-    @router.get("/sessions/{session_id}", dependencies=guarded)
-    async def session_detail(session_id: str) -> SessionView:
+    @router.get(
+        "/sessions/{session_id}",
+        dependencies=guarded,
+        responses=answers(400, 404, 503, auth=needs_token),
+    )
+    async def session_detail(session_id: SessionId) -> SessionView:
         return (await views([await get_session(session_id)]))[0]
 
-    @router.delete("/sessions/{session_id}", status_code=204, dependencies=guarded)
-    async def delete_session(session_id: str) -> Response:
+    @router.delete(
+        "/sessions/{session_id}",
+        status_code=204,
+        dependencies=guarded,
+        responses=answers(400, 404, 409, 503, 507, auth=needs_token),
+    )
+    async def delete_session(session_id: SessionId) -> Response:
         await get_session(session_id)
         if directory:
             # The resource's finalizer deletes the data as well; doing it here too makes the
@@ -152,8 +249,13 @@ def build_router(
             await storage.delete_session(session_id)
         return Response(status_code=204)
 
-    @router.post("/compile-video/{session_id}", status_code=202, dependencies=guarded)
-    async def compile_video(session_id: str) -> CompileAccepted:
+    @router.post(
+        "/compile-video/{session_id}",
+        status_code=202,
+        dependencies=guarded,
+        responses=answers(400, 404, 409, 503, 507, auth=needs_token),
+    )
+    async def compile_video(session_id: SessionId) -> CompileAccepted:
         session = await get_session(session_id)
         request = await request_compile(storage, session)
         if request.verdict == CompileVerdict.STILL_RECORDING:
@@ -176,9 +278,15 @@ def build_router(
         "/download/{session_id}",
         methods=["GET", "HEAD"],
         response_class=StreamingResponse,
-        responses={200: {"content": {"video/mp4": {}}}, 206: {}},
+        responses={
+            200: {"content": {"video/mp4": {}}, "description": "the MP4"},
+            206: {"content": {"video/mp4": {}}, "description": "the requested range"},
+            304: {"description": "not modified (`If-None-Match`)"},
+            **answers(400, 404, 409, 416, 503, auth=needs_token),
+        },
+        openapi_extra={"parameters": SIGNED_URL_PARAMETERS} if needs_token else None,
     )
-    async def download(session_id: str, request: Request) -> Response:
+    async def download(session_id: SessionId, request: Request) -> Response:
         checked_id(session_id)
         auth.require_download(request, session_id)
         session = await get_session(session_id)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from tapedeck.compiler.plan import OutputOptions
+from tapedeck.lifecycle import check_ttl
 from tapedeck.sessions import SESSION_ID_PATTERN
 from tapedeck.settings import Duration
 
@@ -58,8 +59,11 @@ def parse_spec(spec: Mapping[str, Any]) -> RecordingSessionSpec:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise InvalidSpec(f"spec.{where}: {first['msg']}") from None
-    if parsed.ttl is not None and parsed.ttl.total_seconds() <= 0:
-        raise InvalidSpec("spec.ttl: must be longer than 0s")
+    if parsed.ttl is not None:
+        try:
+            check_ttl(parsed.ttl.total_seconds())
+        except ValueError as err:
+            raise InvalidSpec(f"spec.ttl: {err}") from None
     return parsed
 
 

@@ -22,9 +22,7 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -37,8 +35,9 @@ from tapedeck.compiler.job import EXIT_OK, compile_session, exit_code, output_pa
 from tapedeck.compiler.plan import OutputOptions, PlanError, TrackInput, plan_compile
 from tapedeck.compiler.probe import MediaInfo, ProbeError, probe, probe_stream
 from tapedeck.compiler.run import RunningStage, run_args
+from tapedeck.compiler.scratch import make_run_dir, remove_tree
 from tapedeck.processes import tune_malloc_for_bulk_io
-from tapedeck.sessions import State
+from tapedeck.sessions import State, is_valid_session_id
 from tapedeck.settings import Settings, get_settings
 from tapedeck.storage.client import StorageClient, StorageError
 from tapedeck.storage.records import PB_TO_STATE
@@ -312,7 +311,7 @@ def _quiet(task: asyncio.Task[float]) -> None:
 
 async def follow(session_id: str, settings: Settings, options: OutputOptions | None = None) -> int:
     tune_malloc_for_bulk_io()
-    scratch = Path(tempfile.mkdtemp(prefix=f"tapedeck-{session_id}-"))
+    scratch = make_run_dir(settings.scratch_root(), session_id)
     follower: Follower | None = None
     try:
         async with StorageClient(settings.storage_addr) as storage:
@@ -324,13 +323,15 @@ async def follow(session_id: str, settings: Settings, options: OutputOptions | N
     finally:
         if follower is not None:
             follower.close()
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_tree(scratch)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         sys.exit("usage: python -m tapedeck.compiler.follow SESSION_ID")
+    if not is_valid_session_id(args[0]):
+        sys.exit(f"invalid session id {args[0][:80]!r}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     sys.exit(asyncio.run(follow(args[0], get_settings())))
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,7 +21,9 @@ from tapedeck._proto import storage_pb2 as pb
 from tapedeck.compiler.plan import OutputOptions, PlanError
 from tapedeck.compiler.probe import MediaInfo, ProbeError
 from tapedeck.compiler.run import CompileError, RunningStage, compile_files
+from tapedeck.compiler.scratch import run_directory
 from tapedeck.processes import tune_malloc_for_bulk_io
+from tapedeck.sessions import is_valid_session_id
 from tapedeck.settings import Settings
 from tapedeck.storage.client import StorageClient, StorageError
 
@@ -127,9 +128,9 @@ async def compile_session(
                     "%s: what was prepared while recording is stale; compiling anew", session_id
                 )
                 prepared.discard()
-            scratch = Path(
-                cleanup.enter_context(tempfile.TemporaryDirectory(prefix=f"tapedeck-{session_id}-"))
-            )
+            # Inside a follower's own run directory when there is one (same pid, same name).
+            root = prepared.scratch if prepared is not None else settings.scratch_root()
+            scratch = cleanup.enter_context(run_directory(root, session_id))
             inputs = []
             for track in session.tracks:
                 if track.committed_size > 0:
@@ -191,6 +192,9 @@ async def compile_session(
 
 
 async def main(session_id: str, settings: Settings, options: OutputOptions | None = None) -> int:
+    if not is_valid_session_id(session_id):  # it becomes a scratch path
+        log.error("invalid session id %r", session_id[:80])
+        return EXIT_FAILED
     tune_malloc_for_bulk_io()
     async with StorageClient(settings.storage_addr) as storage:
         try:

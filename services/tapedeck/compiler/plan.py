@@ -25,6 +25,10 @@ wall-clock `startedAt` (epoch ms). A track's timestamp `t` therefore happened at
   first packet instead, rather than padded with minutes of nothing.
 - A track without `started_at` (None, or protobuf's unset 0) is assumed to have started
   with the earliest one.
+- So is a track whose `started_at` is more than `MAX_START_SPREAD` seconds after the earliest
+  (`trusted_starts`). The recorders of one session start within a second of each other, a
+  late-opening one within seconds; minutes, hours or years apart is a wrong clock, and its
+  offset would make the MP4 that long (transcoded audio encoded as silence all along).
 
 Transcoded video is letterboxed into a fixed even size: libx264 needs even dimensions,
 and screen captures change resolution when the shared window is resized, which an
@@ -48,6 +52,8 @@ TrackName = Literal["video", "audio", "screen"]
 TRACK_NAMES: tuple[TrackName, ...] = ("video", "audio", "screen")
 VIDEO_SOURCES: tuple[TrackName, ...] = ("video", "screen")
 MAX_LEAD_SECONDS = 10.0
+MAX_START_SPREAD = 60.0
+"""Seconds a track's start may lie after the earliest's and still place it (see above)."""
 AUDIO_BITRATE = "128k"
 _HEAD = ("-hide_banner", "-nostdin", "-loglevel", "warning", "-y")
 
@@ -257,6 +263,38 @@ def _wall_clock(started_at: float | None) -> float | None:
     return float(started_at)
 
 
+@dataclass(frozen=True, slots=True)
+class TrustedStarts:
+    starts: Mapping[str, float | None]
+    """Epoch ms per track, None where unknown (missing, or ignored)."""
+    ignored: Mapping[str, float]
+    """Tracks whose start was ignored: milliseconds after the earliest start."""
+
+
+def trusted_starts(started_at: Mapping[str, float | None]) -> TrustedStarts:
+    """The starts to place tracks by: a start more than `MAX_START_SPREAD` after the earliest
+    counts as unknown, like a missing one (see the module docstring)."""
+    starts = {name: _wall_clock(value) for name, value in started_at.items()}
+    known = [v for v in starts.values() if v is not None]
+    if not known:
+        return TrustedStarts(starts, {})
+    earliest = min(known)
+    ignored = {
+        name: value - earliest
+        for name, value in starts.items()
+        if value is not None and value - earliest > MAX_START_SPREAD * 1000
+    }
+    return TrustedStarts({n: None if n in ignored else v for n, v in starts.items()}, ignored)
+
+
+def _span(ms: float) -> str:
+    seconds = ms / 1000
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
 def _round(value: float) -> float:
     return round(value, 6) + 0.0  # + 0.0 turns -0.0 into 0.0
 
@@ -299,7 +337,8 @@ def plan_compile(
             tracks.append(use.track)
 
     # Place each track on the shared wall clock (see the module docstring).
-    starts = {t.name: _wall_clock(t.started_at) for t in tracks}
+    trusted = trusted_starts({t.name: t.started_at for t in tracks})
+    starts = trusted.starts
     known = [v for v in starts.values() if v is not None]
     t0 = min(known) if known else 0.0
     placed: dict[str, float] = {}
@@ -363,6 +402,11 @@ def plan_compile(
             ]  # fmt: skip
             args += encoders["audio"]
             parts.append(f"{audio.stream.codec}→aac audio{source}")
+    for name, after in trusted.ignored.items():
+        parts.append(
+            f"{name} start ignored ({_span(after)} after the earliest; "
+            f"over {MAX_START_SPREAD:g} s is a wrong clock)"
+        )
     for name, offset in offsets.items():
         if offset >= 0.0005:
             parts.append(f"{name} delayed {offset:.3f} s")

@@ -1,5 +1,10 @@
 """Local compile worker: a bounded pool running `tapedeck compile ID`, the same command a
-Kubernetes compile Job runs, as a child process (so a crash or a kill stays contained)."""
+Kubernetes compile Job runs, as a child process (so a crash or a kill stays contained).
+
+Children are killed (at the compile timeout, at a stop, with their parent), so they cannot be
+trusted to remove their scratch copies: the worker removes each child's run directory once
+the child has exited, and at start what children of earlier workers left (compiler/scratch.py).
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,14 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 
 from tapedeck import metrics
 from tapedeck._proto import storage_pb2 as pb
+from tapedeck.compiler import scratch
 from tapedeck.lifecycle import AfterExit, after_compile_exit
 from tapedeck.processes import child_command
+from tapedeck.sessions import validate_session_id
 from tapedeck.settings import Settings
 from tapedeck.storage.client import StorageClient, StorageError
 from tapedeck.storage.records import PB_TO_STATE
@@ -42,8 +50,18 @@ class LocalCompileWorker:
         self.tasks: list[asyncio.Task[None]] = []
         self.followers: dict[str, asyncio.subprocess.Process] = {}
         self._followed: set[str] = set()
+        self.scratch = settings.scratch_root()
+        self._reapers: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        try:
+            await asyncio.to_thread(scratch.ensure_root, self.scratch)
+            removed = await asyncio.to_thread(scratch.sweep, self.scratch)
+        except OSError as exc:
+            log.warning("scratch directory %s: %s", self.scratch, exc)
+        else:
+            if removed:
+                log.info("removed scratch left by %d runs that are gone", len(removed))
         self.tasks = [
             asyncio.create_task(self._work()) for _ in range(self.settings.compile_concurrency)
         ]
@@ -63,6 +81,7 @@ class LocalCompileWorker:
         for process in self.followers.values():
             await process.wait()
         self.followers.clear()
+        await asyncio.gather(*self._reapers)  # every child is gone: its scratch goes too
 
     async def _follow_recordings(self) -> None:
         """Starts a follower (compile while recording) for new recordings, a few at once."""
@@ -88,13 +107,34 @@ class LocalCompileWorker:
                 ):
                     continue
                 self._followed.add(session.id)
-                self.followers[session.id] = await asyncio.create_subprocess_exec(
-                    *child_command(follow_command(session.id)), env=self._env()
-                )
+                self.followers[session.id] = await self._spawn(follow_command, session.id)
                 room -= 1
 
     def _env(self) -> dict[str, str]:
-        return {**os.environ, "TAPEDECK_STORAGE_ADDR": self.storage.addr}
+        return {
+            **os.environ,
+            "TAPEDECK_STORAGE_ADDR": self.storage.addr,
+            "TAPEDECK_SCRATCH_DIR": str(self.scratch),  # the root this worker cleans
+        }
+
+    async def _spawn(
+        self, command: Callable[[str], list[str]], session_id: str
+    ) -> asyncio.subprocess.Process:
+        """Start a compile or follower child; its run directory is removed once it exits."""
+        validate_session_id(session_id)
+        process = await asyncio.create_subprocess_exec(
+            *child_command(command(session_id)), env=self._env()
+        )
+        reaper = asyncio.create_task(self._reap(session_id, process))
+        self._reapers.add(reaper)
+        reaper.add_done_callback(self._reapers.discard)
+        return process
+
+    async def _reap(self, session_id: str, process: asyncio.subprocess.Process) -> None:
+        """Whatever ended the child (its own exit, a kill, a crash), its scratch goes with it.
+        The child's pid is that of the command we started: `setpriv` and `nice` exec."""
+        await process.wait()
+        await asyncio.to_thread(scratch.remove_run, self.scratch, session_id, process.pid)
 
     async def submit(self, session_id: str) -> None:
         if session_id not in self.pending:
@@ -139,6 +179,20 @@ class LocalCompileWorker:
                 code = await self._run(session_id)
             finally:
                 metrics.compile_running.dec()
+            if code is None:  # killed at the timeout: another try would only time out again
+                timeout = f"{self.settings.compile_timeout.total_seconds():g} s"
+                log.warning("compile %s did not finish within %s; killed", session_id, timeout)
+                metrics.compile_outcomes.labels("failed").inc()
+                metrics.compile_duration.labels("failed").observe(time.perf_counter() - started)
+                await self.storage.update_session(
+                    pb.UpdateSessionRequest(
+                        session_id=session_id,
+                        state=pb.SESSION_STATE_FAILED,
+                        error=f"compile did not finish within {timeout} (TAPEDECK_COMPILE_TIMEOUT)",
+                        if_state_in=[pb.SESSION_STATE_QUEUED, pb.SESSION_STATE_COMPILING],
+                    )
+                )
+                return
             try:
                 session = await self.storage.get_session(session_id)
             except StorageError as err:
@@ -174,18 +228,22 @@ class LocalCompileWorker:
             )
             await asyncio.sleep(delay)
 
-    async def _run(self, session_id: str) -> int:
+    async def _run(self, session_id: str) -> int | None:
+        """The child's exit status; None when it was killed at the compile timeout."""
         process = self.followers.pop(session_id, None)
         if process is None or process.returncode is not None:
             # No follower (or it already gave up): the compile a Kubernetes Job would run.
-            process = await asyncio.create_subprocess_exec(
-                *child_command(compile_command(session_id)), env=self._env()
-            )
+            process = await self._spawn(compile_command, session_id)
         try:
             return await asyncio.wait_for(
                 process.wait(), self.settings.compile_timeout.total_seconds()
             )
-        except (TimeoutError, asyncio.CancelledError):
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            return None
+        except asyncio.CancelledError:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()

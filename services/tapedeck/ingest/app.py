@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 
 import grpc
 from fastapi import APIRouter, WebSocket
+from starlette.types import Message
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from tapedeck import metrics, tokens
-from tapedeck.guards import creation_limiter, origin_allowed
+from tapedeck.guards import client_key, creation_limiter, origin_allowed
 from tapedeck.ingest import protocol
 from tapedeck.ingest.protocol import Close, ProtocolError, StartMessage, TrackStream
 from tapedeck.sessions import TRACKS, is_valid_session_id
@@ -115,6 +116,8 @@ class Ingest:
                 ws, track, ws.query_params.get("session"), ws.query_params.get("token")
             )
             start = await self._await_start(conn)
+            if session_id is None:  # only now: a socket that never starts leaves nothing
+                session_id, token = await self._create_session()
             key = (session_id, track)
             previous = self.active.get(key)
             self.active[key] = conn
@@ -155,12 +158,14 @@ class Ingest:
 
     @staticmethod
     def client_address(ws: WebSocket) -> str:
-        return ws.client.host if ws.client else "unknown"
+        return client_key(ws.client.host if ws.client else "unknown")
 
     async def _authorize(
         self, ws: WebSocket, track: str, session_id: str | None, token: str | None
-    ) -> tuple[str, str | None]:
-        """Returns the session id, and an upload token when this connection created it."""
+    ) -> tuple[str | None, str | None]:
+        """Returns the session id (None: create one once `start` arrived), and the upload
+        token. The creation budget is spent here, before `start`, so a client over it is
+        refused at once (docs/decisions.md)."""
         if track not in TRACKS:
             raise ProtocolError(
                 Close.NOT_FOUND,
@@ -176,12 +181,7 @@ class Ingest:
                     f"too many new sessions from {client}; retry in "
                     f"{self.creation.retry_after(client)} s",
                 )
-            try:
-                session = await self.storage.create_session()
-            except StorageError as err:
-                raise storage_close(err) from None
-            expires = int(time.time() + self.settings.upload_token_ttl.total_seconds())
-            return session.id, tokens.sign(self.secret, tokens.UPLOAD, session.id, expires)
+            return None, None
         if not is_valid_session_id(session_id):
             raise ProtocolError(
                 Close.BAD_MESSAGE,
@@ -199,6 +199,15 @@ class Ingest:
         except StorageError as err:
             raise storage_close(err) from None
         return session_id, None
+
+    async def _create_session(self) -> tuple[str, str]:
+        """A new session and its upload token, for a socket that came without `?session=`."""
+        try:
+            session = await self.storage.create_session()
+        except StorageError as err:
+            raise storage_close(err) from None
+        expires = int(time.time() + self.settings.upload_token_ttl.total_seconds())
+        return session.id, tokens.sign(self.secret, tokens.UPLOAD, session.id, expires)
 
     async def _await_start(self, conn: _Connection) -> StartMessage:
         try:
@@ -234,7 +243,7 @@ class Ingest:
         stream = conn.stream
         limit = self.settings.max_inflight_bytes
         while True:
-            message = await conn.ws.receive()
+            message = await self._next_message(conn)
             if message["type"] == "websocket.disconnect":
                 raise WebSocketDisconnect(message.get("code", 1000))
             data = message.get("bytes")
@@ -252,6 +261,28 @@ class Ingest:
                 stream.on_text(message.get("text") or "")  # only finish is valid here
                 await self._send(writer, stream.offset, b"", finish=True)
                 return
+
+    async def _next_message(self, conn: _Connection) -> Message:
+        """The socket's next message; closes with 4408 a client that stays silent for
+        `socket_idle_timeout` while nothing is owed to it (`TrackStream.silence_is_idle`).
+        Time spent not reading (a full inflight window) never counts: only this wait does."""
+        timeout = self.settings.socket_idle_timeout.total_seconds()
+        if not timeout:
+            return await conn.ws.receive()
+        receiving = asyncio.ensure_future(conn.ws.receive())
+        try:
+            while True:
+                done, _ = await asyncio.wait({receiving}, timeout=timeout)
+                if done:
+                    return receiving.result()
+                if conn.stream.silence_is_idle(acks_stuck=conn.send_lock.locked()):
+                    raise ProtocolError(
+                        Close.IDLE,
+                        "idle-timeout",
+                        f"nothing received for {timeout:g} s; reconnect and resume",
+                    )
+        finally:
+            receiving.cancel()
 
     async def _send(
         self, writer: TrackWriter, offset: int, data: bytes, finish: bool = False

@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from tapedeck.sessions import MAX_STARTED_AT
+
 MAX_TEXT_BYTES = 4096
 
 
@@ -21,6 +23,7 @@ class Close(IntEnum):
     BAD_MESSAGE = 4400
     BAD_TOKEN = 4401
     NOT_FOUND = 4404
+    IDLE = 4408
     CONFLICT = 4409
     TOO_LARGE = 4413
     RATE_LIMITED = 4429
@@ -42,7 +45,8 @@ class StartMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     type: Literal["start"]
     mimeType: str = Field(min_length=1, max_length=200)
-    startedAt: float = Field(ge=0, le=1e15)
+    startedAt: float = Field(ge=0, le=MAX_STARTED_AT)
+    """The recorder's start, epoch ms; 0: unknown."""
 
 
 class FinishMessage(BaseModel):
@@ -179,6 +183,12 @@ class TrackStream:
 
     def on_finished(self) -> None:
         self.phase = Phase.FINISHED
+
+    def silence_is_idle(self, acks_stuck: bool) -> bool:
+        """Whether a client that sent nothing for a while is idle rather than waiting for us:
+        it is waiting while storage still owes it acks, unless it does not read the acks we
+        send (`acks_stuck`). Before `ready` and after `finish` ingest reads nothing."""
+        return self.phase == Phase.STREAMING and (self.inflight == 0 or acks_stuck)
 
     @property
     def inflight(self) -> int:

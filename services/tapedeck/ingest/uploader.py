@@ -18,7 +18,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-RETRY_CODES = {1001, 1006, 1011, 1012, 4503}
+RETRY_CODES = {1001, 1006, 1011, 1012, 4408, 4503}
 
 
 class UploadRejected(Exception):

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
+from tapedeck.durable import fsync_dir
 from tapedeck.sessions import OUTPUT, track_file_name, validate_session_id
 from tapedeck.storage.records import SessionRecord
 
@@ -62,7 +63,7 @@ class FileAppender:
             else:
                 # New (or empty): its directory entry must be durable before any byte in it is
                 # acknowledged. A non-empty file's entry was synced here before its first byte.
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
         except OSError:
             os.close(self._fd)
             raise
@@ -116,7 +117,7 @@ class OutputWriter(FileAppender):
     def publish(self) -> str:
         self.sync()
         os.replace(self._partial, self._final)
-        _fsync_dir(self._final.parent)
+        fsync_dir(self._final.parent)
         return self._hash.hexdigest()[:32]
 
 
@@ -158,9 +159,9 @@ class LocalBackend:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, directory / MANIFEST)
-        _fsync_dir(directory)
+        fsync_dir(directory)
         if new:
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
 
     def delete(self, session_id: str) -> None:
         """Gone for good once this returns: renamed out of sight and the rename fsynced, so
@@ -172,7 +173,7 @@ class LocalBackend:
             os.replace(directory, trash)
         except FileNotFoundError:
             return
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         shutil.rmtree(trash, ignore_errors=True)
 
     def size(self, session_id: str, obj: str) -> int:
@@ -183,8 +184,9 @@ class LocalBackend:
         except FileNotFoundError:
             return 0
         try:
+            size = os.fstat(fd).st_size  # then sync: at least these bytes are durable
             os.fdatasync(fd)
-            return os.fstat(fd).st_size
+            return size
         finally:
             os.close(fd)
 
@@ -209,11 +211,3 @@ class LocalBackend:
                 if remaining is not None:
                     remaining -= len(chunk)
                 yield chunk
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

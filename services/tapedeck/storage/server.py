@@ -33,7 +33,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tapedeck import metrics
 from tapedeck._proto import storage_pb2 as pb
 from tapedeck._proto import storage_pb2_grpc as pb_grpc
-from tapedeck.sessions import OBJECTS, OUTPUT, TRACKS, State, is_valid_session_id, new_session_id
+from tapedeck.lifecycle import check_expiry, check_ttl
+from tapedeck.sessions import (
+    OBJECTS,
+    OUTPUT,
+    TRACKS,
+    State,
+    is_valid_session_id,
+    new_session_id,
+    valid_started_at,
+)
 from tapedeck.settings import Settings
 from tapedeck.storage.backend import Appender, Backend, LocalBackend, OutputWriter
 from tapedeck.storage.records import (
@@ -212,6 +221,11 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
         session_id = request.session_id or new_session_id()
         if not is_valid_session_id(session_id):
             raise _invalid_id(session_id)
+        if request.ttl_seconds:
+            try:
+                check_ttl(request.ttl_seconds)
+            except ValueError as err:
+                raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, str(err)) from None
         async with self._lock(session_id):
             if session_id in self.records:
                 raise Refusal(grpc.StatusCode.ALREADY_EXISTS, f"session {session_id} exists")
@@ -311,6 +325,10 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
             if request.HasField("error"):
                 updated.error = request.error[-4000:]
             if request.HasField("expires_at_ms"):
+                try:
+                    check_expiry(request.expires_at_ms, record.created_at_ms)
+                except ValueError as err:
+                    raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, str(err)) from None
                 updated.expires_at_ms = request.expires_at_ms
             if request.HasField("compile_attempts"):
                 updated.compile_attempts = request.compile_attempts
@@ -601,6 +619,13 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
                 f"session {record.id} is {record.state.value}, not recording",
             )
         if existing is None or (first.mime_type and not existing.mime_type):
+            if not valid_started_at(first.started_at):
+                # A NaN would be saved as null, and a manifest that does not load hides the
+                # whole session at the next start.
+                raise Refusal(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"started_at {first.started_at!r} is not epoch milliseconds (or 0)",
+                )
             updated = record.model_copy(deep=True)
             updated.state = State.RECORDING
             updated.tracks[track] = TrackRecord(
