@@ -38,8 +38,10 @@ $(VENV)/.stamp-powercut: tests/powercut/requirements.txt $(VENV)/.stamp-dev
 	elif [ "$$CI" = true ]; then exit 1; \
 	else echo "pyfuse3 did not build (apt-get install fuse3 libfuse3-dev pkg-config): the power-cut suite skips"; fi
 
+# Thousands of randomized cut points (make test runs 200); TAPEDECK_POWERCUT_SEED replays a run.
+TAPEDECK_POWERCUT_CUTS ?= 3000
 test-powercut: $(VENV)/.stamp-powercut
-	$(BIN)/pytest tests/powercut
+	TAPEDECK_POWERCUT_CUTS=$(TAPEDECK_POWERCUT_CUTS) $(BIN)/pytest tests/powercut
 
 # The nemesis (tests/soak/nemesis.py, not part of `make test`): 20 protocol clients for 10
 # minutes under 100+ random faults, then a checker. SOAK="--seed N" repeats a run (its seed is

@@ -29,3 +29,22 @@ def powercut_dir(tmp_path: Path) -> Iterator[PowerCutDir]:
         yield mount
     finally:
         mount.unmount()
+
+
+_REPORT = pytest.StashKey[list[str]]()
+
+
+@pytest.fixture
+def powercut_report(request: pytest.FixtureRequest) -> list[str]:
+    """Lines for the terminal summary: the randomized suite's seed and totals."""
+    return request.config.stash.setdefault(_REPORT, [])
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
+) -> None:
+    lines = config.stash.get(_REPORT, [])
+    if lines:
+        terminalreporter.section("power-cut suite")
+        for line in lines:
+            terminalreporter.write_line(line)

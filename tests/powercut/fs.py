@@ -1,8 +1,8 @@
 """A FUSE file system that loses, on a "power cut", everything that was not synced.
 
-Run as its own process: `python tests/powercut/fs.py MOUNTPOINT BACKING`. The backing directory
-is the "disk": it holds only what was made durable. Everything else is a write-back cache in
-this process's memory, which reads see:
+Run as its own process: `python tests/powercut/fs.py MOUNTPOINT BACKING` (or `--zygote`, which
+forks one per mount: see `zygote`). The backing directory is the "disk": it holds only what was
+made durable. Everything else is a write-back cache in this process's memory, which reads see:
 
 - file data (writes and truncates) reaches the disk with `fsync`/`fdatasync` of that file;
 - a directory's entries (create, mkdir, rename, unlink, rmdir) reach the disk with `fsync` of
@@ -56,6 +56,7 @@ import signal
 import stat
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 
 import pyfuse3
@@ -480,8 +481,7 @@ async def _serve(fs: PowerCutFS) -> None:
         nursery.cancel_scope.cancel()
 
 
-def main() -> None:
-    mountpoint, backing = sys.argv[1], sys.argv[2]
+def run(mountpoint: str, backing: str) -> None:
     fs = PowerCutFS(backing)
     options = set(pyfuse3.default_options)
     options.add("fsname=powercut")
@@ -491,6 +491,52 @@ def main() -> None:
         trio.run(_serve, fs)
     finally:
         pyfuse3.close(unmount=True)
+
+
+def zygote() -> None:
+    """`fs.py --zygote`: pays Python's start and the imports once, then forks one file system
+    per mount (a randomized suite cuts hundreds of times; a new interpreter each time costs
+    most of a second on a busy machine). Commands on stdin, one a line, tab-separated:
+    `mount MOUNTPOINT BACKING` (the child prints `mounted`), `cut` (SIGUSR1: the power cut),
+    `stop` (SIGTERM: a clean unmount), `wait` (after an external unmount); the last three
+    answer with their own name once the child is reaped. EOF (the test is gone) stops it."""
+    child = 0
+
+    def end(signum: int | None) -> None:
+        nonlocal child
+        if child:
+            if signum is not None:
+                os.kill(child, signum)
+            os.waitpid(child, 0)
+            child = 0
+
+    for line in sys.stdin:
+        command, *args = line.rstrip("\n").split("\t")
+        if command == "mount":
+            end(signal.SIGTERM)
+            sys.stdout.flush()
+            child = os.fork()
+            if child == 0:
+                code = 0
+                try:
+                    run(*args)
+                except BaseException:
+                    traceback.print_exc()
+                    print("failed", flush=True)
+                    code = 1
+                finally:
+                    os._exit(code)
+        elif command in ("cut", "stop", "wait"):
+            end({"cut": signal.SIGUSR1, "stop": signal.SIGTERM, "wait": None}[command])
+            print(command, flush=True)
+    end(signal.SIGTERM)
+
+
+def main() -> None:
+    if sys.argv[1:] == ["--zygote"]:
+        zygote()
+    else:
+        run(sys.argv[1], sys.argv[2])
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -37,31 +36,43 @@ class MountFailed(RuntimeError):
 
 
 class PowerCutDir:
-    """One mount of fs.py over a backing directory that outlives every cut."""
+    """One mount of fs.py over a backing directory that outlives every cut.
+
+    The file systems are forked by one `fs.py --zygote` process per fixture, so a cut costs a
+    fork and a mount, not a new interpreter."""
 
     def __init__(self, path: Path, backing: Path, log: Path) -> None:
         self.path, self.backing, self.log = path, backing, log
         self.cuts = 0
         self._dead = False  # powered off: the mount is there but its process is gone
-        self._process: subprocess.Popen[str] | None = None
+        self._mounted = False
+        self._zygote: subprocess.Popen[str] | None = None
+
+    def _command(self, *words: str) -> str:
+        zygote = self._zygote
+        assert zygote is not None and zygote.stdin is not None and zygote.stdout is not None
+        zygote.stdin.write("\t".join(words) + "\n")
+        zygote.stdin.flush()
+        return zygote.stdout.readline().strip()
 
     def mount(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         self.backing.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "a") as log:
-            process = subprocess.Popen(
-                [sys.executable, str(FS), str(self.path), str(self.backing)],
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-            )
-        assert process.stdout is not None
-        line = process.stdout.readline()  # fs.py prints it once the kernel has the mount
-        if line.strip() != "mounted" or not os.path.ismount(self.path):
-            process.kill()
-            self._reap(process)
+        if self._zygote is None:
+            with open(self.log, "a") as log:
+                self._zygote = subprocess.Popen(
+                    [sys.executable, str(FS), "--zygote"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    text=True,
+                )
+        # fs.py prints it once the kernel has the mount
+        line = self._command("mount", str(self.path), str(self.backing))
+        if line != "mounted" or not os.path.ismount(self.path):
+            self._stop_zygote()
             raise MountFailed(f"fs.py did not mount: {self.log.read_text()[-2000:]}")
-        self._process = process
+        self._mounted = True
 
     def cut(self) -> None:
         """The power goes and comes back: only what was synced is there."""
@@ -72,18 +83,21 @@ class PowerCutDir:
         """fs.py exits between two requests, keeping only what was synced. The mount stays, dead:
         every call on it, by path or descriptor, fails (ENOTCONN), so a storage still running
         can neither write nor acknowledge anything more, and nothing lands beside the mount."""
-        process = self._process
-        assert process is not None, "not mounted"
-        process.send_signal(signal.SIGUSR1)
-        self._reap(process)
-        self._process = None
+        assert self._mounted, "not mounted"
+        assert self._command("cut") == "cut"
+        self._mounted = False
         self._dead = True
 
-    def power_on(self) -> None:
-        """Mount what survived (a new fs.py over the same backing directory)."""
+    def power_on(self, path: Path | None = None) -> None:
+        """Mount what survived (a new fs.py over the same backing directory); at `path` from
+        now on, if given: then work of a dead storage that outlives it (a delete runs to its
+        end) can never reach the new mount, not even after this."""
         assert self._dead, "power_off first"
         subprocess.run(["fusermount3", "-u", "-z", str(self.path)], check=True)
         self._dead = False
+        if path is not None and path != self.path:
+            shutil.rmtree(self.path, ignore_errors=True)  # late calls now fail: ENOENT
+            self.path = path
         self.cuts += 1
         self.mount()
 
@@ -91,18 +105,25 @@ class PowerCutDir:
         if self._dead:
             subprocess.run(["fusermount3", "-u", "-z", str(self.path)], check=False)
             self._dead = False
-        process = self._process
-        if process is None:
-            return
-        self._process = None
-        done = subprocess.run(["fusermount3", "-u", str(self.path)], capture_output=True)
-        if done.returncode != 0:  # still busy: a test left a descriptor open
-            process.kill()
-            subprocess.run(["fusermount3", "-u", "-z", str(self.path)], check=False)
-        self._reap(process)
+        if self._mounted:
+            self._mounted = False
+            done = subprocess.run(["fusermount3", "-u", str(self.path)], capture_output=True)
+            if done.returncode == 0:
+                self._command("wait")
+            else:  # still busy: a test left a descriptor open
+                self._command("cut")
+                subprocess.run(["fusermount3", "-u", "-z", str(self.path)], check=False)
+        self._stop_zygote()
 
-    @staticmethod
-    def _reap(process: subprocess.Popen[str]) -> None:
-        process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+    def _stop_zygote(self) -> None:
+        zygote, self._zygote = self._zygote, None
+        if zygote is None:
+            return
+        assert zygote.stdin is not None and zygote.stdout is not None
+        zygote.stdin.close()  # EOF: it stops its file system, if any, and exits
+        try:
+            zygote.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            zygote.kill()
+            zygote.wait()
+        zygote.stdout.close()

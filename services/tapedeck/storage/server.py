@@ -335,6 +335,10 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
             if request.begin_compile:
                 updated.state = State.COMPILING
                 updated.progress, updated.error = 0.0, ""
+                # An earlier attempt's output is void: this compile publishes over its file,
+                # and a crash between that rename and the next manifest save must not leave
+                # the old size and etag describing the new bytes.
+                updated.output = None
                 updated.compile_attempts += 1
                 updated.compile_generation += 1
             if request.HasField("output"):
@@ -536,12 +540,15 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
                 new = await self._open_track(record, obj, first)
             old = self.leases.get(key)
             lease = _Lease(queue)
+            # Held (taken at once: it is new) until the file is open: a writer taking over
+            # this one waits for it, and so for every older writer's batch in flight.
+            await lease.lock.acquire()
             self.leases[key] = lease
-        if old is not None:
-            old.stop(grpc.StatusCode.ABORTED, f"a newer writer took over {obj}")
-            async with old.lock:  # let the old writer's batch in flight land first
-                pass
         try:
+            if old is not None:
+                old.stop(grpc.StatusCode.ABORTED, f"a newer writer took over {obj}")
+                async with old.lock:  # let the old writer's batch in flight land first
+                    pass
             appender = await self._open_appender(record.id, obj, new)
         except BaseException as exc:
             if self.leases.get(key) is lease:
@@ -549,6 +556,8 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
             if isinstance(exc, OSError):
                 raise disk_refusal(exc) from None
             raise
+        finally:
+            lease.lock.release()
         if obj in TRACKS:
             self.sizes[key] = appender.size
         return _Stream(record.id, obj, lease, appender, first.compile_generation)
