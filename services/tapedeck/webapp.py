@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tapedeck import metrics
 from tapedeck.api import errors
+from tapedeck.api.models import ErrorBody
 from tapedeck.api.routes import build_router
 from tapedeck.durable import fsync_dir
 from tapedeck.embedded.sweeper import run_sweeper
@@ -238,7 +239,12 @@ def create_app(settings: Settings, parts: Iterable[str] = ("api", "ingest")) -> 
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], response_model=None)
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        response_model=None,
+        responses={503: {"model": ErrorBody, "description": "storage is not serving"}},
+    )
     async def readyz() -> JSONResponse | dict[str, str]:
         if not await storage_serving(settings.storage_addr):
             return errors.error_response(503, "storage-unavailable", "storage is not serving")

@@ -169,3 +169,9 @@ def test_listing_survives_a_record_with_an_absurd_expiry(fresh_stack: Stack) -> 
         detail = client.get(f"/api/sessions/{sid}")
         assert detail.status_code == 200, detail.text
         assert detail.json()["expiresAt"] == item["expiresAt"]
+
+
+def test_readiness_declares_its_503(api: httpx.Client) -> None:
+    """`/readyz` answers 503 while storage is not serving; the document says so."""
+    responses = api.get("/openapi.json").json()["paths"]["/readyz"]["get"]["responses"]
+    assert "503" in responses
