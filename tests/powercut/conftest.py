@@ -12,23 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from powercut.mount import MountFailed, PowerCutDir, fuse_missing, unavailable
+from powercut.mount import PowerCutDir, powercut_mount
 
 
 @pytest.fixture
 def powercut_dir(tmp_path: Path) -> Iterator[PowerCutDir]:
-    reason = fuse_missing()
-    if reason is not None:
-        unavailable(reason)
-    mount = PowerCutDir(tmp_path / "mnt", tmp_path / "disk", tmp_path / "powercut.log")
-    try:
-        mount.mount()
-    except MountFailed as exc:
-        unavailable(str(exc))
-    try:
+    with powercut_mount(tmp_path) as mount:
         yield mount
-    finally:
-        mount.unmount()
 
 
 _REPORT = pytest.StashKey[list[str]]()

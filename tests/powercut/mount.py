@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -127,3 +129,21 @@ class PowerCutDir:
             zygote.kill()
             zygote.wait()
         zygote.stdout.close()
+
+
+@contextlib.contextmanager
+def powercut_mount(tmp_path: Path) -> Iterator[PowerCutDir]:
+    """A mounted power-cut file system under `tmp_path`, unmounted afterwards; skips (fails in
+    CI) where FUSE is missing."""
+    reason = fuse_missing()
+    if reason is not None:
+        unavailable(reason)
+    mount = PowerCutDir(tmp_path / "mnt", tmp_path / "disk", tmp_path / "powercut.log")
+    try:
+        mount.mount()
+    except MountFailed as exc:
+        unavailable(str(exc))
+    try:
+        yield mount
+    finally:
+        mount.unmount()

@@ -11,24 +11,14 @@ from pathlib import Path
 import pytest
 
 from harness import wait_for
-from powercut.mount import MountFailed, PowerCutDir, fuse_missing, unavailable
+from powercut.mount import PowerCutDir, powercut_mount
 
 
 @pytest.fixture
 def mounted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PowerCutDir]:
-    reason = fuse_missing()
-    if reason is not None:
-        unavailable(reason)
     monkeypatch.setenv("POWERCUT_CAPACITY_FILE", str(tmp_path / "capacity"))
-    mount = PowerCutDir(tmp_path / "mnt", tmp_path / "disk", tmp_path / "powercut.log")
-    try:
-        mount.mount()
-    except MountFailed as exc:
-        unavailable(str(exc))
-    try:
+    with powercut_mount(tmp_path) as mount:
         yield mount
-    finally:
-        mount.unmount()
 
 
 def append(path: Path, n: int) -> bool:
