@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
+import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tapedeck.settings import get_settings
 
@@ -26,6 +29,18 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+async def until_signalled(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` until SIGTERM or SIGINT cancels it (its own cleanup then runs: storage lets
+    in-flight commits finish). As a container's PID 1 a process without a handler never sees
+    SIGTERM at all: the kernel drops it, and a pod's deletion waits out its grace period."""
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "serve" and args.role == "storage":
         from tapedeck.storage.server import serve as serve_storage
 
-        asyncio.run(serve_storage(settings))
+        asyncio.run(until_signalled(serve_storage(settings)))
     elif args.command == "serve":
         import uvicorn
 
