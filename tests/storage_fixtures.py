@@ -12,7 +12,7 @@ import pytest
 from harness import free_port
 from tapedeck._proto import storage_pb2_grpc as pb_grpc
 from tapedeck.settings import Settings
-from tapedeck.storage.backend import LocalBackend
+from tapedeck.storage.backend import Backend, LocalBackend
 from tapedeck.storage.client import StorageClient
 from tapedeck.storage.server import StorageService, server_options
 
@@ -27,11 +27,13 @@ def storage_settings(tmp_path: Path) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def storage_serving(settings: Settings) -> AsyncIterator[StorageClient]:
+async def storage_serving(
+    settings: Settings, backend: Backend | None = None
+) -> AsyncIterator[StorageClient]:
     """A real grpc.aio storage server on `settings.storage_addr`, and a client for it."""
     server = grpc.aio.server(options=server_options(settings))
     pb_grpc.add_StorageServicer_to_server(
-        StorageService(LocalBackend(settings.data_dir), settings), server
+        StorageService(backend or LocalBackend(settings.data_dir), settings), server
     )
     server.add_insecure_port(settings.storage_addr)
     await server.start()
