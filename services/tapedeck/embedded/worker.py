@@ -182,15 +182,10 @@ class LocalCompileWorker:
             if code is None:  # killed at the timeout: another try would only time out again
                 timeout = f"{self.settings.compile_timeout.total_seconds():g} s"
                 log.warning("compile %s did not finish within %s; killed", session_id, timeout)
-                metrics.compile_outcomes.labels("failed").inc()
-                metrics.compile_duration.labels("failed").observe(time.perf_counter() - started)
-                await self.storage.update_session(
-                    pb.UpdateSessionRequest(
-                        session_id=session_id,
-                        state=pb.SESSION_STATE_FAILED,
-                        error=f"compile did not finish within {timeout} (TAPEDECK_COMPILE_TIMEOUT)",
-                        if_state_in=[pb.SESSION_STATE_QUEUED, pb.SESSION_STATE_COMPILING],
-                    )
+                _count("failed", started)
+                await self._give_up(
+                    session_id,
+                    f"compile did not finish within {timeout} (TAPEDECK_COMPILE_TIMEOUT)",
                 )
                 return
             try:
@@ -202,20 +197,14 @@ class LocalCompileWorker:
             decision = after_compile_exit(
                 state, session.compile_attempts, self.settings.compile_max_attempts
             )
-            outcome = state.value if decision == AfterExit.DONE else decision.value
-            metrics.compile_outcomes.labels(outcome).inc()
-            metrics.compile_duration.labels(outcome).observe(time.perf_counter() - started)
+            _count(state.value if decision == AfterExit.DONE else decision.value, started)
             if decision == AfterExit.DONE:
                 return
             if decision == AfterExit.GIVE_UP:
-                await self.storage.update_session(
-                    pb.UpdateSessionRequest(
-                        session_id=session_id,
-                        state=pb.SESSION_STATE_FAILED,
-                        error=f"compile did not finish after {session.compile_attempts} attempts "
-                        f"(last exit code {code})",
-                        if_state_in=[pb.SESSION_STATE_QUEUED, pb.SESSION_STATE_COMPILING],
-                    )
+                await self._give_up(
+                    session_id,
+                    f"compile did not finish after {session.compile_attempts} attempts "
+                    f"(last exit code {code})",
                 )
                 return
             delay = min(30.0, 0.5 * 2**session.compile_attempts)
@@ -227,6 +216,17 @@ class LocalCompileWorker:
                 delay,
             )
             await asyncio.sleep(delay)
+
+    async def _give_up(self, session_id: str, error: str) -> None:
+        """The session is `failed` with `error`, unless it settled meanwhile."""
+        await self.storage.update_session(
+            pb.UpdateSessionRequest(
+                session_id=session_id,
+                state=pb.SESSION_STATE_FAILED,
+                error=error,
+                if_state_in=[pb.SESSION_STATE_QUEUED, pb.SESSION_STATE_COMPILING],
+            )
+        )
 
     async def _run(self, session_id: str) -> int | None:
         """The child's exit status; None when it was killed at the compile timeout."""
@@ -248,3 +248,8 @@ class LocalCompileWorker:
                 process.kill()
             await process.wait()
             raise
+
+
+def _count(outcome: str, started: float) -> None:
+    metrics.compile_outcomes.labels(outcome).inc()
+    metrics.compile_duration.labels(outcome).observe(time.perf_counter() - started)
