@@ -50,3 +50,8 @@ def verify(
 
 UPLOAD = "upload"
 DOWNLOAD = "download"
+
+
+def upload_token(secret: str, session_id: str, ttl_seconds: float) -> str:
+    """The token a client appends to a session's tracks with, valid for `ttl_seconds`."""
+    return sign(secret, UPLOAD, session_id, int(time.time() + ttl_seconds))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Annotated, Any, Protocol
 
@@ -186,10 +185,10 @@ def build_router(
             except Exception:
                 await storage.delete_session(session.id)
                 raise
-        expires = int(time.time() + settings.upload_token_ttl.total_seconds())
+        ttl = settings.upload_token_ttl.total_seconds()
         return CreatedSession(
             id=session.id,
-            upload_token=tokens.sign(secret, tokens.UPLOAD, session.id, expires),
+            upload_token=tokens.upload_token(secret, session.id, ttl),
             created_at=ms_to_datetime(session.created_at_ms),
             expires_at=ms_to_datetime(session.expires_at_ms),
         )

@@ -231,8 +231,8 @@ class Ingest:
             session = await self.storage.create_session()
         except StorageError as err:
             raise storage_close(err) from None
-        expires = int(time.time() + self.settings.upload_token_ttl.total_seconds())
-        return session.id, tokens.sign(self.secret, tokens.UPLOAD, session.id, expires)
+        ttl = self.settings.upload_token_ttl.total_seconds()
+        return session.id, tokens.upload_token(self.secret, session.id, ttl)
 
     async def _await_start(self, conn: _Connection) -> StartMessage:
         try:
