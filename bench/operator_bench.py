@@ -58,8 +58,8 @@ from tapedeck._proto import storage_pb2_grpc as pb_grpc
 from tapedeck.cluster.kube import Kube
 from tapedeck.compiler.plan import OutputOptions
 from tapedeck.settings import Settings
-from tapedeck.storage.backend import LocalBackend
 from tapedeck.storage.client import StorageClient
+from tapedeck.storage.local import LocalBackend
 from tapedeck.storage.server import StorageService
 from tapedeck_operator.jobs import build_job, job_name
 

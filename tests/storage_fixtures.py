@@ -12,8 +12,9 @@ import pytest
 from harness import free_port
 from tapedeck._proto import storage_pb2_grpc as pb_grpc
 from tapedeck.settings import Settings
-from tapedeck.storage.backend import Backend, LocalBackend
+from tapedeck.storage.backend import Backend
 from tapedeck.storage.client import StorageClient
+from tapedeck.storage.local import LocalBackend
 from tapedeck.storage.server import StorageService, server_options
 
 

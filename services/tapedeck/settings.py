@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     """Reverse proxies (addresses or CIDRs, comma-separated, or `*`) whose X-Forwarded-For
     names the client; empty: the TCP peer is the client, and the header is ignored."""
 
+    s3_bucket: str = ""
+    """The object tier's bucket (issue 15); empty: recordings stay on the volume
+    (storage/backend.py `open_backend`)."""
+
     @field_validator("session_ttl")
     @classmethod
     def _bounded_ttl(cls, value: timedelta) -> timedelta:

@@ -14,8 +14,8 @@ from powercut.serving import storage_on
 from tapedeck._proto import storage_pb2 as pb
 from tapedeck.sessions import track_file_name
 from tapedeck.settings import Settings
-from tapedeck.storage.backend import FileAppender, LocalBackend
 from tapedeck.storage.client import StorageClient, StorageError
+from tapedeck.storage.local import FileAppender, LocalBackend
 from tapedeck.storage.records import SessionRecord
 
 
@@ -94,10 +94,10 @@ class GatedAppender(FileAppender):
         super().__init__(path, truncate)
         self.gate, self.waiting = gate, threading.Event()
 
-    def append(self, chunks: list[bytes]) -> None:
+    def append(self, chunks: list[bytes]) -> int:
         self.waiting.set()
         self.gate.wait()
-        super().append(chunks)
+        return super().append(chunks)
 
 
 class GatedBackend(LocalBackend):

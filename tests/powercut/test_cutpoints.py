@@ -37,8 +37,8 @@ from tapedeck._proto import storage_pb2 as pb
 from tapedeck.compiler.job import EXIT_OK, compile_session
 from tapedeck.compiler.plan import OutputOptions
 from tapedeck.settings import Settings
-from tapedeck.storage.backend import MANIFEST
 from tapedeck.storage.client import StorageClient, StorageError
+from tapedeck.storage.local import MANIFEST
 from tapedeck.storage.records import SessionRecord
 
 CUTS = int(os.environ.get("TAPEDECK_POWERCUT_CUTS") or 200)

@@ -17,9 +17,9 @@ import pytest
 
 from tapedeck._proto import storage_pb2 as pb
 from tapedeck.settings import Settings
-from tapedeck.storage import backend as backend_module
-from tapedeck.storage.backend import LocalBackend
+from tapedeck.storage import local as backend_module
 from tapedeck.storage.client import StorageClient
+from tapedeck.storage.local import LocalBackend
 from tapedeck.storage.records import SessionRecord
 from tapedeck.storage.server import StorageService
 

@@ -222,7 +222,7 @@ async def test_manifests_survive_restart(storage_settings: Settings) -> None:
     import grpc as grpc_mod
 
     from tapedeck._proto import storage_pb2_grpc as pb_grpc
-    from tapedeck.storage.backend import LocalBackend
+    from tapedeck.storage.local import LocalBackend
     from tapedeck.storage.server import StorageService
 
     async def run_server() -> grpc_mod.aio.Server:

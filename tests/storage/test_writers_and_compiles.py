@@ -15,8 +15,8 @@ from tapedeck.compiler.queue import request_compile
 from tapedeck.lifecycle import CompileVerdict
 from tapedeck.sessions import State
 from tapedeck.settings import Settings
-from tapedeck.storage.backend import LocalBackend
 from tapedeck.storage.client import StorageClient, StorageError
+from tapedeck.storage.local import LocalBackend
 from tapedeck.storage.server import StorageService
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import errno
 import functools
 import logging
 import time
@@ -44,7 +43,8 @@ from tapedeck.sessions import (
     valid_started_at,
 )
 from tapedeck.settings import Settings
-from tapedeck.storage.backend import Appender, Backend, LocalBackend, OutputWriter
+from tapedeck.storage import errors
+from tapedeck.storage.backend import Backend, OutputSink, TrackSink, close_backend, open_backend
 from tapedeck.storage.records import (
     PB_TO_STATE,
     OutputRecord,
@@ -83,15 +83,18 @@ class Refusal(Exception):
         return pb.WriteError(code=self.code.value[0], message=self.message, reason=self.reason)
 
 
-def disk_refusal(exc: OSError) -> Refusal:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return Refusal(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            "storage is full: no space left on the volume",
-            reason="disk-full",
-        )
-    log.error("storage I/O error: %s", exc)
-    return Refusal(grpc.StatusCode.UNAVAILABLE, f"storage I/O error: {exc.strerror}")
+def disk_refusal(exc: errors.StorageError | OSError) -> Refusal:
+    """A backend's error as the status it is on the wire."""
+    if isinstance(exc, OSError):  # a backend that let one through: the contract says it won't
+        log.error("storage I/O error: %s", exc)
+        return Refusal(grpc.StatusCode.UNAVAILABLE, f"storage I/O error: {exc.strerror or exc}")
+    if isinstance(exc, errors.StorageFull):
+        return Refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.message, reason=exc.reason)
+    if isinstance(exc, errors.NotFound):
+        return Refusal(grpc.StatusCode.NOT_FOUND, exc.message)
+    if isinstance(exc, errors.InvalidArgument):
+        return Refusal(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+    return Refusal(grpc.StatusCode.UNAVAILABLE, exc.message)
 
 
 Request = TypeVar("Request")
@@ -146,7 +149,8 @@ class _Stream:
     session_id: str
     obj: str
     lease: _Lease
-    appender: Appender
+    appender: TrackSink
+    output: OutputSink | None = None  # the same sink, when it is the output
     generation: int = 0  # the output's compile generation
 
 
@@ -199,7 +203,7 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
         record.updated_at_ms = now_ms()
         try:
             await in_thread(self.backend.save, record.model_copy(deep=True))
-        except OSError as exc:
+        except (errors.StorageError, OSError) as exc:
             raise disk_refusal(exc) from None
 
     def _writing(self, session_id: str) -> list[str]:
@@ -389,7 +393,7 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
                         pass
             try:
                 await in_thread(self.backend.delete, session_id)  # files first, durably
-            except OSError as exc:
+            except (errors.StorageError, OSError) as exc:
                 raise disk_refusal(exc) from None
             self.records.pop(session_id, None)
             for obj in TRACKS:
@@ -433,8 +437,10 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
             while True:
                 try:
                     chunk = await ahead
-                except FileNotFoundError:
+                except (errors.NotFound, FileNotFoundError):
                     await context.abort(grpc.StatusCode.NOT_FOUND, f"{obj} is gone")
+                except (errors.StorageError, OSError) as exc:
+                    await disk_refusal(exc).abort(context)
                 if not chunk:
                     return
                 ahead = asyncio.ensure_future(asyncio.to_thread(next, chunks, sentinel))
@@ -549,36 +555,39 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
                 old.stop(grpc.StatusCode.ABORTED, f"a newer writer took over {obj}")
                 async with old.lock:  # let the old writer's batch in flight land first
                     pass
-            appender = await self._open_appender(record.id, obj, new)
+            appender, output = await self._open_appender(record.id, obj, new)
         except BaseException as exc:
             if self.leases.get(key) is lease:
                 del self.leases[key]
-            if isinstance(exc, OSError):
+            if isinstance(exc, (errors.StorageError, OSError)):
                 raise disk_refusal(exc) from None
             raise
         finally:
             lease.lock.release()
         if obj in TRACKS:
             self.sizes[key] = appender.size
-        return _Stream(record.id, obj, lease, appender, first.compile_generation)
+        return _Stream(record.id, obj, lease, appender, output, first.compile_generation)
 
-    async def _open_appender(self, session_id: str, obj: str, new: bool) -> Appender:
+    async def _open_appender(
+        self, session_id: str, obj: str, new: bool
+    ) -> tuple[TrackSink, OutputSink | None]:
         """Opens in a worker thread (opening syncs: the file's unsynced bytes, or a new file's
         directory entry). A call cancelled meanwhile still gets the open to its end and closes
         the file, so no descriptor is lost (on a full volume, a deleted file's space returns
         only when its last descriptor closes)."""
 
-        def open_appender() -> Appender:
+        def open_appender() -> tuple[TrackSink, OutputSink | None]:
             if obj == OUTPUT:
-                return self.backend.open_output(session_id)
-            return self.backend.open_track(session_id, obj, new=new)
+                output = self.backend.open_output(session_id)
+                return output, output
+            return self.backend.open_track(session_id, obj, new=new), None
 
         opening = asyncio.get_running_loop().run_in_executor(None, open_appender)
         try:
             return await finish_regardless(opening)
         except asyncio.CancelledError:
             if opening.done() and not opening.cancelled() and opening.exception() is None:
-                opening.result().close()
+                opening.result()[0].close()
             raise
 
     @staticmethod
@@ -714,21 +723,13 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
                 return
 
     async def _commit(
-        self, session_id: str, obj: str, appender: Appender, chunks: list[bytes]
+        self, session_id: str, obj: str, appender: TrackSink, chunks: list[bytes]
     ) -> None:
         before = appender.size
         started = time.perf_counter()
-
-        def write_and_sync() -> None:
-            appender.append(chunks)
-            chunks.clear()  # in the page cache now: free them before the (slow) fsync
-            appender.sync()
-
         try:
-            await in_thread(write_and_sync)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                await in_thread(appender.rollback, before)
+            await in_thread(appender.append, chunks)  # durable (or cut back) when it returns
+        except (errors.StorageError, OSError) as exc:
             raise disk_refusal(exc) from None
         metrics.storage_fsync_seconds.observe(time.perf_counter() - started)
         metrics.storage_bytes_committed.labels(obj).inc(appender.size - before)
@@ -749,10 +750,10 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
             updated = record.model_copy(deep=True)
             if obj == OUTPUT:
                 self._check_output(record, stream.generation)
-                assert isinstance(appender, OutputWriter)
+                assert stream.output is not None
                 try:
-                    etag = await in_thread(appender.publish)
-                except OSError as exc:
+                    etag = await in_thread(stream.output.publish)
+                except (errors.StorageError, OSError) as exc:
                     raise disk_refusal(exc) from None
                 updated.output = OutputRecord(size=appender.size, etag=etag)
             else:
@@ -781,7 +782,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         ThreadPoolExecutor(IO_THREADS, thread_name_prefix="storage-io")
     )
     server = grpc.aio.server(options=server_options(settings))
-    service = StorageService(LocalBackend(settings.data_dir), settings)
+    backend = open_backend(settings)
+    service = StorageService(backend, settings)
     pb_grpc.add_StorageServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -801,3 +803,4 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         await server.wait_for_termination()
     finally:
         await server.stop(grace=2)
+        close_backend(backend)
