@@ -31,12 +31,17 @@ CHROMIUM_ARGS = [
 ]
 
 
+# axe-core's browser script, a dev dependency of the frontend (there after `npm ci`).
+AXE_SCRIPT = ROOT / "frontend/node_modules/axe-core/axe.min.js"
+
+
 def missing_prerequisites() -> list[str]:
     return [
         what
         for what, ok in (
             ("the frontend build (make frontend)", (ROOT / "frontend/out/index.html").exists()),
             (f"Chromium at {CHROMIUM}", Path(CHROMIUM).exists()),
+            (f"axe-core at {AXE_SCRIPT} (npm ci in frontend)", AXE_SCRIPT.exists()),
         )
         if not ok
     ]

@@ -43,6 +43,9 @@ def run(
         out = pytester.path / "frontend" / "out"
         out.mkdir(parents=True)
         (out / "index.html").write_text("<!doctype html>")
+        axe = pytester.path / "frontend" / "node_modules" / "axe-core"
+        axe.mkdir(parents=True)
+        (axe / "axe.min.js").write_text("")
     # Anything that exists stands in for Chromium: the conftest only looks for the file.
     chromium_path = sys.executable if chromium else str(pytester.path / "no" / "chromium")
     monkeypatch.setenv("TAPEDECK_TEST_CHROMIUM", chromium_path)
