@@ -5,6 +5,7 @@ every control is reachable with Tab and works from the keyboard alone."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from playwright.sync_api import Page, expect
 
 from browser.conftest import AXE_SCRIPT
 from browser.test_recording import open_app, probe, wait_uploaded
-from harness import Up
+from harness import Up, start_up
 
 pytestmark = pytest.mark.browser
 
@@ -202,3 +203,31 @@ def test_every_control_works_from_the_keyboard(page: Page, up: Up, tmp_path: Pat
     page.keyboard.press("Enter")
     expect(row).to_have_count(0, timeout=10_000)
     assert not (up.data_dir / session_id).exists()
+
+
+@pytest.fixture
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    """`tapedeck up` with an API token: the page asks for it."""
+    running = start_up(tmp_path_factory.mktemp("guarded"), api_token="a-token-for-tests")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_the_token_form_is_accessible_and_works_from_the_keyboard(page: Page, guarded: Up) -> None:
+    page.goto(guarded.url + "/")
+    field = page.get_by_role("textbox", name="Access token")
+    expect(field).to_be_visible(timeout=15_000)
+    assert axe_violations(page) == []
+    assert_every_control_reachable(page)
+    from_top(page)
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement.id") == "api-token":
+            break
+    expect(field).to_be_focused()
+    page.keyboard.type("a-token-for-tests")
+    page.keyboard.press("Enter")
+    expect(field).to_have_count(0, timeout=10_000)
+    expect(page.get_by_text("No recordings yet.")).to_be_visible(timeout=10_000)
