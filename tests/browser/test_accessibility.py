@@ -33,7 +33,10 @@ CONTROLS_JS = """() => {
 DESCRIBE_JS = """() => {
   window.__describe = (el) => {
     if (!el || el === document.body) return 'body';
-    const name = (el.getAttribute('aria-label') || el.textContent || el.value || '').trim();
+    // A select's text is its options, which change as devices show up: its id names it.
+    const field = ['SELECT', 'INPUT', 'TEXTAREA'].includes(el.tagName) && el.id;
+    const text = (el.getAttribute('aria-label') || el.textContent || '').trim();
+    const name = field ? `#${el.id}` : text;
     const kind = el.type === 'radio' ? `radio-group:${el.name}` : el.tagName.toLowerCase();
     const row = el.closest('[data-session-id]');
     const where = row ? ' in ' + row.dataset.sessionId : '';
