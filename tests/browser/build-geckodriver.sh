@@ -3,7 +3,7 @@
 # with `cargo install` from the crate registry, at a pinned version, cached outside the
 # repository under
 #   ${TAPEDECK_GECKODRIVER_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tapedeck/geckodriver}/<version>/bin/
-# so only a cold machine pays for the build (about 22 minutes on two busy cores, see
+# so only a cold machine pays for the build (22 to 32 minutes on two busy cores, see
 # docs/development.md); a warm run returns at once. The cache directory appears (by rename)
 # only once its build finished. The build runs under `nice -n 19`.
 #
