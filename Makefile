@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FRONTEND_SOURCES := $(shell find frontend -path frontend/node_modules -prune -o -path frontend/out -prune -o -path frontend/.next -prune -o -type f -print 2>/dev/null)
 
-.PHONY: run test test-fast test-faults test-powercut soak test-cluster cluster-tools proto lint format frontend bench screenshots clean
+.PHONY: run test test-fast test-faults test-powercut soak test-cluster cluster-tools geckodriver proto lint format frontend bench screenshots clean
 
 run: $(VENV)/.stamp-run frontend
 	$(BIN)/tapedeck up
@@ -22,6 +22,12 @@ test: $(VENV)/.stamp-dev $(VENV)/.stamp-powercut frontend
 # modules, cached in ~/.cache/tapedeck/cluster-bin (tens of minutes cold, instant warm).
 cluster-tools:
 	tests/cluster/build-tools.sh
+
+# The browser suite's Firefox tests drive Debian's firefox-esr through geckodriver, built once
+# per machine with `cargo install` (pinned) into ~/.cache/tapedeck/geckodriver; without it
+# they skip (outside CI).
+geckodriver:
+	tests/browser/build-geckodriver.sh
 
 test-cluster: $(VENV)/.stamp-cluster frontend cluster-tools
 	TAPEDECK_REQUIRE_CLUSTER=1 $(BIN)/pytest tests/cluster
