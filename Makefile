@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FRONTEND_SOURCES := $(shell find frontend -path frontend/node_modules -prune -o -path frontend/out -prune -o -path frontend/.next -prune -o -type f -print 2>/dev/null)
 
-.PHONY: run test test-fast test-faults test-powercut soak test-cluster cluster-tools proto lint format frontend bench screenshots clean
+.PHONY: run test test-fast test-faults test-powercut soak test-cluster cluster-tools s3-bin proto lint format frontend bench screenshots clean
 
 run: $(VENV)/.stamp-run frontend
 	$(BIN)/tapedeck up
@@ -22,6 +22,11 @@ test: $(VENV)/.stamp-dev $(VENV)/.stamp-powercut frontend
 # modules, cached in ~/.cache/tapedeck/cluster-bin (tens of minutes cold, instant warm).
 cluster-tools:
 	tests/cluster/build-tools.sh
+
+# SeaweedFS's `weed` for the S3 tier's tests: built once per machine from its pinned Go module,
+# cached in ~/.cache/tapedeck/s3-bin (tests/s3/build-weed.sh).
+s3-bin:
+	tests/s3/build-weed.sh
 
 test-cluster: $(VENV)/.stamp-cluster frontend cluster-tools
 	TAPEDECK_REQUIRE_CLUSTER=1 $(BIN)/pytest tests/cluster
