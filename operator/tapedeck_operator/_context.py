@@ -15,6 +15,7 @@ from tapedeck.cluster.kube import Kube
 from tapedeck.embedded.sweeper import run_sweeper
 from tapedeck.settings import Settings, get_settings
 from tapedeck.storage.client import StorageClient
+from tapedeck.storage.session_client import SessionClient
 
 MEMO_KEY = "tapedeck"
 
@@ -25,6 +26,10 @@ class Context:
     storage: StorageClient
     kube: Kube
     sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def sessions(self) -> SessionClient:
+        return SessionClient(self.storage)
 
     @classmethod
     def from_environment(cls) -> Context:

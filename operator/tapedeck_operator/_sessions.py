@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-import grpc
 import kopf
 
 from tapedeck._proto import storage_pb2 as pb
@@ -28,7 +27,6 @@ from tapedeck.cluster.resources import (
 from tapedeck.compiler.queue import request_compile
 from tapedeck.lifecycle import AfterExit, CompileVerdict, is_expired
 from tapedeck.sessions import State
-from tapedeck.storage.client import StorageError
 from tapedeck.storage.records import PB_TO_STATE, now_ms
 from tapedeck_operator import status as st
 from tapedeck_operator._context import Context
@@ -63,12 +61,7 @@ def post(resource: Mapping[str, Any], previous: Mapping[str, Any], new: Mapping[
 
 async def get_or_none(ctx: Context, session_id: str) -> pb.Session | None:
     with classified("reading the session"):
-        try:
-            return await ctx.storage.get_session(session_id)
-        except StorageError as err:
-            if err.code == grpc.StatusCode.NOT_FOUND:
-                return None
-            raise
+        return await ctx.sessions.get_or_none(session_id)
 
 
 async def ensure_session(ctx: Context, session_id: str, spec: RecordingSessionSpec) -> pb.Session:
@@ -77,17 +70,10 @@ async def ensure_session(ctx: Context, session_id: str, spec: RecordingSessionSp
     session = await get_or_none(ctx, session_id)
     with classified("creating the session"):
         if session is None:
-            try:
-                session = await ctx.storage.create_session(session_id, ttl_seconds=ttl)
-            except StorageError as err:
-                if err.code != grpc.StatusCode.ALREADY_EXISTS:
-                    raise
-                session = await ctx.storage.get_session(session_id)
+            session = await ctx.sessions.create_or_get(session_id, ttl_seconds=ttl)
         if ttl and session.expires_at_ms != session.created_at_ms + ttl * 1000:
-            session = await ctx.storage.update_session(
-                pb.UpdateSessionRequest(
-                    session_id=session_id, expires_at_ms=session.created_at_ms + ttl * 1000
-                )
+            session = await ctx.sessions.update(
+                session_id, expires_at_ms=session.created_at_ms + ttl * 1000
             )
     return session
 
@@ -234,11 +220,7 @@ async def expire(ctx: Context, resource: Mapping[str, Any], session_id: str) -> 
     meta = resource["metadata"]
     kopf.info(as_body(resource), reason="Expired", message="the session expired; deleting it")
     with classified("deleting an expired session"):
-        try:
-            await ctx.storage.delete_session(session_id)
-        except StorageError as err:
-            if err.code != grpc.StatusCode.NOT_FOUND:
-                raise
+        await ctx.sessions.delete_if_exists(session_id)
         await ctx.kube.delete_session(meta["name"], meta["namespace"])
 
 
@@ -290,19 +272,9 @@ async def refresh(
         if st.after_job(state) == AfterExit.GIVE_UP:
             message = st.give_up_message(view)
             with classified("recording a failed compile"):
-                try:
-                    session = await ctx.storage.update_session(
-                        pb.UpdateSessionRequest(
-                            session_id=session_id,
-                            state=pb.SESSION_STATE_FAILED,
-                            error=message,
-                            if_state_in=[pb.SESSION_STATE_QUEUED, pb.SESSION_STATE_COMPILING],
-                        )
-                    )
-                except StorageError as err:
-                    if err.code != grpc.StatusCode.FAILED_PRECONDITION:
-                        raise
-                    session = await ctx.storage.get_session(session_id)
+                session = await ctx.sessions.mark_failed(
+                    session_id, message
+                ) or await ctx.sessions.get(session_id)
 
     state = PB_TO_STATE[session.state]
     same_phase = status.get("phase") == st.PHASES[state]
@@ -326,9 +298,5 @@ async def cleanup(ctx: Context, body: Mapping[str, Any]) -> None:
         return  # nothing is ever stored under an invalid id
     session_id = spec.session_id or body["metadata"]["name"]
     with classified("deleting the session's data"):
-        try:
-            await ctx.storage.delete_session(session_id)
-        except StorageError as err:
-            if err.code != grpc.StatusCode.NOT_FOUND:
-                raise
+        await ctx.sessions.delete_if_exists(session_id)
     log.info("deleted the data of session %s", session_id)

@@ -140,7 +140,7 @@ async def test_a_cancelled_manifest_save_keeps_its_lock_until_its_thread_is_done
     record = SessionRecord.model_validate_json(manifest.read_bytes())  # whole, not torn
     assert record.error == "b" * 2000
     reloaded = StorageService(LocalBackend(storage_settings.data_dir), storage_settings)
-    assert session.id in reloaded.records
+    assert session.id in reloaded.registry.records
 
 
 async def test_a_cancelled_delete_still_deletes(
@@ -171,7 +171,7 @@ async def test_a_cancelled_delete_still_deletes(
             break
         await asyncio.sleep(0.05)
     reloaded = StorageService(LocalBackend(storage_settings.data_dir), storage_settings)
-    assert session.id not in reloaded.records, "a deleted session came back"
+    assert session.id not in reloaded.registry.records, "a deleted session came back"
     assert not directory.exists()
 
 

@@ -171,4 +171,6 @@ async def test_a_track_start_that_is_no_clock_is_refused(
         await storage.open_writer(session.id, "audio", "audio/webm", started_at)
     assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
     reloaded = StorageService(LocalBackend(storage_settings.data_dir), storage_settings)
-    assert session.id in reloaded.records and not reloaded.records[session.id].tracks
+    assert (
+        session.id in reloaded.registry.records and not reloaded.registry.records[session.id].tracks
+    )

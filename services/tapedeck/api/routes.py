@@ -30,8 +30,9 @@ from tapedeck.guards import client_key, creation_limiter
 from tapedeck.lifecycle import CompileVerdict
 from tapedeck.sessions import OUTPUT, SESSION_ID_PATTERN, State, is_valid_session_id
 from tapedeck.settings import Settings
-from tapedeck.storage.client import StorageClient, StorageError
+from tapedeck.storage.client import StorageClient
 from tapedeck.storage.records import PB_TO_STATE, STATE_TO_PB
+from tapedeck.storage.session_client import SessionClient
 
 MAX_LIMIT = 1000
 
@@ -146,13 +147,13 @@ def build_router(
     if needs_token:  # declares the scheme in the document; `auth.require` does the checking
         guarded.append(Security(HTTPBearer(auto_error=False, scheme_name="bearer")))
 
+    session_client = SessionClient(storage)
+
     async def get_session(session_id: str) -> pb.Session:
-        try:
-            return await storage.get_session(checked_id(session_id))
-        except StorageError as err:
-            if err.code.name == "NOT_FOUND":
-                raise ApiError(404, "not-found", f"session {session_id} not found") from None
-            raise
+        session = await session_client.get_or_none(checked_id(session_id))
+        if session is None:
+            raise ApiError(404, "not-found", f"session {session_id} not found")
+        return session
 
     async def views(sessions: Sequence[pb.Session]) -> list[SessionView]:
         resources = await directory.describe([s.id for s in sessions]) if directory else {}
@@ -239,11 +240,7 @@ def build_router(
             # The resource's finalizer deletes the data as well; doing it here too makes the
             # 204 true at once, and whichever comes second finds nothing left to delete.
             await directory.deleted(session_id)
-            try:
-                await storage.delete_session(session_id)
-            except StorageError as err:
-                if err.code.name != "NOT_FOUND":
-                    raise
+            await session_client.delete_if_exists(session_id)
         else:
             await storage.delete_session(session_id)
         return Response(status_code=204)

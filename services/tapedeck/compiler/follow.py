@@ -28,8 +28,6 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-import grpc
-
 from tapedeck._proto import storage_pb2 as pb
 from tapedeck.compiler.job import EXIT_OK, compile_session, exit_code, output_path
 from tapedeck.compiler.plan import OutputOptions, PlanError, TrackInput, plan_compile
@@ -40,6 +38,7 @@ from tapedeck.processes import tune_malloc_for_bulk_io
 from tapedeck.sessions import State, is_valid_session_id
 from tapedeck.settings import Settings, get_settings
 from tapedeck.storage.client import StorageClient, StorageError
+from tapedeck.storage.errors import NotFound
 from tapedeck.storage.records import PB_TO_STATE
 
 log = logging.getLogger(__name__)
@@ -181,10 +180,8 @@ class Follower:
         while True:
             try:
                 session = await self.storage.get_session(self.session_id)
-            except StorageError as err:
-                if err.code == grpc.StatusCode.NOT_FOUND:
-                    return EXIT_OK  # deleted: nothing to compile
-                raise
+            except NotFound:
+                return EXIT_OK  # deleted: nothing to compile
             state = PB_TO_STATE[session.state]
             if state not in (State.RECORDING, State.RECORDED, State.QUEUED):
                 log.info("%s is %s: stop following", self.session_id, state.value)

@@ -15,17 +15,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-import grpc
-
 from tapedeck._proto import storage_pb2 as pb
 from tapedeck.compiler.plan import OutputOptions, PlanError
 from tapedeck.compiler.probe import MediaInfo, ProbeError
 from tapedeck.compiler.run import CompileError, RunningStage, compile_files
 from tapedeck.compiler.scratch import run_directory
 from tapedeck.processes import tune_malloc_for_bulk_io
-from tapedeck.sessions import is_valid_session_id
+from tapedeck.sessions import State, is_valid_session_id
 from tapedeck.settings import Settings
-from tapedeck.storage.client import StorageClient, StorageError
+from tapedeck.storage.client import StorageClient
+from tapedeck.storage.errors import Conflict, NotFound, StorageError, Superseded
+from tapedeck.storage.session_client import SessionClient
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +69,10 @@ async def compile_session(
     options: OutputOptions,
     prepared: Prepared | None = None,
 ) -> int:
+    sessions = SessionClient(storage)
     try:
-        session = await storage.update_session(
-            pb.UpdateSessionRequest(
-                session_id=session_id,
-                begin_compile=True,
-                if_state_in=[pb.SESSION_STATE_QUEUED, pb.SESSION_STATE_COMPILING],
-            )
-        )
-    except StorageError as err:
-        if err.code != grpc.StatusCode.FAILED_PRECONDITION:
-            raise
+        session = await sessions.begin_compile(session_id)
+    except Conflict as err:
         log.info(
             "session %s is not waiting for a compile (%s); nothing to do", session_id, err.message
         )
@@ -98,13 +91,8 @@ async def compile_session(
         now = time.monotonic()
         if now - last_report >= PROGRESS_INTERVAL and fraction < 1.0:
             last_report = now
-            await storage.update_session(
-                pb.UpdateSessionRequest(
-                    session_id=session_id,
-                    progress=fraction,
-                    if_state_in=[pb.SESSION_STATE_COMPILING],
-                    if_compile_generation=generation,
-                )
+            await sessions.update(
+                session_id, from_=(State.COMPILING,), generation=generation, progress=fraction
             )
 
     phases: dict[str, float] = {}
@@ -152,32 +140,27 @@ async def compile_session(
             )
         except (CompileError, ProbeError, PlanError) as err:
             log.warning("compile of %s failed: %s", session_id, err)
-            await storage.update_session(
-                pb.UpdateSessionRequest(
-                    session_id=session_id,
-                    state=pb.SESSION_STATE_FAILED,
-                    error=str(err) or repr(err),
-                    if_state_in=[pb.SESSION_STATE_COMPILING],
-                    if_compile_generation=generation,
-                )
+            failed = await sessions.mark_failed(
+                session_id, str(err) or repr(err), (State.COMPILING,), generation
             )
+            if failed is None:
+                log.info("compile of %s stopped: a newer compile began, or it settled", session_id)
+                return EXIT_OK
             return EXIT_FAILED
         phase("ffmpeg")
         await storage.upload_output(session_id, output, generation)
         phase("upload")
-    await storage.update_session(
-        pb.UpdateSessionRequest(
-            session_id=session_id,
-            state=pb.SESSION_STATE_READY,
-            progress=1.0,
-            output=pb.Output(
-                duration_seconds=result.duration_seconds,
-                video_codec=result.video_codec or "",
-                audio_codec=result.audio_codec or "",
-            ),
-            if_state_in=[pb.SESSION_STATE_COMPILING],
-            if_compile_generation=generation,
-        )
+    await sessions.transition(
+        session_id,
+        State.READY,
+        (State.COMPILING,),
+        generation=generation,
+        progress=1.0,
+        output=pb.Output(
+            duration_seconds=result.duration_seconds,
+            video_codec=result.video_codec or "",
+            audio_codec=result.audio_codec or "",
+        ),
     )
     phase("ready")
     log.info(
@@ -206,10 +189,10 @@ async def main(session_id: str, settings: Settings, options: OutputOptions | Non
 def exit_code(session_id: str, err: StorageError) -> int:
     """How a compile that storage stopped ends: a session that moved on (a newer compile
     began, it was deleted or expired) needs nothing more; an outage is worth a retry."""
-    if err.code == grpc.StatusCode.NOT_FOUND:
+    if isinstance(err, NotFound):
         log.error("session %s not found", session_id)
         return EXIT_FAILED
-    if err.code == grpc.StatusCode.FAILED_PRECONDITION:
+    if isinstance(err, Conflict) and not isinstance(err, Superseded):  # not an upload cut short
         log.info("compile of %s stopped: %s", session_id, err.message)
         return EXIT_OK
     log.error("storage error while compiling %s: %s", session_id, err.message)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import grpc
-
 from tapedeck._proto import storage_pb2 as pb
 from tapedeck.lifecycle import CompileVerdict, SessionFacts, decide_compile
 from tapedeck.sessions import State
-from tapedeck.storage.client import StorageClient, StorageError
+from tapedeck.storage.client import StorageClient
+from tapedeck.storage.errors import Conflict
 from tapedeck.storage.records import PB_TO_STATE
+from tapedeck.storage.session_client import SessionClient
 
 QUEUEING = (CompileVerdict.QUEUE, CompileVerdict.FINALIZE_AND_QUEUE)
 
@@ -56,24 +56,20 @@ async def _try_queue(storage: StorageClient, session: pb.Session) -> CompileRequ
     verdict = decide_compile(facts(session))
     if verdict not in QUEUEING:
         return CompileRequest(verdict, state, queued=False)
-    allowed = [pb.SESSION_STATE_RECORDED, pb.SESSION_STATE_FAILED]
+    allowed = [State.RECORDED, State.FAILED]
     if verdict == CompileVerdict.FINALIZE_AND_QUEUE:
-        allowed.append(pb.SESSION_STATE_RECORDING)
+        allowed.append(State.RECORDING)
     try:
-        await storage.update_session(
-            pb.UpdateSessionRequest(
-                session_id=session.id,
-                state=pb.SESSION_STATE_QUEUED,
-                progress=0.0,
-                error="",
-                compile_attempts=0,
-                if_state_in=allowed,
-                finish_tracks=verdict == CompileVerdict.FINALIZE_AND_QUEUE,
-            )
+        await SessionClient(storage).transition(
+            session.id,
+            State.QUEUED,
+            allowed,
+            progress=0.0,
+            error="",
+            compile_attempts=0,
+            finish_tracks=verdict == CompileVerdict.FINALIZE_AND_QUEUE,
         )
-    except StorageError as err:
-        if err.code != grpc.StatusCode.FAILED_PRECONDITION:
-            raise
+    except Conflict:
         return None
     return CompileRequest(verdict, State.QUEUED, queued=True)
 
@@ -83,18 +79,15 @@ async def withdraw_compile(storage: StorageClient, session: pb.Session) -> None:
     away): the session goes back to where it was, so asking again queues it and starts the
     compile, rather than finding it `queued` with nobody to compile it. If someone started it
     meanwhile (it left `queued`), it is left alone."""
-    back = session.state if session.state == pb.SESSION_STATE_FAILED else pb.SESSION_STATE_RECORDED
+    back = State.FAILED if session.state == pb.SESSION_STATE_FAILED else State.RECORDED
     try:
-        await storage.update_session(
-            pb.UpdateSessionRequest(
-                session_id=session.id,
-                state=back,
-                progress=session.progress,
-                error=session.error,
-                compile_attempts=session.compile_attempts,
-                if_state_in=[pb.SESSION_STATE_QUEUED],
-            )
+        await SessionClient(storage).transition(
+            session.id,
+            back,
+            (State.QUEUED,),
+            progress=session.progress,
+            error=session.error,
+            compile_attempts=session.compile_attempts,
         )
-    except StorageError as err:
-        if err.code != grpc.StatusCode.FAILED_PRECONDITION:
-            raise
+    except Conflict:
+        pass

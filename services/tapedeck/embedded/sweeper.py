@@ -11,6 +11,7 @@ from tapedeck.lifecycle import is_expired, should_finalize_idle
 from tapedeck.settings import Settings
 from tapedeck.storage.client import StorageClient, StorageError
 from tapedeck.storage.records import PB_TO_STATE, now_ms
+from tapedeck.storage.session_client import SessionClient
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +34,14 @@ async def sweep_once(
     idle_ms = int(settings.idle_finalize.total_seconds() * 1000)
     result = SweepResult()
     slots = asyncio.Semaphore(SWEEP_CONCURRENCY)
+    sessions = SessionClient(storage)
 
     async def sweep(session: pb.Session) -> None:
         async with slots:
             try:
                 if is_expired(session.expires_at_ms, now):
-                    await storage.delete_session(session.id)
-                    result.expired += 1
+                    if await sessions.delete_if_exists(session.id):
+                        result.expired += 1
                     return
                 last_write = max(
                     [session.created_at_ms, *(t.updated_at_ms for t in session.tracks)]
@@ -47,13 +49,7 @@ async def sweep_once(
                 if should_finalize_idle(
                     PB_TO_STATE[session.state], session.writing, last_write, now, idle_ms
                 ):
-                    await storage.update_session(
-                        pb.UpdateSessionRequest(
-                            session_id=session.id,
-                            finish_tracks=True,
-                            if_state_in=[pb.SESSION_STATE_RECORDING],
-                        )
-                    )
+                    await sessions.finish_tracks(session.id)
                     result.finalized += 1
             except StorageError as err:  # deleted or changed meanwhile: the next sweep decides
                 log.info("sweep skipped %s: %s", session.id, err.message)

@@ -25,6 +25,7 @@ from tapedeck.sessions import validate_session_id
 from tapedeck.settings import Settings
 from tapedeck.storage.client import StorageClient, StorageError
 from tapedeck.storage.records import PB_TO_STATE
+from tapedeck.storage.session_client import COMPILE_PENDING, SessionClient
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ def follow_command(session_id: str) -> list[str]:
 class LocalCompileWorker:
     def __init__(self, storage: StorageClient, settings: Settings) -> None:
         self.storage = storage
+        self.sessions = SessionClient(storage)
         self.settings = settings
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self.pending: set[str] = set()
@@ -144,21 +146,14 @@ class LocalCompileWorker:
 
     async def _recover(self) -> None:
         """Sessions left queued or compiling by a previous process get their compile back."""
-        token = ""
         while True:
             try:
-                page = await self.storage.list_sessions(
-                    500, token, [pb.SESSION_STATE_QUEUED, pb.SESSION_STATE_COMPILING]
-                )
+                async for session in self.sessions.all(COMPILE_PENDING):
+                    await self.submit(session.id)  # a second walk submits nothing twice
+                return
             except StorageError as err:
                 log.warning("compile recovery: storage unavailable (%s); retrying", err.message)
                 await asyncio.sleep(2)
-                continue
-            for session in page.sessions:
-                await self.submit(session.id)
-            token = page.next_page_token
-            if not token:
-                return
 
     async def _work(self) -> None:
         while True:
@@ -219,14 +214,8 @@ class LocalCompileWorker:
 
     async def _give_up(self, session_id: str, error: str) -> None:
         """The session is `failed` with `error`, unless it settled meanwhile."""
-        await self.storage.update_session(
-            pb.UpdateSessionRequest(
-                session_id=session_id,
-                state=pb.SESSION_STATE_FAILED,
-                error=error,
-                if_state_in=[pb.SESSION_STATE_QUEUED, pb.SESSION_STATE_COMPILING],
-            )
-        )
+        if await self.sessions.mark_failed(session_id, error) is None:
+            log.info("compile %s: the session settled meanwhile; left as it is", session_id)
 
     async def _run(self, session_id: str) -> int | None:
         """The child's exit status; None when it was killed at the compile timeout."""

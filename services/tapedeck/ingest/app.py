@@ -17,7 +17,6 @@ import weakref
 from collections import deque
 from dataclasses import dataclass, field
 
-import grpc
 from fastapi import APIRouter, WebSocket
 from starlette.types import Message
 from starlette.websockets import WebSocketDisconnect, WebSocketState
@@ -28,6 +27,7 @@ from tapedeck.ingest import protocol
 from tapedeck.ingest.protocol import Close, ProtocolError, StartMessage, TrackStream
 from tapedeck.sessions import TRACKS, is_valid_session_id
 from tapedeck.settings import Settings
+from tapedeck.storage import errors
 from tapedeck.storage.client import StorageClient, StorageError, TrackWriter
 
 log = logging.getLogger(__name__)
@@ -37,20 +37,20 @@ START_TIMEOUT = 30.0
 
 def storage_close(err: StorageError) -> ProtocolError:
     """How a storage failure reaches the client."""
-    match err.code:
-        case grpc.StatusCode.NOT_FOUND:
+    match err:
+        case errors.NotFound():
             return ProtocolError(Close.NOT_FOUND, "unknown-session", err.message)
-        case grpc.StatusCode.FAILED_PRECONDITION:
-            return ProtocolError(Close.CONFLICT, "finished", err.message)
-        case grpc.StatusCode.ABORTED:
+        case errors.Superseded():
             return ProtocolError(Close.CONFLICT, "superseded", err.message)
-        case grpc.StatusCode.RESOURCE_EXHAUSTED if err.reason == "session-too-large":
+        case errors.Conflict() if not isinstance(err, errors.AlreadyExists):
+            return ProtocolError(Close.CONFLICT, "finished", err.message)
+        case errors.SessionTooLarge():
             return ProtocolError(Close.TOO_LARGE, "session-too-large", err.message)
-        case grpc.StatusCode.RESOURCE_EXHAUSTED if err.reason == "too-many-open-sessions":
+        case errors.TooManySessions():
             return ProtocolError(Close.RATE_LIMITED, "too-many-sessions", err.message)
-        case grpc.StatusCode.RESOURCE_EXHAUSTED:
+        case errors.Exhausted():
             return ProtocolError(Close.UNAVAILABLE, "storage-full", err.message)
-        case grpc.StatusCode.INVALID_ARGUMENT | grpc.StatusCode.OUT_OF_RANGE:
+        case errors.InvalidArgument() | errors.OutOfRange():
             return ProtocolError(Close.BAD_MESSAGE, "rejected", err.message)
         case _:
             return ProtocolError(

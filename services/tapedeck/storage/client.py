@@ -7,15 +7,16 @@ import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Self, cast
 
 import grpc
 
 from tapedeck._proto import storage_pb2 as pb
 from tapedeck._proto import storage_pb2_grpc as pb_grpc
 from tapedeck.sessions import OUTPUT
+from tapedeck.storage import errors
+from tapedeck.storage.status import REASON_KEY, error_class
 
-REASON_KEY = "tapedeck-reason"
 UPLOAD_CHUNK = 4 * 1024 * 1024
 READ_AHEAD = 4  # chunks of a Read received before the consumer asks for them
 
@@ -51,16 +52,37 @@ _SERVICE_CONFIG = json.dumps(
 )
 
 
-class StorageError(Exception):
-    """A storage call failed; `code` is the gRPC status, `reason` the storage's detail."""
+class StorageError(errors.StorageError):
+    """A storage call failed; `code` is the gRPC status, `reason` the storage's detail.
+
+    Made with `of`, it is also the storage/errors.py class its status stands for, so callers
+    catch `errors.NotFound` or `errors.Conflict` rather than match status codes."""
 
     def __init__(self, code: grpc.StatusCode, message: str, reason: str = "") -> None:
-        super().__init__(message)
-        self.code, self.message, self.reason = code, message, reason
+        super().__init__(message, reason)
+        self.code = code
 
-    @classmethod
-    def from_rpc(cls, err: grpc.aio.AioRpcError) -> StorageError:
-        return cls(err.code(), err.details() or err.code().name, _reason(err.trailing_metadata()))
+    @staticmethod
+    def of(code: grpc.StatusCode, message: str, reason: str = "") -> StorageError:
+        return _typed(error_class(code, reason))(code, message, reason)
+
+    @staticmethod
+    def from_rpc(err: grpc.aio.AioRpcError) -> StorageError:
+        return StorageError.of(
+            err.code(), err.details() or err.code().name, _reason(err.trailing_metadata())
+        )
+
+
+_TYPED: dict[str, type[StorageError]] = {}
+
+
+def _typed(domain: type[errors.StorageError]) -> type[StorageError]:
+    """`StorageError` and `domain` at once (e.g. `RpcNotFound`), made once per class."""
+    typed = _TYPED.get(domain.__name__)
+    if typed is None:
+        made = type(f"Rpc{domain.__name__}", (StorageError, domain), {})
+        typed = _TYPED.setdefault(domain.__name__, cast(type[StorageError], made))
+    return typed
 
 
 def _reason(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
@@ -92,7 +114,7 @@ class TrackWriter:
     def _response(self, response: pb.WriteResponse) -> pb.WriteResponse:
         if response.HasField("error"):
             error = response.error
-            self.refusal = StorageError(
+            self.refusal = StorageError.of(
                 _STATUS_CODES.get(error.code, grpc.StatusCode.UNKNOWN), error.message, error.reason
             )
             raise self.refusal
@@ -105,9 +127,9 @@ class TrackWriter:
             return self.refusal
         code = await self._call.code()
         if code == grpc.StatusCode.OK:
-            return StorageError(grpc.StatusCode.ABORTED, "storage ended the write stream")
+            return StorageError.of(grpc.StatusCode.ABORTED, "storage ended the write stream")
         details = await self._call.details()
-        return StorageError(
+        return StorageError.of(
             code, details or code.name, _reason(await self._call.trailing_metadata())
         )
 
@@ -300,7 +322,7 @@ class StorageClient:
             async for ack in writer.acks():  # drained as we go so acks never block the stream
                 if ack.finished:
                     return ack.committed_size
-            raise StorageError(grpc.StatusCode.ABORTED, "output upload ended early")
+            raise StorageError.of(grpc.StatusCode.ABORTED, "output upload ended early")
 
         acks = asyncio.create_task(final_ack())
         try:
