@@ -202,6 +202,12 @@ class S3Settings(BaseSettings):
     lifecycle_days: int = 0
     """When > 0, storage sets the bucket's rule that aborts multipart uploads abandoned this
     many days (the rule covers TAPEDECK_S3_PREFIX); 0: leave the bucket's rules alone."""
+    downloads: Literal["proxy", "redirect"] = "proxy"
+    """`redirect`: `GET /api/download/{id}` answers 307 to a presigned GET of the store (signed
+    for `public_endpoint`), so the api moves no media bytes; `proxy`: the api streams the MP4
+    (for stores browsers cannot reach)."""
+    download_expiry: int = 300
+    """Seconds a presigned download URL stays valid."""
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
 

@@ -27,7 +27,9 @@ def wait_for_key(client: Any, bucket: str, key: str, timeout: float = 60) -> dic
             time.sleep(0.2)
 
 
+@pytest.mark.parametrize("downloads", ["proxy", "redirect"])
 async def test_tapedeck_up_records_compiles_and_downloads_through_the_bucket(
+    downloads: str,
     s3_place: S3Place,
     tmp_path: Path,
     h264_webm: Path,
@@ -42,6 +44,7 @@ async def test_tapedeck_up_records_compiles_and_downloads_through_the_bucket(
         s3_prefix=s3_place.prefix,
         s3_part_size=str(5 * 1024 * 1024),
         speculative_compiles="0",
+        s3_downloads=downloads,
     )
     client: Any = s3_place.server.client()
     base = f"{s3_place.prefix}sessions"
@@ -56,12 +59,25 @@ async def test_tapedeck_up_records_compiles_and_downloads_through_the_bucket(
             assert api.post(f"/api/compile-video/{sid}").status_code == 202
             seen = wait_settled(api, sid)
             assert seen[-1]["state"] == "ready", seen[-1]
-            download = api.get(f"/api/download/{sid}")
+            answer = api.get(f"/api/download/{sid}")
+            if downloads == "redirect":
+                # The api answers with a presigned GET of the store and moves no media bytes.
+                assert answer.status_code == 307, answer.text
+                location = answer.headers["location"]
+                assert location.startswith(s3_place.server.endpoint)
+                assert "X-Amz-Signature=" in location
+                download = httpx.get(location)
+                ranged = httpx.get(location, headers={"Range": "bytes=4-7"})
+                assert download.headers["content-disposition"] == (
+                    f'attachment; filename="{sid}.mp4"'
+                )
+            else:
+                download = answer
+                ranged = api.get(f"/api/download/{sid}", headers={"Range": "bytes=4-7"})
             assert download.status_code == 200
             assert download.content[4:8] == b"ftyp"
             stored = client.get_object(Bucket=s3_place.bucket, Key=f"{base}/{sid}/{sid}.mp4")
             assert stored["Body"].read() == download.content
-            ranged = api.get(f"/api/download/{sid}", headers={"Range": "bytes=4-7"})
             assert ranged.status_code == 206 and ranged.content == b"ftyp"
 
             deadline = time.monotonic() + 30

@@ -10,6 +10,7 @@ credentials, a missing bucket, a policy) and `StoreUnreachable` (no answer: retr
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
@@ -66,6 +67,19 @@ class Listed:
     key: str
     size: int
     etag: str
+
+
+def track_key(session_id: str, track: str) -> str:
+    """The key layout (docs/storage.md), relative to the prefix; ids are validated by callers."""
+    return f"sessions/{session_id}/{track}.webm"
+
+
+def output_key(session_id: str) -> str:
+    return f"sessions/{session_id}/{session_id}.mp4"
+
+
+def manifest_key(session_id: str) -> str:
+    return f"sessions/{session_id}/session.json"
 
 
 def _translate(error: Exception) -> ObjectStoreError:
@@ -360,3 +374,27 @@ class ObjectStore:
                     ]
                 },
             )
+
+
+class Presigner:
+    """Download URLs for the api. Presigning is computed locally (no request to the store); the
+    client is opened at the first URL and closed with the app."""
+
+    def __init__(self, settings: S3Settings) -> None:
+        self.settings = settings
+        self._store = ObjectStore(settings)
+        self._opened = False
+        self._lock = asyncio.Lock()
+
+    async def url(self, name: str, disposition: str) -> str:
+        async with self._lock:
+            if not self._opened:
+                await self._store.__aenter__()
+                self._opened = True
+        return await self._store.presign_get(name, self.settings.download_expiry, disposition)
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._opened:
+                await self._store.__aexit__(None, None, None)
+                self._opened = False

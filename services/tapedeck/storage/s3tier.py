@@ -59,6 +59,9 @@ from tapedeck.storage.objectstore import (
     ObjectStoreError,
     Part,
     StoreRefused,
+    manifest_key,
+    output_key,
+    track_key,
 )
 from tapedeck.storage.records import SessionRecord
 
@@ -187,9 +190,7 @@ class TieredOutputSink:
         etag = self._inner.publish()  # durable on the volume, under its final name
         final = self._tier._output_path(self._id)
         try:
-            self._tier._shipper.call(
-                self._tier._upload_file(final, self._tier._output_key(self._id))
-            )
+            self._tier._shipper.call(self._tier._upload_file(final, output_key(self._id)))
         except ObjectStoreError as e:
             raise Unavailable(f"the output could not be stored: {_refused_message(e)}") from None
         finally:
@@ -230,18 +231,6 @@ class S3TieredBackend:
         await self._shipper.store.abort_incomplete_uploads_after(self.settings.lifecycle_days)
 
     # --- keys and files -------------------------------------------------------------------
-
-    @staticmethod
-    def _track_key(session_id: str, track: str) -> str:
-        return f"sessions/{session_id}/{track}.webm"
-
-    @staticmethod
-    def _output_key(session_id: str) -> str:
-        return f"sessions/{session_id}/{session_id}.mp4"
-
-    @staticmethod
-    def _manifest_key(session_id: str) -> str:
-        return f"sessions/{session_id}/{MANIFEST}"
 
     def _dir(self, session_id: str) -> Path:
         try:
@@ -320,9 +309,7 @@ class S3TieredBackend:
         self._check(session_id, obj)
         if obj == OUTPUT:
             try:
-                return self._shipper.call(
-                    self._shipper.store.head(self._output_key(session_id))
-                ).size
+                return self._shipper.call(self._shipper.store.head(output_key(session_id))).size
             except ObjectNotFound:
                 return 0
             except ObjectStoreError as e:
@@ -360,16 +347,16 @@ class S3TieredBackend:
         if offset < 0 or limit < 0:
             raise InvalidArgument("negative offset or limit")
         if obj == OUTPUT:
-            return self._bucket_read(self._output_key(session_id), offset, limit)
+            return self._bucket_read(output_key(session_id), offset, limit)
         return self._track_read((session_id, obj), offset, limit)
 
     def presign_read(self, session_id: str, obj: str, expires_seconds: int, filename: str) -> str:
         """The `Presigning` capability: a GET of the finished object for the public endpoint."""
         self._check(session_id, obj)
         if obj == OUTPUT:
-            name = self._output_key(session_id)
+            name = output_key(session_id)
         else:
-            name = self._track_key(session_id, obj)
+            name = track_key(session_id, obj)
         disposition = f'attachment; filename="{filename}"' if filename else ""
         return self._shipper.call(
             self._shipper.store.presign_get(name, expires_seconds, disposition)
@@ -407,7 +394,7 @@ class S3TieredBackend:
             source = shipping.read_source(state, position)
             if isinstance(source, shipping.FromBucket):
                 rest = 0 if end is None else end - position
-                yield from self._bucket_read(self._track_key(*key), position, rest)
+                yield from self._bucket_read(track_key(*key), position, rest)
                 return
             if isinstance(source, shipping.Shipped):
                 if self._await_completion(key):
@@ -509,7 +496,7 @@ class S3TieredBackend:
             durable = await asyncio.to_thread(self.volume.size, key[0], key[1])
             with self._lock:
                 durable = self._durable.setdefault(key, durable)
-        store, name, path = self._shipper.store, self._track_key(*key), self._track_path(key)
+        store, name, path = self._shipper.store, track_key(*key), self._track_path(key)
         while True:
             with self._lock:
                 durable = max(durable, self._durable.get(key, 0))
@@ -622,9 +609,7 @@ class S3TieredBackend:
             except FileNotFoundError:
                 return  # deleted
             try:
-                await self._shipper.store.put(
-                    self._manifest_key(session_id), data, "application/json"
-                )
+                await self._shipper.store.put(manifest_key(session_id), data, "application/json")
                 return
             except ObjectStoreError as e:
                 self.last_error = _refused_message(e)
