@@ -99,11 +99,13 @@ class Stack:
 
     def start(self) -> Stack:
         self.start_storage()
-        self.web.start()
-        wait_for(
-            lambda: httpx.get(f"{self.base_url}/readyz").status_code == 200, what="web /readyz"
-        )
+        self.start_web()
         return self
+
+    def start_web(self) -> None:
+        """Returns once the web process answers: it cleans up before it listens."""
+        self.web.start()
+        wait_for(lambda: httpx.get(f"{self.base_url}/readyz").status_code == 200, 60, "web /readyz")
 
     def start_storage(self) -> None:
         self.storage.start()

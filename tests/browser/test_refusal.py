@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Dialog, Locator, Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
@@ -147,11 +146,7 @@ def record_until_refused(page: Page, stack: Stack) -> str:
     expect(video).not_to_have_attribute("data-reconnects", "0", timeout=15_000)
     # Meanwhile storage finalizes the session (as its idle sweeper does).
     finalize_in_storage(stack, session_id)
-    stack.web.start()
-    wait_for(
-        lambda: httpx.get(f"{stack.base_url}/readyz").status_code == 200,
-        what="web /readyz",
-    )
+    stack.start_web()
 
     # Every reconnect is now refused for good: the page says so and why.
     for track in TRACKS:
@@ -355,11 +350,7 @@ def test_upload_refused_on_resume_is_kept_and_offered(
     context = page.context
     page.close(run_before_unload=False)  # like a crashed tab
     finalize_in_storage(fresh_stack, session_id)
-    fresh_stack.web.start()
-    wait_for(
-        lambda: httpx.get(f"{fresh_stack.base_url}/readyz").status_code == 200,
-        what="web /readyz",
-    )
+    fresh_stack.start_web()
 
     fresh = context.new_page()
     open_app(fresh)

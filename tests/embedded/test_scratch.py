@@ -224,7 +224,7 @@ def test_a_compile_killed_with_the_web_process_leaves_no_scratch_after_the_resta
             stack.web.process.wait(10)
             compile_process.wait(10)  # killed with its parent
             assert scratch.exists()  # nobody was left to remove it
-            stack.web.start()
+            stack.start_web()
             wait_for(lambda: not scratch.exists(), 60, f"{scratch} to be removed")
             (gate.parent / "gate-open").touch()
             wait_state(api, session["id"], "ready")  # recovered by the new worker

@@ -342,11 +342,7 @@ class System:
 
     async def restart_web(self) -> None:
         await asyncio.to_thread(self.stack.web.kill)
-        self.stack.web.start()
-        base = self.stack.base_url
-        await asyncio.to_thread(
-            wait_for, lambda: httpx.get(f"{base}/readyz").status_code == 200, 60, "web /readyz"
-        )
+        await asyncio.to_thread(self.stack.start_web)
 
     def compiles(self) -> list[tuple[int, str]]:
         """(pid, what) of the web process's compile and follower children."""
