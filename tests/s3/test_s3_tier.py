@@ -16,6 +16,7 @@ import pytest
 
 from s3_fixtures import S3Place
 from tapedeck.sessions import State
+from tapedeck.storage.backend import Backend
 from tapedeck.storage.errors import Unavailable
 from tapedeck.storage.records import SessionRecord, TrackRecord, now_ms
 from tapedeck.storage.s3tier import S3TieredBackend
@@ -50,7 +51,7 @@ def tier(s3_place: S3Place, tmp_path: Path) -> Iterator[Callable[..., S3TieredBa
         backend.close()
 
 
-def session(backend: S3TieredBackend, sid: str, *tracks: str) -> SessionRecord:
+def session(backend: Backend, sid: str, *tracks: str) -> SessionRecord:
     created = now_ms()
     record = SessionRecord(
         id=sid,
@@ -62,7 +63,7 @@ def session(backend: S3TieredBackend, sid: str, *tracks: str) -> SessionRecord:
     return record
 
 
-def finish(backend: S3TieredBackend, record: SessionRecord) -> None:
+def finish(backend: Backend, record: SessionRecord) -> None:
     for track in record.tracks.values():
         track.finished = True
     record.state = State.RECORDED
@@ -220,3 +221,32 @@ def test_the_lifecycle_rule_for_abandoned_uploads_is_set(
     rules = client.get_bucket_lifecycle_configuration(Bucket=s3_place.bucket)["Rules"]
     mine = [r for r in rules if r["ID"] == "tapedeck-abort-incomplete-multipart"]
     assert mine and mine[0]["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 2
+
+
+def test_a_volume_from_before_the_tier_keeps_its_outputs_and_ships_its_tracks(
+    tier: Callable[..., S3TieredBackend], s3_place: S3Place, tmp_path: Path
+) -> None:
+    """Turning the tier on over an existing volume: finished tracks ship, and outputs published
+    before (only on the volume) stay readable."""
+    from tapedeck.storage.local import LocalBackend
+
+    volume = tmp_path / "volume"
+    local = LocalBackend(volume)
+    record = session(local, "from-before-the-tier", "video")
+    sink = local.open_track(record.id, "video", new=True)
+    sink.append([b"old recording"])
+    sink.close()
+    output = local.open_output(record.id)
+    output.append([b"old mp4"])
+    output.publish()
+    output.close()
+    record.tracks["video"].finished = True
+    record.state = State.READY
+    local.save(record)
+
+    backend = tier()
+    assert [r.id for r in backend.load_all()] == [record.id]
+    assert backend.size(record.id, "output") == len(b"old mp4")
+    assert b"".join(backend.read(record.id, "output", 4, 0)) == b"mp4"
+    wait_until(lambda: state_file(volume, record.id, "video").get("completed"), what="shipped")
+    assert b"".join(backend.read(record.id, "video", 0, 0)) == b"old recording"

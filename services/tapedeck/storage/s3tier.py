@@ -307,6 +307,8 @@ class S3TieredBackend:
 
     def size(self, session_id: str, obj: str) -> int:
         self._check(session_id, obj)
+        if obj == OUTPUT and self._output_path(session_id).exists():
+            return self.volume.size(session_id, obj)  # published before the tier was on
         if obj == OUTPUT:
             try:
                 return self._shipper.call(self._shipper.store.head(output_key(session_id))).size
@@ -346,6 +348,8 @@ class S3TieredBackend:
         self._check(session_id, obj)  # now, not at the first chunk
         if offset < 0 or limit < 0:
             raise InvalidArgument("negative offset or limit")
+        if obj == OUTPUT and self._output_path(session_id).exists():
+            return self.volume.read(session_id, obj, offset, limit)  # from before the tier
         if obj == OUTPUT:
             return self._bucket_read(output_key(session_id), offset, limit)
         return self._track_read((session_id, obj), offset, limit)
