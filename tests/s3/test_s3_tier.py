@@ -100,8 +100,12 @@ def test_a_track_ships_while_it_records_and_completes_on_finish(
         assert [p["size"] for p in state["parts"]] == [PART] * 4
         assert not state["completed"]
         # The volume keeps the unshipped 12345 bytes plus a tail of one part, not 4 parts.
-        wait_until(lambda: state_file(volume, record.id, "video")["punched"] >= 3 * PART - 4096)
-        assert allocated(volume / record.id / "video.webm") <= PART + 12345 + 2 * 4096
+        # (The mark is saved before the hole is punched: wait for the blocks themselves.)
+        wait_until(
+            lambda: allocated(volume / record.id / "video.webm") <= PART + 12345 + 2 * 4096,
+            what="the volume trimmed to its tail",
+        )
+        assert state_file(volume, record.id, "video")["punched"] >= 3 * PART - 4096
         # Bytes still on the volume read from it; punched ones wait for the object.
         tail = b"".join(backend.read(record.id, "video", 4 * PART, 0))
         assert tail == data[4 * PART :]
@@ -119,7 +123,10 @@ def test_a_track_ships_while_it_records_and_completes_on_finish(
     assert b"".join(backend.read(record.id, "video", 0, 0)) == data
     assert b"".join(backend.read(record.id, "video", PART - 3, 6)) == data[PART - 3 : PART + 3]
     assert backend.size(record.id, "video") == len(data)
-    assert allocated(volume / record.id / "video.webm") == 0, "the volume keeps nothing"
+    wait_until(
+        lambda: allocated(volume / record.id / "video.webm") == 0,
+        what="the volume keeping nothing of a complete track",
+    )
     manifest = client.get_object(
         Bucket=s3_place.bucket, Key=f"{s3_place.prefix}sessions/{record.id}/session.json"
     )
