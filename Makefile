@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FRONTEND_SOURCES := $(shell find frontend -path frontend/node_modules -prune -o -path frontend/out -prune -o -path frontend/.next -prune -o -type f -print 2>/dev/null)
 
-.PHONY: run test test-fast test-faults test-powercut soak test-cluster cluster-tools geckodriver proto lint format frontend bench screenshots clean
+.PHONY: run test test-fast test-faults test-powercut soak test-cluster cluster-tools geckodriver proto lint format frontend bench screenshots clean s3-bin
 
 run: $(VENV)/.stamp-run frontend
 	$(BIN)/tapedeck up
@@ -28,6 +28,11 @@ cluster-tools:
 # they skip (outside CI).
 geckodriver:
 	tests/browser/build-geckodriver.sh
+
+# SeaweedFS's `weed` for the S3 tier's tests: built once per machine from its pinned Go module,
+# cached in ~/.cache/tapedeck/s3-bin (tests/s3/build-weed.sh).
+s3-bin:
+	tests/s3/build-weed.sh
 
 test-cluster: $(VENV)/.stamp-cluster frontend cluster-tools
 	TAPEDECK_REQUIRE_CLUSTER=1 $(BIN)/pytest tests/cluster

@@ -80,7 +80,35 @@ def local_store(tmp_path: Path, capacity: int | None) -> Iterator[Store]:
         yield LocalStore(volume / "recordings")
 
 
+class S3TieredStore:
+    """The S3 tier: a volume (small when asked) in front of a prefix of its own in the real
+    SeaweedFS bucket (tests/s3_fixtures.py)."""
+
+    def __init__(self, volume: Path) -> None:
+        from s3_fixtures import new_place
+
+        self.volume = volume
+        self.settings = new_place().settings()
+
+    def backend(self) -> Backend:
+        from tapedeck.storage.s3tier import S3TieredBackend
+
+        return S3TieredBackend(self.volume, self.settings)
+
+    def corrupt_manifest(self, session_id: str) -> None:
+        (self.volume / session_id / MANIFEST).write_bytes(b'{"id": "torn')
+
+
+@contextlib.contextmanager
+def s3_tiered_store(tmp_path: Path, capacity: int | None) -> Iterator[Store]:
+    if capacity is None:
+        yield S3TieredStore(tmp_path / "recordings")
+        return
+    with small_tmpfs(tmp_path / "volume", capacity) as volume:
+        yield S3TieredStore(volume / "recordings")
+
+
 BACKENDS = [
     pytest.param(local_store, id="local"),
-    # pytest.param(s3_tiered_store, id="s3-tiered"),  # issue 15: the S3 tier adds itself here
+    pytest.param(s3_tiered_store, id="s3-tiered"),
 ]

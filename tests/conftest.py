@@ -6,7 +6,7 @@ import pytest
 
 from media import make_h264_webm, make_opus_webm, make_vp8_webm
 
-pytest_plugins = ["stack_fixtures", "storage_fixtures"]
+pytest_plugins = ["stack_fixtures", "storage_fixtures", "s3_fixtures"]
 
 # --- media fixtures ---
 # Built once per test session with the real FFmpeg (tests/media.py); treat them as

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, field_validator
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tapedeck.lifecycle import check_ttl
@@ -163,3 +163,70 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+class S3Settings(BaseSettings):
+    """The object tier (docs/storage.md), configured by the AWS conventions plus
+    `TAPEDECK_S3_*`. Unset `TAPEDECK_S3_BUCKET`: no tier, local files only. Unset keys: botocore's
+    own credential chain (IRSA / workload identity, profiles)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TAPEDECK_S3_", extra="ignore", populate_by_name=True
+    )
+
+    endpoint_url: str | None = Field(default=None, validation_alias="AWS_ENDPOINT_URL")
+    access_key_id: SecretStr | None = Field(default=None, validation_alias="AWS_ACCESS_KEY_ID")
+    secret_access_key: SecretStr | None = Field(
+        default=None, validation_alias="AWS_SECRET_ACCESS_KEY"
+    )
+    region: str = Field(
+        default="us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION")
+    )
+    bucket: str | None = None
+    prefix: str = ""
+    """Keys start with it (`tapedeck/`: a slash is added when missing)."""
+    public_endpoint: str | None = None
+    """Where browsers reach the store, for presigned URLs (default: AWS_ENDPOINT_URL)."""
+    addressing_style: Literal["path", "virtual", "auto"] = "path"
+    checksum: Literal["when_required", "when_supported"] = "when_required"
+    """`when_supported` sends CRC checksums on every request, which not every S3-compatible
+    store accepts; `when_required` only where the API demands one."""
+    part_size: int = 8 * MiB
+    """Tracks ship as multipart uploads of equal parts this size (the last one smaller)."""
+    volume_tail: int = 16 * MiB
+    """Shipped bytes of a live track the volume still keeps (for readers that lag behind, like
+    the embedded speculative compiles); older ones are punched out of the file."""
+    lifecycle_days: int = 0
+    """When > 0, storage sets the bucket's rule that aborts multipart uploads abandoned this
+    many days (the rule covers TAPEDECK_S3_PREFIX); 0: leave the bucket's rules alone."""
+    downloads: Literal["proxy", "redirect"] = "proxy"
+    """`redirect`: `GET /api/download/{id}` answers 307 to a presigned GET of the store (signed
+    for `public_endpoint`), so the api moves no media bytes; `proxy`: the api streams the MP4
+    (for stores browsers cannot reach)."""
+    download_expiry: int = 300
+    """Seconds a presigned download URL stays valid."""
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, value: str | None) -> str | None:
+        if value is not None and not _BUCKET.fullmatch(value):
+            raise ValueError(f"not an S3 bucket name: {value[:70]!r} (3-63 of a-z, 0-9, '.', '-')")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = value.strip("/")
+        return f"{value}/" if value else ""
+
+    @field_validator("part_size")
+    @classmethod
+    def _part_size(cls, value: int) -> int:
+        if not 64 * 1024 <= value <= 5 * 1024 * MiB:
+            raise ValueError("part size must be between 64 KiB and 5 GiB (S3 wants >= 5 MiB)")
+        return value

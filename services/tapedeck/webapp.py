@@ -206,6 +206,15 @@ def create_app(settings: Settings, parts: Iterable[str] = ("api", "ingest")) -> 
     worker = LocalCompileWorker(storage, settings)
     background: list[asyncio.Task[None]] = []
     embedded = settings.mode == "embedded" and "api" in parts
+    presigner = None
+    if settings.s3_bucket and "api" in parts:
+        from tapedeck.settings import S3Settings
+
+        s3 = S3Settings()
+        if s3.downloads == "redirect":
+            from tapedeck.storage.objectstore import Presigner
+
+            presigner = Presigner(s3)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -217,6 +226,8 @@ def create_app(settings: Settings, parts: Iterable[str] = ("api", "ingest")) -> 
             task.cancel()
         await worker.stop()
         await storage.close()
+        if presigner is not None:
+            await presigner.close()
 
     app = FastAPI(
         title="Tapedeck",
@@ -265,9 +276,11 @@ def create_app(settings: Settings, parts: Iterable[str] = ("api", "ingest")) -> 
             from tapedeck.cluster.kube import Kube
 
             cluster = ClusterSessions(Kube.from_settings(settings))
-            app.include_router(build_router(storage, settings, secret, cluster, cluster))
+            app.include_router(
+                build_router(storage, settings, secret, cluster, cluster, presigner=presigner)
+            )
         else:
-            app.include_router(build_router(storage, settings, secret, worker))
+            app.include_router(build_router(storage, settings, secret, worker, presigner=presigner))
         frontend = settings.frontend_dir or default_frontend_dir()
         if frontend is not None:
             app.mount("/", FrontendFiles(directory=frontend, html=True), name="frontend")

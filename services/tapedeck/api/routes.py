@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, Security
 from fastapi.params import Depends as Dependency
-from fastapi.responses import StreamingResponse
+from fastapi.responses import RedirectResponse, StreamingResponse
 from fastapi.security import HTTPBearer
 
 from tapedeck import tokens
@@ -33,6 +33,9 @@ from tapedeck.settings import Settings
 from tapedeck.storage.client import StorageClient
 from tapedeck.storage.records import PB_TO_STATE, STATE_TO_PB
 from tapedeck.storage.session_client import SessionClient
+
+if TYPE_CHECKING:
+    from tapedeck.storage.objectstore import Presigner
 
 MAX_LIMIT = 1000
 
@@ -139,6 +142,8 @@ def build_router(
     secret: str,
     dispatcher: CompileDispatcher,
     directory: SessionDirectory | None = None,
+    *,
+    presigner: Presigner | None = None,
 ) -> APIRouter:
     auth = Auth(settings, secret)
     router = APIRouter(prefix="/api")
@@ -278,6 +283,7 @@ def build_router(
             200: {"content": {"video/mp4": {}}, "description": "the MP4"},
             206: {"content": {"video/mp4": {}}, "description": "the requested range"},
             304: {"description": "not modified (`If-None-Match`)"},
+            307: {"description": "a presigned GET of the store (`TAPEDECK_S3_DOWNLOADS=redirect`)"},
             **answers(400, 404, 409, 416, 503, auth=needs_token),
         },
         openapi_extra={"parameters": SIGNED_URL_PARAMETERS} if needs_token else None,
@@ -290,6 +296,14 @@ def build_router(
             raise ApiError(
                 409, "not-ready", f"session is {PB_TO_STATE[session.state].value}; compile it first"
             )
+        if presigner is not None:
+            from tapedeck.storage.objectstore import output_key
+
+            # The store serves the bytes (Range, ETag): the api moves none (docs/storage.md).
+            url = await presigner.url(
+                output_key(session_id), f'attachment; filename="{session_id}.mp4"'
+            )
+            return RedirectResponse(url, 307, headers={"Cache-Control": "no-store"})
         size, etag = session.output.size, session.output.etag
         headers = {
             "Accept-Ranges": "bytes",

@@ -109,12 +109,12 @@ class Closing(Protocol):
 def open_backend(settings: Settings) -> Backend:
     """The backend the settings ask for. Local files unless an object tier is configured."""
     if settings.s3_bucket:
-        # The seam for the S3-compatible tier (issue 15): it plugs in here, keyed on
-        # TAPEDECK_S3_BUCKET, with the volume at `settings.data_dir` as its write-ahead tier.
-        raise SystemExit(
-            "TAPEDECK_S3_BUCKET is set, but this build of Tapedeck has no S3 tier yet; "
-            "unset it to keep recordings on the volume"
-        )
+        # The S3-compatible tier (storage/s3tier.py): the volume at `data_dir` in front of the
+        # bucket. Its own settings (AWS_*, TAPEDECK_S3_*) are read here.
+        from tapedeck.settings import S3Settings
+        from tapedeck.storage.s3tier import S3TieredBackend
+
+        return S3TieredBackend(settings.data_dir, S3Settings())
     from tapedeck.storage.local import LocalBackend
 
     return LocalBackend(settings.data_dir)

@@ -1,0 +1,668 @@
+"""The S3 tier: the volume in front (acks after fdatasync, as always), a bucket behind it.
+
+    volume (data_dir)                        bucket ({prefix}...)
+    {id}/session.json                        sessions/{id}/session.json     (a copy, kept fresh)
+    {id}/video.webm       the unshipped tail sessions/{id}/video.webm       (completed upload)
+    {id}/.video.upload.json  upload id, part ETags, how much of the file is punched
+                                             sessions/{id}/{id}.mp4         (the output)
+
+Appends go to the volume through `LocalBackend`'s file sinks and are acknowledged after
+`fdatasync`, exactly as without the tier. A shipper (one thread running an asyncio loop with
+the aiobotocore client) follows each track: every `part_size` durable bytes become the next
+part of the track's multipart upload; the upload id and part ETags are saved beside the
+session after every part, so a restarted storage continues the same upload. Shipped bytes older
+than `volume_tail` are punched out of the file (its size stays, its blocks go). When the
+manifest says a track is finished (or the session left `recording`), the last part is sent and
+the object completed; then the whole file is punched. When the bucket does not answer (or
+refuses), recording goes on from the volume and the shipper retries with backoff: the volume's
+free space is the only limit, reported as `StorageFull` like without the tier.
+
+Reads: a completed track and the output come from the bucket (ranged GETs); an unfinished
+track from the volume. Bytes of an unfinished track that were already punched are not readable
+until it completes (S3 cannot read the parts of an incomplete upload): keep `volume_tail` at
+least as long as the lag of whatever reads live tracks (the embedded speculative compiles).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import AsyncGenerator, Coroutine, Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tapedeck.durable import fsync_dir
+from tapedeck.sessions import (
+    OUTPUT,
+    TRACKS,
+    InvalidSessionId,
+    State,
+    track_file_name,
+    validate_session_id,
+)
+from tapedeck.settings import S3Settings
+from tapedeck.storage import shipping
+from tapedeck.storage.errors import InvalidArgument, NotFound, StorageError, Unavailable
+from tapedeck.storage.local import MANIFEST, FileAppender, LocalBackend, OutputWriter
+from tapedeck.storage.objectstore import (
+    ObjectNotFound,
+    ObjectStore,
+    ObjectStoreError,
+    Part,
+    StoreRefused,
+    manifest_key,
+    output_key,
+    track_key,
+)
+from tapedeck.storage.records import SessionRecord
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Key = tuple[str, str]  # (session id, track)
+
+_FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_fallocate = _libc.fallocate
+_fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+_fallocate.restype = ctypes.c_int
+
+
+def punch_hole(path: Path, start: int, end: int) -> bool:
+    """Free the blocks of bytes [start, end) of a file, keeping its size; False where the file
+    system cannot (then the volume is simply not trimmed)."""
+    if end <= start:
+        return True
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except FileNotFoundError:
+        return True
+    try:
+        flags = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
+        if _fallocate(fd, flags, start, end - start) != 0:
+            err = ctypes.get_errno()
+            if err in (errno.EOPNOTSUPP, errno.ENOSYS):
+                return False
+            raise OSError(err, os.strerror(err), str(path))
+        return True
+    finally:
+        os.close(fd)
+
+
+def _refused_message(error: ObjectStoreError) -> str:
+    if isinstance(error, StoreRefused):
+        return f"the bucket refused: {error}"
+    return f"the bucket does not answer: {error}"
+
+
+class _Shipper:
+    """The asyncio side: one loop in one thread owns the client and every upload."""
+
+    def __init__(self, settings: S3Settings) -> None:
+        self.store = ObjectStore(settings)
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="s3-shipper", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise Unavailable(f"cannot open the bucket client: {self._error}")
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self.store.__aenter__())
+        except BaseException as e:
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        self.loop.run_forever()
+        with contextlib.suppress(Exception):
+            self.loop.run_until_complete(self.store.__aexit__(None, None, None))
+        self.loop.close()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run on the loop and wait (from a worker thread, never from the loop)."""
+        return self.submit(coro).result()
+
+    def stop(self) -> None:
+        async def cancel_all() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        if self.loop.is_running():
+            with contextlib.suppress(Exception):
+                self.call(cancel_all())
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
+class TieredTrackSink:
+    """A track on the volume whose durable bytes the shipper follows."""
+
+    def __init__(self, tier: S3TieredBackend, key: Key, inner: FileAppender) -> None:
+        self._tier, self._key, self._inner = tier, key, inner
+        tier._durable_seen(key, inner.size)
+
+    @property
+    def size(self) -> int:
+        return self._inner.size
+
+    def append(self, chunks: list[bytes]) -> int:
+        size = self._inner.append(chunks)
+        self._tier._durable_seen(self._key, size)
+        return size
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class TieredOutputSink:
+    """The compiled output: written on the volume (hashed as it goes), sent to the bucket as a
+    multipart upload by `publish`, then removed from the volume."""
+
+    def __init__(self, tier: S3TieredBackend, session_id: str, inner: OutputWriter) -> None:
+        self._tier, self._id, self._inner = tier, session_id, inner
+
+    @property
+    def size(self) -> int:
+        return self._inner.size
+
+    def append(self, chunks: list[bytes]) -> int:
+        return self._inner.append(chunks)
+
+    def publish(self) -> str:
+        etag = self._inner.publish()  # durable on the volume, under its final name
+        final = self._tier._output_path(self._id)
+        try:
+            self._tier._shipper.call(self._tier._upload_file(final, output_key(self._id)))
+        except ObjectStoreError as e:
+            raise Unavailable(f"the output could not be stored: {_refused_message(e)}") from None
+        finally:
+            final.unlink(missing_ok=True)
+        return etag
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class S3TieredBackend:
+    """The contract (storage/backend.py) over a volume and a bucket; see the module."""
+
+    def __init__(self, data_dir: Path, settings: S3Settings) -> None:
+        self.volume = LocalBackend(data_dir)
+        self.settings = settings
+        self.volume_tail = settings.volume_tail
+        self._shipper = _Shipper(settings)
+        self._states: dict[Key, shipping.UploadState] = {}
+        self._durable: dict[Key, int] = {}
+        self._finished: set[Key] = set()
+        self._pumps: dict[Key, asyncio.Task[None]] = {}
+        self._dirty: set[Key] = set()
+        self._manifests: dict[str, asyncio.Task[None]] = {}
+        self._lock = threading.Lock()
+        self._can_punch = True
+        self.last_error = ""
+        """The latest refusal or silence of the bucket ("" once it answers again)."""
+        if settings.lifecycle_days > 0:
+            self._shipper.submit(self._lifecycle_rule()).add_done_callback(_log_failure)
+
+    def set_lifecycle_rule(self) -> None:
+        """The bucket rule that aborts uploads abandoned for `lifecycle_days` (a deleted
+        session's, a volume lost for good)."""
+        self._shipper.call(self._lifecycle_rule())
+
+    async def _lifecycle_rule(self) -> None:
+        await self._shipper.store.abort_incomplete_uploads_after(self.settings.lifecycle_days)
+
+    # --- keys and files -------------------------------------------------------------------
+
+    def _dir(self, session_id: str) -> Path:
+        try:
+            return self.volume.root / validate_session_id(session_id)
+        except InvalidSessionId as err:
+            raise InvalidArgument(str(err)) from None
+
+    def _check(self, session_id: str, obj: str) -> None:
+        """Session id and object name validated before any path or key."""
+        self._dir(session_id)
+        if obj != OUTPUT and obj not in TRACKS:
+            raise InvalidArgument(f"unknown object {obj[:40]!r}")
+
+    def _state_path(self, key: Key) -> Path:
+        return self._dir(key[0]) / f".{key[1]}.upload.json"
+
+    def _track_path(self, key: Key) -> Path:
+        self._check(*key)
+        return self._dir(key[0]) / track_file_name(key[1])
+
+    def _output_path(self, session_id: str) -> Path:
+        return self._dir(session_id) / f"{session_id}.mp4"
+
+    def _state(self, key: Key) -> shipping.UploadState | None:
+        with self._lock:
+            state = self._states.get(key)
+        if state is not None:
+            return state
+        try:
+            data = self._state_path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise Unavailable(f"storage I/O error: {e.strerror}") from None
+        state = shipping.UploadState.model_validate_json(data)
+        with self._lock:
+            return self._states.setdefault(key, state)
+
+    def _save_state(self, key: Key, state: shipping.UploadState) -> None:
+        path = self._state_path(key)
+        tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(state.model_dump_json().encode())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+
+    # --- the contract ---------------------------------------------------------------------
+
+    def load_all(self) -> list[SessionRecord]:
+        records = self.volume.load_all()
+        for record in records:
+            self._follow(record)
+            if record.state not in (State.READY, State.FAILED, State.EXPIRED):
+                self._ship_manifest(record.id)
+        return records
+
+    def load(self, session_id: str) -> SessionRecord:
+        return self.volume.load(session_id)
+
+    def save(self, record: SessionRecord) -> None:
+        self.volume.save(record)
+        self._ship_manifest(record.id)
+        self._follow(record)
+
+    def delete(self, session_id: str) -> None:
+        self._dir(session_id)  # validated before anything
+        try:
+            self._shipper.call(self._forget(session_id))
+        except ObjectStoreError as e:
+            raise Unavailable(f"cannot delete {session_id}: {_refused_message(e)}") from None
+        self.volume.delete(session_id)
+
+    def size(self, session_id: str, obj: str) -> int:
+        self._check(session_id, obj)
+        if obj == OUTPUT and self._output_path(session_id).exists():
+            return self.volume.size(session_id, obj)  # published before the tier was on
+        if obj == OUTPUT:
+            try:
+                return self._shipper.call(self._shipper.store.head(output_key(session_id))).size
+            except ObjectNotFound:
+                return 0
+            except ObjectStoreError as e:
+                raise Unavailable(_refused_message(e)) from None
+        size = self.volume.size(session_id, obj)
+        key = (session_id, obj)
+        self._durable_seen(key, size)
+        return size
+
+    def open_track(self, session_id: str, track: str, new: bool) -> TieredTrackSink:
+        if track == OUTPUT:
+            raise InvalidArgument("the output is opened with open_output")
+        key = (session_id, track)
+        self._check(*key)
+        if new:
+            # What this name held (a deleted session of the same id) is not this track's: its
+            # upload is abandoned (the lifecycle rule removes it) and its state forgotten
+            # before the file is emptied, so no shipper reads the new bytes as the old ones'.
+            self._shipper.call(self._cancel_pump(key))
+            with self._lock:
+                self._states.pop(key, None)
+                self._durable.pop(key, None)
+                self._finished.discard(key)
+            try:
+                self._state_path(key).unlink(missing_ok=True)
+            except OSError as e:
+                raise Unavailable(f"storage I/O error: {e.strerror}") from None
+        return TieredTrackSink(self, key, self.volume.open_track(session_id, track, new))
+
+    def open_output(self, session_id: str) -> TieredOutputSink:
+        return TieredOutputSink(self, session_id, self.volume.open_output(session_id))
+
+    def read(self, session_id: str, obj: str, offset: int, limit: int) -> Iterator[bytes]:
+        self._check(session_id, obj)  # now, not at the first chunk
+        if offset < 0 or limit < 0:
+            raise InvalidArgument("negative offset or limit")
+        if obj == OUTPUT and self._output_path(session_id).exists():
+            return self.volume.read(session_id, obj, offset, limit)  # from before the tier
+        if obj == OUTPUT:
+            return self._bucket_read(output_key(session_id), offset, limit)
+        return self._track_read((session_id, obj), offset, limit)
+
+    def presign_read(self, session_id: str, obj: str, expires_seconds: int, filename: str) -> str:
+        """The `Presigning` capability: a GET of the finished object for the public endpoint."""
+        self._check(session_id, obj)
+        if obj == OUTPUT:
+            name = output_key(session_id)
+        else:
+            name = track_key(session_id, obj)
+        disposition = f'attachment; filename="{filename}"' if filename else ""
+        return self._shipper.call(
+            self._shipper.store.presign_get(name, expires_seconds, disposition)
+        )
+
+    def close(self) -> None:
+        """The `Closing` capability: stop the shipper (what it did not send stays queued on the
+        volume, and the next start continues it)."""
+        self._shipper.stop()
+
+    # --- reads ----------------------------------------------------------------------------
+
+    def _bucket_read(self, name: str, offset: int, limit: int) -> Iterator[bytes]:
+        chunks = self._shipper.store.read(name, offset, limit)
+        try:
+            while True:
+                try:
+                    chunk = self._shipper.call(_next(chunks))
+                except ObjectNotFound:
+                    raise NotFound(f"{name.rsplit('/', 1)[-1]} not found") from None
+                except ObjectStoreError as e:
+                    raise Unavailable(_refused_message(e)) from None
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            with contextlib.suppress(Exception):
+                self._shipper.call(chunks.aclose())
+
+    def _track_read(self, key: Key, offset: int, limit: int) -> Iterator[bytes]:
+        end = offset + limit if limit else None
+        position = offset
+        while end is None or position < end:
+            state = self._state(key)
+            source = shipping.read_source(state, position)
+            if isinstance(source, shipping.FromBucket):
+                rest = 0 if end is None else end - position
+                yield from self._bucket_read(track_key(*key), position, rest)
+                return
+            if isinstance(source, shipping.Shipped):
+                if self._await_completion(key):
+                    continue  # finished a moment ago: its last part is on the way
+                raise Unavailable(
+                    f"bytes from {position} of {key[1]} are shipped but its upload is not "
+                    "complete yet: readable once the track finishes"
+                )
+            want = shipping_chunk if end is None else min(shipping_chunk, end - position)
+            got = b"".join(self.volume.read(key[0], key[1], position, want))
+            if not got:
+                return
+            after = self._state(key)
+            if after is not None and after.punched > position:
+                continue  # punched while read (zeros?) or completed meanwhile: decide again
+            yield got
+            position += len(got)
+
+    def _await_completion(self, key: Key, timeout: float = 30.0) -> bool:
+        """A finished track whose upload is being completed (a compile that starts right
+        after the last ack) is worth a short wait; a live one is not."""
+        with self._lock:
+            if key not in self._finished:
+                return False
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self._state(key)
+            if state is not None and state.completed:
+                return True
+            time.sleep(0.1)
+        return False
+
+    # --- the shipper ----------------------------------------------------------------------
+
+    def _durable_seen(self, key: Key, size: int) -> None:
+        with self._lock:
+            if size <= self._durable.get(key, -1):
+                return
+            self._durable[key] = size
+        self._wake(key)
+
+    def _follow(self, record: SessionRecord) -> None:
+        """Tracks the manifest says are over get their upload completed."""
+        for name, track in record.tracks.items():
+            if name not in TRACKS:
+                continue
+            key = (record.id, name)
+            if track.finished or record.state != State.RECORDING:
+                with self._lock:
+                    self._finished.add(key)
+            self._wake(key)
+
+    def _wake(self, key: Key) -> None:
+        self._shipper.loop.call_soon_threadsafe(self._start_pump, key)
+
+    def _start_pump(self, key: Key) -> None:
+        self._dirty.add(key)
+        if key not in self._pumps:
+            self._pumps[key] = asyncio.get_running_loop().create_task(self._pump(key))
+
+    async def _pump(self, key: Key) -> None:
+        backoff = 0.2
+        try:
+            while key in self._dirty:
+                self._dirty.discard(key)
+                try:
+                    await self._ship(key)
+                    if self.last_error:
+                        log.info("the bucket answers again")
+                    self.last_error = ""
+                    backoff = 0.2
+                except ValueError as e:  # a plan that cannot be (too many parts)
+                    log.error("s3 tier: %s/%s cannot be shipped: %s", key[0], key[1], e)
+                    self.last_error = str(e)
+                    return
+                except (ObjectStoreError, StorageError, OSError) as e:
+                    if isinstance(e, StorageError | OSError) and not self._session_exists(key):
+                        return  # deleted meanwhile
+                    message = _refused_message(e) if isinstance(e, ObjectStoreError) else str(e)
+                    if message != self.last_error:
+                        log.warning("s3 tier: %s/%s not shipped: %s", key[0], key[1], message)
+                    self.last_error = message
+                    self._dirty.add(key)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 10.0)
+        finally:
+            if self._pumps.get(key) is asyncio.current_task():
+                del self._pumps[key]
+
+    def _session_exists(self, key: Key) -> bool:
+        return (self._dir(key[0]) / MANIFEST).exists()
+
+    async def _ship(self, key: Key) -> None:
+        state = await asyncio.to_thread(self._state, key)
+        if state is None:
+            state = shipping.UploadState(part_size=self.settings.part_size)
+        durable = self._durable.get(key)
+        if durable is None:
+            durable = await asyncio.to_thread(self.volume.size, key[0], key[1])
+            with self._lock:
+                durable = self._durable.setdefault(key, durable)
+        store, name, path = self._shipper.store, track_key(*key), self._track_path(key)
+        while True:
+            with self._lock:
+                durable = max(durable, self._durable.get(key, 0))
+                finished = key in self._finished
+            action = shipping.plan(state, durable, finished)
+            if isinstance(action, shipping.Idle):
+                return
+            new = state.model_copy(deep=True)
+            if isinstance(action, shipping.CreateUpload):
+                new.upload_id = await store.create_multipart(name)
+            elif isinstance(action, shipping.UploadPart):
+                data = await asyncio.to_thread(_pread, path, action.offset, action.length)
+                part = await store.upload_part(name, state.upload_id, action.number, data)
+                new.parts.append(
+                    shipping.ShippedPart(number=part.number, etag=part.etag, size=len(data))
+                )
+            elif isinstance(action, shipping.PutWhole):
+                data = await asyncio.to_thread(_pread, path, 0, action.length)
+                await store.put(name, data)
+                if state.upload_id:
+                    await store.abort_multipart(name, state.upload_id)
+                new = shipping.UploadState(
+                    part_size=state.part_size, completed=True, size=action.length
+                )
+            elif isinstance(action, shipping.Complete):
+                parts = [Part(p.number, p.etag) for p in state.parts]
+                try:
+                    await store.complete_multipart(name, state.upload_id, parts)
+                except ObjectNotFound:
+                    # Completed before a crash that lost the state saying so?
+                    if (await store.head(name)).size != state.shipped:
+                        raise
+                new.completed, new.size = True, state.shipped
+            await self._commit(key, new)
+            state = new
+            await self._trim(key, state)
+            state = self._states.get(key, state)
+
+    async def _commit(self, key: Key, state: shipping.UploadState) -> None:
+        if not await asyncio.to_thread(self._session_exists, key):
+            raise NotFound("session deleted while shipping")
+        await asyncio.to_thread(self._save_state, key, state)
+        with self._lock:
+            self._states[key] = state
+
+    async def _trim(self, key: Key, state: shipping.UploadState) -> None:
+        """Punch shipped bytes out of the volume. The new `punched` is saved (and known to
+        readers) before the hole exists: a crash in between leaves bytes that reads refuse,
+        never a hole that reads take for data. Punching from 0 again is free on holes."""
+        if not self._can_punch:
+            return
+        target = shipping.punch_to(state, self.volume_tail)
+        if target <= state.punched:
+            return
+        new = state.model_copy(update={"punched": target})
+        await self._commit(key, new)
+        try:
+            # A complete object's file goes whole, its last partial page too (KEEP_SIZE).
+            end = target + (-target % 4096 if new.completed else 0)
+            supported = await asyncio.to_thread(punch_hole, self._track_path(key), 0, end)
+        except OSError as e:
+            log.warning("s3 tier: cannot trim %s/%s on the volume: %s", key[0], key[1], e)
+            supported = True  # the bytes stay; the next part tries again
+        if not supported:
+            log.warning("s3 tier: the volume cannot punch holes: tracks are not trimmed")
+            self._can_punch = False
+            await self._commit(key, state)
+
+    async def _cancel_pump(self, key: Key) -> None:
+        self._dirty.discard(key)
+        task = self._pumps.pop(key, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+    async def _forget(self, session_id: str) -> None:
+        for key in [k for k in self._pumps if k[0] == session_id]:
+            await self._cancel_pump(key)
+        task = self._manifests.pop(session_id, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        with self._lock:
+            for key in [k for k in self._states if k[0] == session_id]:
+                del self._states[key]
+            for key in [k for k in self._durable if k[0] == session_id]:
+                del self._durable[key]
+            self._finished -= {k for k in self._finished if k[0] == session_id}
+        await self._shipper.store.delete_prefix(f"sessions/{session_id}/")
+
+    def _ship_manifest(self, session_id: str) -> None:
+        self._shipper.loop.call_soon_threadsafe(self._start_manifest, session_id)
+
+    def _start_manifest(self, session_id: str) -> None:
+        running = self._manifests.get(session_id)
+        if running is not None and not running.done():
+            running.cancel()  # a newer save supersedes it: send the newest
+        self._manifests[session_id] = asyncio.get_running_loop().create_task(
+            self._send_manifest(session_id)
+        )
+
+    async def _send_manifest(self, session_id: str) -> None:
+        backoff = 0.2
+        path = self._dir(session_id) / MANIFEST
+        while True:
+            try:
+                data = await asyncio.to_thread(path.read_bytes)
+            except FileNotFoundError:
+                return  # deleted
+            try:
+                await self._shipper.store.put(manifest_key(session_id), data, "application/json")
+                return
+            except ObjectStoreError as e:
+                self.last_error = _refused_message(e)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    async def _upload_file(self, path: Path, name: str) -> None:
+        """A file to one object: one PUT when small, else a multipart upload of equal parts
+        (up to 4 in flight), aborted if any part fails."""
+        store, part_size = self._shipper.store, self.settings.part_size
+        size = (await asyncio.to_thread(os.stat, path)).st_size
+        if size <= part_size:
+            await store.put(name, await asyncio.to_thread(_pread, path, 0, size))
+            return
+        upload_id = await store.create_multipart(name)
+        gate = asyncio.Semaphore(4)
+
+        async def one(number: int) -> Part:
+            async with gate:
+                offset = (number - 1) * part_size
+                data = await asyncio.to_thread(_pread, path, offset, min(part_size, size - offset))
+                return await store.upload_part(name, upload_id, number, data)
+
+        try:
+            count = -(-size // part_size)
+            parts = await asyncio.gather(*(one(n) for n in range(1, count + 1)))
+            await store.complete_multipart(name, upload_id, parts)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await store.abort_multipart(name, upload_id)
+            raise
+
+
+shipping_chunk = 1024 * 1024
+
+
+def _log_failure(done: Future[None]) -> None:
+    error = done.exception() if not done.cancelled() else None
+    if error is not None:
+        log.warning("s3 tier: cannot set the bucket's lifecycle rule: %s", error)
+
+
+def _pread(path: Path, offset: int, length: int) -> bytes:
+    with open(path, "rb") as f:
+        data = os.pread(f.fileno(), length, offset)
+    if len(data) != length:
+        raise OSError(errno.EIO, f"{path.name}: {len(data)} of {length} bytes at {offset}")
+    return data
+
+
+async def _next(chunks: AsyncGenerator[bytes, None]) -> bytes:
+    return await anext(chunks, b"")

@@ -1,0 +1,122 @@
+"""The S3 tier's planning (storage/shipping.py), without a server: equal parts, the last one
+smaller, one PUT for a short track, completion, the volume's bounded tail, where reads come from."""
+
+from __future__ import annotations
+
+import pytest
+
+from tapedeck.storage import shipping
+from tapedeck.storage.shipping import (
+    Complete,
+    CreateUpload,
+    FromBucket,
+    FromVolume,
+    Idle,
+    PutWhole,
+    Shipped,
+    ShippedPart,
+    UploadPart,
+    UploadState,
+    plan,
+    punch_to,
+    read_source,
+)
+
+P = 100
+
+
+def run(state: UploadState, durable: int, finished: bool) -> list[object]:
+    """Apply the plan as the tier would, with every store call succeeding."""
+    steps: list[object] = []
+    while True:
+        action = plan(state, durable, finished)
+        steps.append(action)
+        if isinstance(action, Idle):
+            return steps
+        if isinstance(action, CreateUpload):
+            state.upload_id = "u1"
+        elif isinstance(action, UploadPart):
+            assert action.offset == state.shipped
+            state.parts.append(ShippedPart(number=action.number, etag="e", size=action.length))
+        elif isinstance(action, PutWhole):
+            state.completed, state.size = True, action.length
+        elif isinstance(action, Complete):
+            state.completed, state.size = True, state.shipped
+
+
+def test_a_live_track_ships_only_whole_equal_parts() -> None:
+    state = UploadState(part_size=P)
+    assert run(state, 99, finished=False) == [Idle()]
+    assert run(state, 250, finished=False) == [
+        CreateUpload(),
+        UploadPart(1, 0, P),
+        UploadPart(2, P, P),
+        Idle(),
+    ]
+    assert state.shipped == 200 and not state.completed
+
+
+def test_finishing_sends_the_short_last_part_and_completes() -> None:
+    state = UploadState(part_size=P)
+    run(state, 250, finished=False)
+    assert run(state, 250, finished=True) == [UploadPart(3, 200, 50), Complete(), Idle()]
+    assert state.completed and state.size == 250
+    assert [p.size for p in state.parts] == [P, P, 50]
+
+
+def test_a_track_that_ends_on_a_part_boundary_completes_without_an_empty_part() -> None:
+    state = UploadState(part_size=P)
+    run(state, 2 * P, finished=False)
+    assert run(state, 2 * P, finished=True) == [Complete(), Idle()]
+
+
+@pytest.mark.parametrize("size", [0, 1, P])
+def test_a_short_track_is_one_put(size: int) -> None:
+    state = UploadState(part_size=P)
+    assert run(state, size, finished=True) == [PutWhole(size), Idle()]
+    assert state.completed and state.size == size
+
+
+def test_a_restart_continues_the_same_upload_from_the_saved_parts() -> None:
+    saved = UploadState(part_size=P)
+    run(saved, 230, finished=False)
+    restarted = UploadState.model_validate_json(saved.model_dump_json())
+    assert plan(restarted, 330, finished=False) == UploadPart(3, 200, P)
+    assert restarted.upload_id == "u1"
+
+
+def test_a_durable_size_below_what_was_shipped_is_an_error() -> None:
+    state = UploadState(part_size=P)
+    run(state, 200, finished=False)
+    with pytest.raises(ValueError):
+        plan(state, 150, finished=False)
+
+
+def test_too_many_parts_is_an_error_not_a_refused_upload() -> None:
+    state = UploadState(
+        part_size=P,
+        upload_id="u",
+        parts=[ShippedPart(number=n, etag="e", size=P) for n in range(1, shipping.MAX_PARTS + 1)],
+    )
+    with pytest.raises(ValueError, match="part size"):
+        plan(state, (shipping.MAX_PARTS + 1) * P, finished=False)
+
+
+def test_the_volume_keeps_a_bounded_tail() -> None:
+    state = UploadState(part_size=8192)
+    run(state, 5 * 8192 + 10, finished=False)
+    assert punch_to(state, keep=2 * 8192) == 3 * 8192
+    assert punch_to(state, keep=5000) == 5 * 8192 - 8192  # whole pages below shipped - keep
+    state.punched = 3 * 8192
+    assert punch_to(state, keep=10 * 8192) == 3 * 8192, "never un-punches"
+    run(state, 5 * 8192 + 10, finished=True)
+    assert punch_to(state, keep=10 * 8192) == 5 * 8192 + 10, "complete: all of it goes"
+
+
+def test_reads_come_from_the_volume_until_the_object_is_complete() -> None:
+    assert read_source(None, 0) == FromVolume()
+    state = UploadState(part_size=P, upload_id="u", punched=4096)
+    assert read_source(state, 4096) == FromVolume()
+    assert read_source(state, 4095) == Shipped()
+    state.completed = True
+    assert read_source(state, 0) == FromBucket()
