@@ -124,7 +124,6 @@ dest="$CACHE/coredns-$COREDNS_VERSION"
 if missing "$dest" coredns; then
     start=$SECONDS
     build coredns "$dest" "-s -w" "" .
-    mv "$dest.tmp.$$/cluster-tools" "$dest.tmp.$$/coredns" 2>/dev/null || true
     publish "$dest" $start
 fi
 
