@@ -11,7 +11,8 @@
 #   ${TAPEDECK_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tapedeck/images}/<name>-<key>.tar
 # where <key> hashes every input of the image (the Dockerfile, pyproject.toml, any lock file, the
 # sources and the frontend for the targets; this script and the binary for the others), so a
-# warm run builds nothing and a change rebuilds only what it touches.
+# warm run builds nothing and a change rebuilds only what it touches. Archives unused for a day
+# are deleted.
 #
 #   tests/cluster/build-images.sh            build what is missing; print "name=archive" lines
 #   tests/cluster/build-images.sh --check    exit 1 (and build nothing) if anything is missing
@@ -149,7 +150,15 @@ scratch "$tag" "$archive" "$PAUSE" 65535:65535
 IFS='|' read -r _ tag archive <<<"${IMAGES[3]}"
 scratch "$tag" "$archive" "$COREDNS" 65532:65532
 
+# The archives in use are touched; those of other keys unused for a day go (several worktrees
+# may share the cache, so not at once), with their podman tags.
 for i in "${IMAGES[@]}"; do
     IFS='|' read -r name tag archive <<<"$i"
+    touch "$archive"
+    find "$CACHE" -maxdepth 1 -name "$name-????????????????.tar" -mtime +0 -print | while read -r old; do
+        rm -f "$old"
+        key="$(basename "$old" .tar)"
+        podman rmi "localhost/$name:${key#"$name"-}" >/dev/null 2>&1 || true
+    done
     echo "$name=$tag=$archive"
 done

@@ -27,6 +27,18 @@ from cluster.node import (
     real_node_running,
 )
 
+# The first test that asks for the real node also pays for its start and the chart's install
+# (and, outside `make test-cluster`, for building images): pytest-timeout counts fixture setup.
+NODE_TIMEOUT = 1800
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "real_node" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
+            "timeout"
+        ):
+            item.add_marker(pytest.mark.timeout(NODE_TIMEOUT))
+
 
 def required() -> bool:
     return os.environ.get("CI") == "true" or os.environ.get("TAPEDECK_REQUIRE_CLUSTER") == "1"
