@@ -68,6 +68,14 @@ def test_node_runs_the_built_images(installed_chart: InstalledChart) -> None:
     assert set(restarts(node.cluster, ns).values()) <= {0}, dump(installed_chart)
 
 
+def test_cluster_dns_answers_only_cluster_names(installed_chart: InstalledChart) -> None:
+    """CoreDNS serves cluster.local and forwards nothing: no pod's lookup leaves the machine."""
+    node = installed_chart.node
+    assert node.resolve("kubernetes.default.svc.cluster.local") == "10.96.0.1"
+    with pytest.raises(LookupError):
+        node.resolve("example.com")
+
+
 def test_helm_test_passes(installed_chart: InstalledChart) -> None:
     out = installed_chart.node.helm(
         "test",
