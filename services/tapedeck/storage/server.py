@@ -42,6 +42,7 @@ from tapedeck.storage.registry import (
 )
 from tapedeck.storage.status import REASON_KEY, code_of
 from tapedeck.storage.writer import QUEUE_DEPTH, commit_loop
+from tapedeck.webhooks.outbox import Outbox, OutboxService
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,18 @@ def change_of(request: pb.UpdateSessionRequest) -> Change:
 
 class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generated, untyped
     def __init__(self, backend: Backend, settings: Settings) -> None:
-        self.registry = SessionRegistry(backend, settings)
+        # The webhook outbox lives on the volume with the sessions, kept only when webhooks
+        # are configured (storage gets TAPEDECK_WEBHOOK_URL too).
+        self.outbox = (
+            Outbox(settings.data_dir, settings.webhook_outbox_max) if settings.webhook_url else None
+        )
+        self.registry = SessionRegistry(backend, settings, self.outbox)
+
+    def add_to(self, server: grpc.aio.Server) -> None:
+        """Registers the Storage service, and the outbox's when there is one."""
+        pb_grpc.add_StorageServicer_to_server(self, server)
+        if self.outbox is not None:
+            pb_grpc.add_WebhookOutboxServicer_to_server(OutboxService(self.outbox), server)
 
     def _pb(self, record: SessionRecord) -> pb.Session:
         registry = self.registry
@@ -287,7 +299,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     server = grpc.aio.server(options=server_options(settings))
     backend = open_backend(settings)
     service = StorageService(backend, settings)
-    pb_grpc.add_StorageServicer_to_server(service, server)
+    service.add_to(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(settings.storage_addr)
