@@ -26,6 +26,7 @@ class Context:
     storage: StorageClient
     kube: Kube
     sweeper: asyncio.Task[None] | None = field(default=None, repr=False)
+    deliverer: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
     def sessions(self) -> SessionClient:
@@ -43,12 +44,25 @@ class Context:
         if self.sweeper is None:
             self.sweeper = asyncio.create_task(run_sweeper(self.storage, self.settings))
 
+    def start_deliverer(self) -> None:
+        """Webhooks, when this operator is the deployment's one deliverer (the chart's
+        default: a single replica, so N api replicas never deliver twice)."""
+        if self.deliverer is None and self.settings.webhook_delivered_by() == "operator":
+            from tapedeck.webhooks.deliverer import Deliverer, run_deliverer
+            from tapedeck.webhooks.secret import resolve_webhook_secret
+
+            deliverer = Deliverer(
+                self.settings, resolve_webhook_secret(self.settings), self.settings.secret_key
+            )
+            self.deliverer = asyncio.create_task(run_deliverer(deliverer))
+
     async def close(self) -> None:
-        if self.sweeper is not None:
-            self.sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.sweeper
-            self.sweeper = None
+        for task in (self.sweeper, self.deliverer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self.sweeper = self.deliverer = None
         await self.storage.close()
 
 

@@ -54,9 +54,10 @@ def _usable_key(found: str) -> bool:
 
 
 def stored_secret(
-    path: Path, make: Callable[[], str] = new_secret, usable: Callable[[str], bool] = _usable_key
+    path: Path, make: Callable[[], str] | None = None, usable: Callable[[str], bool] = _usable_key
 ) -> str:
-    """The key in `path`, made (`make`) when missing and remade when not `usable`.
+    """The key in `path`, made (`make`, default `new_secret`) when missing and remade when not
+    `usable` (the HMAC key here; webhooks/secret.py keeps the webhook secret the same way).
 
     The file is only ever installed whole (temporary file, fsync, link or rename, directory
     fsync), so a crash leaves it absent or complete. Processes starting at once (`up` starts
@@ -79,7 +80,7 @@ def stored_secret(
                     path,
                     len(found),
                 )
-            key = make()
+            key = (make or new_secret)()
             if _install(path, key, replace=found is not None):
                 return key
 

@@ -37,6 +37,12 @@ def resolve_webhook_secret(settings: Settings) -> str:
                 "followed by base64 of at least 24 bytes (unset it to have one generated)"
             )
         return settings.webhook_secret
+    if settings.mode == "cluster":
+        # The operator has no volume to keep one on, and receivers need it stable.
+        raise SystemExit(
+            "TAPEDECK_WEBHOOK_SECRET is required in cluster mode (the chart keeps one in its "
+            "Secret, key webhook-secret)"
+        )
     from tapedeck.webapp import stored_secret
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
