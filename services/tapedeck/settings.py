@@ -135,6 +135,14 @@ class Settings(BaseSettings):
             return "web" if self.mode == "embedded" else "operator"
         return self.webhook_deliverer
 
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", url):
+                raise ValueError(f"not an http(s) URL: {url[:100]!r}")
+        return value
+
     @field_validator("session_ttl")
     @classmethod
     def _bounded_ttl(cls, value: timedelta) -> timedelta:

@@ -58,3 +58,19 @@ def test_the_command_prints_the_kept_secret(tmp_path: Path) -> None:
     ).stdout.strip()
     assert printed == (tmp_path / SECRET_FILE).read_text()
     assert valid_webhook_secret(printed)
+
+
+def test_webhook_urls_are_http_and_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("TAPEDECK_WEBHOOK_URL", "https://a.example/h, http://127.0.0.1:9/x")
+    assert Settings().webhook_url == ["https://a.example/h", "http://127.0.0.1:9/x"]
+    assert Settings().webhook_delivered_by() == "web"
+    assert Settings(mode="cluster").webhook_delivered_by() == "operator"
+    assert Settings(webhook_deliverer="off").webhook_delivered_by() == "off"
+    for bad in ("ftp://a.example/", "a.example/hooks", "https:// spaced"):
+        monkeypatch.setenv("TAPEDECK_WEBHOOK_URL", bad)
+        with pytest.raises(ValidationError, match="http"):
+            Settings()
+    monkeypatch.delenv("TAPEDECK_WEBHOOK_URL")
+    assert Settings().webhook_delivered_by() == "off"
