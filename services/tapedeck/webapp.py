@@ -219,7 +219,9 @@ def create_app(settings: Settings, parts: Iterable[str] = ("api", "ingest")) -> 
         from tapedeck.webhooks.deliverer import Deliverer
         from tapedeck.webhooks.secret import resolve_webhook_secret
 
-        deliverer = Deliverer(settings, resolve_webhook_secret(settings), secret)
+        deliverer = Deliverer(
+            settings, settings.webhook_url, resolve_webhook_secret(settings), secret
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

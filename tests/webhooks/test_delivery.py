@@ -208,13 +208,16 @@ def test_a_receiver_that_hangs_never_slows_recording(
     stack = webhook_stack(tmp_path, receiver, webhook_timeout="600s").start()
     try:
         with httpx.Client(base_url=stack.base_url, timeout=30) as api:
+            # First the deliverer gets stuck in the receiver, then the recording runs.
+            first = api.post("/api/sessions").json()["id"]
+            wait_for(lambda: receiver.entered >= 1, 60, "the deliverer in the receiver")
             session = asyncio.run(record_session(stack.ws_base, api, h264_webm, opus_webm))
             detail = api.get(f"/api/sessions/{session}").json()
-            assert receiver.entered >= 1, "the deliverer should be stuck in the receiver"
             assert not receiver.got, "nothing delivered while the receiver hangs"
             assert detail["state"] == "recorded"
             assert all(t["bytes"] > 0 for t in detail["tracks"])
         receiver.hold.set()
+        wait_types(receiver, first, ["session.created"])
         wait_types(receiver, session, ["session.created", "recording.finished"])
     except BaseException:
         print(stack.logs())

@@ -117,11 +117,11 @@ def change_of(request: pb.UpdateSessionRequest) -> Change:
 
 class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generated, untyped
     def __init__(self, backend: Backend, settings: Settings) -> None:
-        # The webhook outbox lives on the volume with the sessions, kept only when webhooks
-        # are configured (storage gets TAPEDECK_WEBHOOK_URL too).
-        self.outbox = (
-            Outbox(settings.data_dir, settings.webhook_outbox_max) if settings.webhook_url else None
-        )
+        # The webhook outbox lives on the volume with the sessions, kept when webhooks are
+        # configured (storage gets TAPEDECK_WEBHOOK_URL too) and in a cluster, where the
+        # operator turns the events into Kubernetes Events.
+        keep = bool(settings.webhook_url) or settings.mode == "cluster"
+        self.outbox = Outbox(settings.data_dir, settings.webhook_outbox_max) if keep else None
         self.registry = SessionRegistry(backend, settings, self.outbox)
 
     def add_to(self, server: grpc.aio.Server) -> None:

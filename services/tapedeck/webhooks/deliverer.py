@@ -19,6 +19,7 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,16 +66,29 @@ def signed_headers(webhook: Webhook, event_id: str, body: bytes, at: datetime) -
     }
 
 
+Sink = Callable[[Event], Awaitable[None]]
+"""Another destination of every event besides the webhooks (the operator's Kubernetes
+Events): it settles like an endpoint, in order, retried when it raises."""
+
+
 class Deliverer:
-    def __init__(self, settings: Settings, webhook_secret: str, link_secret: str | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        endpoints: list[str],
+        webhook_secret: str | None,
+        link_secret: str | None,
+        sinks: Mapping[str, Sink] | None = None,
+    ) -> None:
         self.settings = settings
-        self.endpoints = list(settings.webhook_url)
+        self.sinks = dict(sinks or {})
+        self.endpoints = [*endpoints, *self.sinks]
         self.policy = RetryPolicy(
             settings.webhook_backoff_base.total_seconds(),
             settings.webhook_backoff_max.total_seconds(),
             settings.webhook_retry_for.total_seconds(),
         )
-        self.webhook = Webhook(webhook_secret)
+        self.webhook = Webhook(webhook_secret) if webhook_secret else None
         self.link_secret = link_secret
         self.events: dict[str, Event] = {}
         self.deliveries: dict[tuple[str, str], Delivery] = {}
@@ -154,18 +168,11 @@ class Deliverer:
 
     async def _attempt(self, delivery: Delivery, http: httpx.AsyncClient) -> None:
         event = self.events[delivery.event_id]
-        body = event.body(self._extra(event))
-        at = datetime.now(UTC)
-        headers = signed_headers(self.webhook, event.id, body, at)
-        status: int | None = None
-        error = ""
-        try:
-            response = await http.post(delivery.endpoint, content=body, headers=headers)
-            status = response.status_code
-            if not 200 <= status < 300:
-                error = f"HTTP {status}: {response.text[:200]}"
-        except httpx.HTTPError as err:
-            error = f"{type(err).__name__}: {err}"[:500]
+        sink = self.sinks.get(delivery.endpoint)
+        if sink is not None:
+            status, error = await self._sink(sink, event)
+        else:
+            status, error = await self._post(delivery.endpoint, event, http)
         record_attempt(delivery, self.policy, _now_ms(), status, error, random.random())
         if delivery.state == "delivered":
             metrics.webhook_deliveries.labels("delivered").inc()
@@ -180,6 +187,30 @@ class Deliverer:
                     delivery.attempt_count,
                     delivery.last_error,
                 )
+
+    @staticmethod
+    async def _sink(sink: Sink, event: Event) -> tuple[int | None, str]:
+        try:
+            await sink(event)
+        except Exception as err:  # any failure of a sink is retried like a receiver's
+            return None, f"{type(err).__name__}: {err}"[:500]
+        return 200, ""
+
+    async def _post(
+        self, endpoint: str, event: Event, http: httpx.AsyncClient
+    ) -> tuple[int | None, str]:
+        if self.webhook is None:
+            return None, "no webhook secret"
+        body = event.body(self._extra(event))
+        headers = signed_headers(self.webhook, event.id, body, datetime.now(UTC))
+        try:
+            response = await http.post(endpoint, content=body, headers=headers)
+        except httpx.HTTPError as err:
+            return None, f"{type(err).__name__}: {err}"[:500]
+        status = response.status_code
+        if not 200 <= status < 300:
+            return status, f"HTTP {status}: {response.text[:200]}"
+        return status, ""
 
     def _extra(self, event: Event) -> dict[str, Any]:
         """What is computed per attempt: `compile.ready`'s download link, signed now so that a
