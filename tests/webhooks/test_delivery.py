@@ -175,8 +175,11 @@ def test_a_receiver_down_for_a_while_gets_everything_in_order(tmp_path: Path) ->
             made = [api.post("/api/sessions").json()["id"] for _ in range(3)]
             api.delete(f"/api/sessions/{made[1]}")
 
+            refused = [0]
+
             def retried() -> bool:
                 items = api.get("/api/webhooks/deliveries").json()["items"]
+                refused[0] = sum(d["attemptCount"] for d in items)
                 return any(d["attemptCount"] >= 3 and d["lastError"] for d in items)
 
             wait_for(retried, 60, "three refused attempts")
@@ -193,6 +196,7 @@ def test_a_receiver_down_for_a_while_gets_everything_in_order(tmp_path: Path) ->
         ]
         wait_for(lambda: not outbox_files(stack), 60, "the outbox acknowledged")
         assert len(receiver.delivered()) == 4
+        print(f"refused attempts while down: {refused[0]}, delivered when back: 4")
     except BaseException:
         print(stack.logs())
         raise
