@@ -29,9 +29,7 @@ class FakeOutbox:
     ) -> pb.ReadOutboxResponse:
         return pb.ReadOutboxResponse(events=self.events, pending=len(self.events))
 
-    async def AckOutbox(
-        self, request: pb.AckOutboxRequest, timeout: float
-    ) -> pb.AckOutboxResponse:
+    async def AckOutbox(self, request: pb.AckOutboxRequest, timeout: float) -> pb.AckOutboxResponse:
         if self.ack_fails:  # storage killed while acknowledging
             raise grpc.aio.AioRpcError(
                 grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "down"
