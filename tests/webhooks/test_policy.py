@@ -9,7 +9,7 @@ import pytest
 
 from tapedeck.sessions import State
 from tapedeck.storage.records import OutputRecord, SessionRecord, TrackRecord
-from tapedeck.webhooks.events import gone_event, transition_events
+from tapedeck.webhooks.events import gone_events, transition_events
 from tapedeck.webhooks.policy import (
     Delivery,
     RetryPolicy,
@@ -73,8 +73,12 @@ def test_transitions_become_events() -> None:
 
 def test_a_delete_is_expired_once_the_ttl_passed() -> None:
     session = record(expires_at_ms=5_000)
-    assert gone_event(session, now=4_999).type == "session.deleted"
-    assert gone_event(session, now=5_000).type == "session.expired"
+    assert [e.type for e in gone_events(session, now=4_999)] == ["session.deleted"]
+    assert [e.type for e in gone_events(session, now=5_000)] == ["session.expired"]
+    # Already `expired` (its state change was the event): not said twice.
+    expired = session.model_copy(update={"state": State.EXPIRED})
+    assert types(session, expired) == ["session.expired"]
+    assert gone_events(expired, now=5_000) == []
 
 
 def test_event_ids_are_unique_and_the_body_is_the_specifications_shape() -> None:

@@ -34,7 +34,7 @@ from tapedeck.storage import errors
 from tapedeck.storage.backend import Backend, OutputSink, TrackSink
 from tapedeck.storage.records import OutputRecord, SessionRecord, TrackRecord, now_ms
 from tapedeck.storage.threads import finish_regardless, in_thread
-from tapedeck.webhooks.events import Event, gone_event, transition_events
+from tapedeck.webhooks.events import Event, gone_events, transition_events
 from tapedeck.webhooks.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -417,7 +417,7 @@ class SessionRegistry:
                 self.sizes.pop((session_id, obj), None)
             metrics.storage_sessions.set(len(self.records))
             if gone is not None:
-                await self._emit([gone_event(gone, now_ms())])
+                await self._emit(gone_events(gone, now_ms()))
         self._locks.pop(session_id, None)
 
     # --- write streams ---------------------------------------------------------------------

@@ -94,6 +94,7 @@ class Deliverer:
         self.deliveries: dict[tuple[str, str], Delivery] = {}
         self.history: deque[Delivery] = deque(maxlen=HISTORY)
         self.outbox_pending = 0
+        self._unreadable: grpc.StatusCode | None = None
 
     # --- what the api shows ------------------------------------------------------------------
 
@@ -120,8 +121,11 @@ class Deliverer:
         """Read new events, attempt what is due, acknowledge what settled."""
         try:
             await self._read(stub)
+            self._unreadable = None
         except grpc.aio.AioRpcError as err:
-            log.warning("webhooks: outbox unreadable (%s); retrying", err.code().name)
+            if err.code() != self._unreadable:  # once per outage, not once per poll
+                log.warning("webhooks: outbox unreadable (%s); retrying", err.code().name)
+            self._unreadable = err.code()
         await asyncio.gather(*(self._endpoint_round(e, http) for e in self.endpoints))
         try:
             await self._ack(stub)

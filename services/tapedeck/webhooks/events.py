@@ -106,10 +106,13 @@ def transition_events(before: SessionRecord | None, after: SessionRecord) -> lis
     return found
 
 
-def gone_event(record: SessionRecord, now: int) -> Event:
+def gone_events(record: SessionRecord, now: int) -> list[Event]:
     """A deleted session's event: `session.expired` when its TTL had passed (the sweeper's and
     the operator's TTL deletes), else `session.deleted`. Decided by storage, so every deleter
-    agrees without saying why it deletes."""
+    agrees without saying why it deletes. None for a session already `expired` (its state
+    change said so)."""
+    if record.state == State.EXPIRED:
+        return []
     if record.expires_at_ms <= now:
-        return _event("session.expired", record)
-    return _event("session.deleted", record)
+        return [_event("session.expired", record)]
+    return [_event("session.deleted", record)]
