@@ -122,6 +122,8 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
         # operator turns the events into Kubernetes Events.
         keep = bool(settings.webhook_url) or settings.mode == "cluster"
         self.outbox = Outbox(settings.data_dir, settings.webhook_outbox_max) if keep else None
+        if self.outbox is not None:
+            metrics.webhook_outbox_events.set(len(self.outbox))  # what a restart found
         self.registry = SessionRegistry(backend, settings, self.outbox)
 
     def add_to(self, server: grpc.aio.Server) -> None:
