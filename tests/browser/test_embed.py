@@ -41,28 +41,37 @@ class Site:
     sessions: list[str]
 
 
-def page_html(tapedeck: str, session: dict[str, str]) -> bytes:
+def page_html(tapedeck: str, session: dict[str, str] | None) -> bytes:
+    attrs = ""
+    if session:
+        sid, token = html.escape(session["id"]), html.escape(session["uploadToken"])
+        attrs = f'session-id="{sid}" upload-token="{token}"'
     return f"""<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><title>Another site</title></head>
 <body>
 <main>
 <h1>Another site's page</h1>
-<tapedeck-recorder server="{html.escape(tapedeck)}" session-id="{html.escape(session["id"])}"
-  upload-token="{html.escape(session["uploadToken"])}"></tapedeck-recorder>
+<tapedeck-recorder server="{html.escape(tapedeck)}" {attrs}></tapedeck-recorder>
 </main>
 <script type="module" src="/recorder/element.js"></script>
 </body>
 </html>""".encode()
 
 
-def serve_site(port: int, tapedeck: str) -> tuple[ThreadingHTTPServer, Site]:
+def serve_site(
+    port: int, tapedeck: str, *, create_sessions: bool = True
+) -> tuple[ThreadingHTTPServer, Site]:
     """The other site's server: `/` creates a session server-side (the API token stays
-    here) and embeds the element; `/recorder/*.js` is the package's build."""
+    here) and embeds the element; `/recorder/*.js` is the package's build. Without
+    `create_sessions` the element asks Tapedeck for a session itself."""
     site = Site(f"http://127.0.0.1:{port}", [])
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if self.path == "/" and not create_sessions:
+                self.reply(HTTPStatus.OK, "text/html; charset=utf-8", page_html(tapedeck, None))
+                return
             if self.path == "/":
                 created = httpx.post(
                     f"{tapedeck}/api/sessions",
@@ -203,3 +212,45 @@ def test_origin_not_allowed_cannot_upload(browser: Browser, tapedeck: Up, site: 
         page.context.close()
         server.shutdown()
         server.server_close()
+
+
+def test_element_creates_its_session_through_cors(
+    browser: Browser, tmp_path_factory: pytest.TempPathFactory, tapedeck: Up
+) -> None:
+    """Against a Tapedeck without an API token the element creates its own session with
+    `POST /api/sessions`, cross-site: allowed by TAPEDECK_CORS_ORIGINS (and the sockets by
+    TAPEDECK_ALLOWED_ORIGINS)."""
+    port = free_port()
+    origin = f"http://127.0.0.1:{port}"
+    open_server = start_up(
+        tmp_path_factory.mktemp("embed-open"),
+        allowed_origins=origin,
+        cors_origins=origin,
+    )
+    server, other = serve_site(port, open_server.url, create_sessions=False)
+    page, errors = embedding_page(browser, other.url)
+    try:
+        page.goto(f"{other.url}/")
+        element = page.locator("tapedeck-recorder")
+        page.get_by_role("button", name="Start recording").click()
+        expect(element).to_have_attribute("data-state", "recording", timeout=15_000)
+        session_id = element.get_attribute("data-session-id") or ""
+        expect(page.get_by_test_id("track-status-video")).not_to_have_attribute(
+            "data-bytes-acknowledged", "0", timeout=15_000
+        )
+        page.get_by_role("button", name="Stop recording").click()
+        expect(element).to_have_attribute("data-state", "finished", timeout=30_000)
+        expect(page.get_by_test_id("track-status-audio")).to_have_attribute(
+            "data-state", "uploaded"
+        )
+        assert errors == [], errors
+        detail = httpx.get(f"{open_server.url}/api/sessions/{session_id}", timeout=30).json()
+        assert {t["name"]: t["finished"] for t in detail["tracks"]} == {
+            "video": True,
+            "audio": True,
+        }
+    finally:
+        page.context.close()
+        server.shutdown()
+        server.server_close()
+        open_server.stop()

@@ -79,10 +79,10 @@ export class TapedeckRecorderElement extends HTMLElement {
     this.button.disabled = true;
     if (!sessionId || !uploadToken) {
       try {
+        // No body and no Content-Type: a "simple" CORS request, without a preflight.
         const res = await fetch(`${server.replace(/\/+$/, "")}/api/sessions`, {
           method: "POST",
-          headers: { "Content-Type": "application/json", Accept: "application/json" },
-          body: "{}",
+          headers: { Accept: "application/json" },
         });
         if (!res.ok) throw new Error(`HTTP ${res.status}`);
         const created = (await res.json()) as { id: string; uploadToken: string };
