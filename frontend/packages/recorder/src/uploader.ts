@@ -25,6 +25,7 @@
 
 import { ChunkLedger } from "./ledger.js";
 import { MemoryBudget } from "./memory.js";
+import { StoreQueue } from "./queue.js";
 import { decideClose, reconnectDelay, type CloseDecision } from "./policy.js";
 import { FINISH_MESSAGE, parseMessage, socketUrl, startMessage, type ServerMessage } from "./protocol.js";
 import type { ChunkStore, Refusal, StoredUpload } from "./store.js";
@@ -144,8 +145,7 @@ export class TrackUploader {
   private readFailures = 0;
   private persisting: boolean;
   private storageError: string | null = null;
-  // Store operations run one after another, in the order they were asked for.
-  private storeChain: Promise<void> = Promise.resolve();
+  private readonly queue: StoreQueue;
 
   // done: nothing more is sent (uploaded, refused or failed); completed: the server
   // confirmed the whole track; discarded: the person threw this browser's copy away.
@@ -197,6 +197,7 @@ export class TrackUploader {
     this.mimeType = options.mimeType;
     this.store = options.store ?? null;
     this.persisting = this.store !== null;
+    this.queue = new StoreQueue(this.store);
     this.memory = new MemoryBudget(options.memoryBudgetBytes ?? DEFAULT_MEMORY_BUDGET_BYTES);
     const resume = options.resume;
     this.resumed = !!resume;
@@ -286,7 +287,7 @@ export class TrackUploader {
     if (blob.size === 0 || this.finishing || this.resumed || this.completed || this.discarded) return;
     const offset = this.ledger.receive(blob.size);
     const when = at ?? Date.now();
-    this.storeChain = this.storeChain.then(() => this.keep(offset, blob, when)).catch(() => undefined);
+    this.queue.then(() => this.keep(offset, blob, when));
     this.emit();
   }
 
@@ -332,7 +333,7 @@ export class TrackUploader {
    * on), then those held in memory only. Includes every chunk pushed so far.
    */
   async recording(): Promise<LocalRecording> {
-    await this.storeChain;
+    await this.queue.idle;
     const parts: Blob[] = [];
     let start = 0;
     let end = 0;
@@ -579,20 +580,8 @@ export class TrackUploader {
     this.emit();
   }
 
-  /** Run a store operation after the ones before it; resolves whether it worked. */
   private enqueue(op: (store: ChunkStore) => Promise<void>): Promise<boolean> {
-    const store = this.store;
-    const run = this.storeChain.then(async () => {
-      if (!store) return false;
-      try {
-        await op(store);
-        return true;
-      } catch {
-        return false;
-      }
-    });
-    this.storeChain = run.then(() => undefined);
-    return run;
+    return this.queue.run(op);
   }
 
   /**
@@ -695,7 +684,7 @@ export class TrackUploader {
   /** Settle once pending store work is through (bounded, should storage hang). */
   private settleAfterStore(): void {
     const timeout = new Promise<void>((resolve) => setTimeout(resolve, 5000));
-    void Promise.race([this.storeChain, timeout]).then(() => this.settle(this.stats));
+    void Promise.race([this.queue.idle, timeout]).then(() => this.settle(this.stats));
   }
 
   private complete(): void {

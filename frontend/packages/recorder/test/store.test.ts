@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { StoreQueue } from "../src/queue.js";
 import { bytesOf, chunk, freshStore } from "./fakes.js";
 
 describe("IndexedDBChunkStore", () => {
@@ -24,5 +25,28 @@ describe("IndexedDBChunkStore", () => {
     await store.remove("s1", "audio");
     expect(await store.list()).toEqual([]);
     expect(await store.offsets("s1", "audio")).toEqual([]);
+  });
+});
+
+describe("StoreQueue", () => {
+  it("runs operations one after another, in order, and reports failures", async () => {
+    const { store } = await freshStore();
+    const queue = new StoreQueue(store);
+    const order: number[] = [];
+    const slow = queue.run(async () => {
+      await new Promise((r) => setTimeout(r, 20));
+      order.push(1);
+    });
+    const failing = queue.run(async () => {
+      order.push(2);
+      throw new Error("quota");
+    });
+    queue.then(async () => {
+      order.push(3);
+    });
+    await queue.idle;
+    expect(order).toEqual([1, 2, 3]);
+    expect([await slow, await failing]).toEqual([true, false]);
+    expect(await new StoreQueue(null).run(async () => undefined)).toBe(false);
   });
 });
