@@ -30,15 +30,23 @@ interface Props {
   onUnauthorized: () => void;
 }
 
+interface Capabilities {
+  record: boolean;
+  screen: boolean;
+  /** The MIME types to ask MediaRecorder for ("" lets the browser choose). */
+  videoMime: string;
+  audioMime: string;
+}
+
 export function Recorder({ onSessionsChanged, onUnauthorized }: Props) {
-  const [supported, setSupported] = useState<boolean | null>(null);
-  const [screenSupported, setScreenSupported] = useState(false);
+  // What this browser can do, learnt once mounted (null: not yet known).
+  const [caps, setCaps] = useState<Capabilities | null>(null);
+  const supported = caps ? caps.record : null;
+  const { screen: screenSupported = false, videoMime = "", audioMime = "" } = caps ?? {};
   const [mode, setMode] = useState<CaptureMode>("camera");
   const [devices, setDevices] = useState<DeviceLists>({ cameras: [], microphones: [] });
   const [cameraId, setCameraId] = useState("");
   const [microphoneId, setMicrophoneId] = useState("");
-  const [videoMime, setVideoMime] = useState("");
-  const [audioMime, setAudioMime] = useState("");
   const [previewOn, setPreviewOn] = useState(false);
   const [now, setNow] = useState(0);
   const recording = useRecording({ onSessionsChanged, onUnauthorized });
@@ -68,10 +76,12 @@ export function Recorder({ onSessionsChanged, onUnauthorized }: Props) {
   }, []);
 
   useEffect(() => {
-    setSupported(canRecord());
-    setScreenSupported(canCaptureScreen());
-    setVideoMime(pickMimeType(VIDEO_MIME_CANDIDATES));
-    setAudioMime(pickMimeType(AUDIO_MIME_CANDIDATES));
+    setCaps({
+      record: canRecord(),
+      screen: canCaptureScreen(),
+      videoMime: pickMimeType(VIDEO_MIME_CANDIDATES),
+      audioMime: pickMimeType(AUDIO_MIME_CANDIDATES),
+    });
     void refreshDevices();
     const md = typeof navigator !== "undefined" ? navigator.mediaDevices : undefined;
     if (!md?.addEventListener) return;
