@@ -39,6 +39,7 @@ class Site:
 
     url: str
     sessions: list[str]
+    tokens: list[str]
 
 
 def page_html(tapedeck: str, session: dict[str, str] | None) -> bytes:
@@ -65,12 +66,17 @@ def serve_site(
     """The other site's server: `/` creates a session server-side (the API token stays
     here) and embeds the element; `/recorder/*.js` is the package's build. Without
     `create_sessions` the element asks Tapedeck for a session itself."""
-    site = Site(f"http://127.0.0.1:{port}", [])
+    site = Site(f"http://127.0.0.1:{port}", [], [])
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path == "/" and not create_sessions:
                 self.reply(HTTPStatus.OK, "text/html; charset=utf-8", page_html(tapedeck, None))
+                return
+            if self.path == "/?same" and site.sessions:
+                # The site shows the visitor their session again (after a reload).
+                again = {"id": site.sessions[-1], "uploadToken": site.tokens[-1]}
+                self.reply(HTTPStatus.OK, "text/html; charset=utf-8", page_html(tapedeck, again))
                 return
             if self.path == "/":
                 created = httpx.post(
@@ -81,6 +87,7 @@ def serve_site(
                 created.raise_for_status()
                 session = created.json()
                 site.sessions.append(session["id"])
+                site.tokens.append(session["uploadToken"])
                 self.reply(HTTPStatus.OK, "text/html; charset=utf-8", page_html(tapedeck, session))
                 return
             name = self.path.removeprefix("/recorder/")
@@ -191,6 +198,40 @@ def test_embedded_element_records_cross_origin_and_compiles(
     codecs, duration = probe(out)
     assert codecs == ("aac", "h264")
     assert duration > RECORD_SECONDS / 2, duration
+
+
+def test_element_finishes_an_upload_a_reload_interrupted(
+    browser: Browser, tapedeck: Up, site: Site
+) -> None:
+    """A reload mid-recording: the element on the next page finds the session's chunks in
+    IndexedDB, resends what the server lacks and finishes both tracks."""
+    page, errors = embedding_page(browser, site.url)
+    try:
+        page.goto(f"{site.url}/")
+        element = page.locator("tapedeck-recorder")
+        session_id = site.sessions[-1]
+        page.get_by_role("button", name="Start recording").click()
+        expect(element).to_have_attribute("data-state", "recording", timeout=15_000)
+        for track in ("video", "audio"):
+            expect(page.get_by_test_id(f"track-status-{track}")).not_to_have_attribute(
+                "data-bytes-acknowledged", "0", timeout=15_000
+            )
+        page.wait_for_timeout(2000)
+        page.goto(f"{site.url}/?same")  # the recorder goes with the page; the chunks stay
+        expect(page.locator("tapedeck-recorder")).to_have_attribute("session-id", session_id)
+        for track in ("video", "audio"):
+            expect(page.get_by_test_id(f"track-status-{track}")).to_have_attribute(
+                "data-state", "uploaded", timeout=30_000
+            )
+        expect(page.get_by_role("status")).to_have_text("Recording uploaded.")
+        assert errors == [], errors
+    finally:
+        page.context.close()
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    detail = httpx.get(f"{tapedeck.url}/api/sessions/{session_id}", headers=auth, timeout=30)
+    tracks = detail.json()["tracks"]
+    assert {t["name"]: t["finished"] for t in tracks} == {"video": True, "audio": True}
+    assert all(t["bytes"] > 0 for t in tracks)
 
 
 def test_origin_not_allowed_cannot_upload(browser: Browser, tapedeck: Up, site: Site) -> None:
