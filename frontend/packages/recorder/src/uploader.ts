@@ -26,7 +26,8 @@
 import { ChunkLedger } from "./ledger.js";
 import { MemoryBudget } from "./memory.js";
 import { StoreQueue } from "./queue.js";
-import { decideClose, reconnectDelay, type CloseDecision } from "./policy.js";
+import { Reconnector } from "./reconnect.js";
+import { decideClose, type CloseDecision } from "./policy.js";
 import { FINISH_MESSAGE, parseMessage, socketUrl, startMessage, type ServerMessage } from "./protocol.js";
 import type { ChunkStore, Refusal, StoredUpload } from "./store.js";
 import type { LocalRecording, ResumePoint, TrackName, UploadState, UploadStats } from "./types.js";
@@ -159,28 +160,19 @@ export class TrackUploader {
   private everSentFinish = false;
   private done = false;
   private state: UploadState = "idle";
-  private attempt = 0;
-  private reconnects = 0;
-  private nextRetryAt: number | null = null;
+  private readonly retry: Reconnector;
   private error: string | null = null;
   private errorCode: string | null = null;
   private closeCode: number | null = null;
   private lastHeardAt = 0;
 
-  private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private pumpTimer: ReturnType<typeof setTimeout> | null = null;
   private readyTimer: ReturnType<typeof setTimeout> | null = null;
   private watchdog: ReturnType<typeof setInterval> | null = null;
   private readonly listeners = new Set<Listener>();
   private readonly settled: Promise<UploadStats>;
   private settle!: (stats: UploadStats) => void;
-  private readonly onOnline = () => {
-    if (this.retryTimer !== null) {
-      clearTimeout(this.retryTimer);
-      this.retryTimer = null;
-      this.connect();
-    }
-  };
+  private readonly onOnline = () => this.retry.now();
 
   constructor(options: UploaderOptions) {
     this.opts = {
@@ -198,6 +190,7 @@ export class TrackUploader {
     this.store = options.store ?? null;
     this.persisting = this.store !== null;
     this.queue = new StoreQueue(this.store);
+    this.retry = new Reconnector(this.opts, () => this.connect(), options.random);
     this.memory = new MemoryBudget(options.memoryBudgetBytes ?? DEFAULT_MEMORY_BUDGET_BYTES);
     const resume = options.resume;
     this.resumed = !!resume;
@@ -226,8 +219,8 @@ export class TrackUploader {
       bytesSent: l.sent,
       bytesAcknowledged: l.committed,
       backlog: l.backlog,
-      reconnects: this.reconnects,
-      nextRetryAt: this.nextRetryAt,
+      reconnects: this.retry.count,
+      nextRetryAt: this.retry.nextAt,
       error: this.error,
       errorCode: this.errorCode,
       closeCode: this.closeCode,
@@ -379,8 +372,8 @@ export class TrackUploader {
 
   private connect(): void {
     if (this.done || this.startedAt === null) return;
-    this.nextRetryAt = null;
-    this.setState(this.reconnects === 0 && this.attempt === 0 && !this.ready ? "connecting" : "reconnecting…");
+    this.retry.cancel();
+    this.setState(this.retry.count === 0 && !this.ready ? "connecting" : "reconnecting…");
     const open = this.opts.socket ?? defaultSocket;
     let ws: SocketLike;
     try {
@@ -438,7 +431,7 @@ export class TrackUploader {
           return;
         }
         this.ready = true;
-        this.attempt = 0;
+        this.retry.succeeded();
         this.error = null;
         this.errorCode = null;
         this.closeCode = null;
@@ -517,15 +510,8 @@ export class TrackUploader {
   }
 
   private scheduleReconnect(): void {
-    const delay = reconnectDelay(this.attempt, this.opts, this.opts.random);
-    this.attempt += 1;
-    this.reconnects += 1;
-    this.nextRetryAt = Date.now() + delay;
+    this.retry.schedule();
     this.setState("reconnecting…");
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = null;
-      this.connect();
-    }, delay);
   }
 
   private checkStall(): void {
@@ -736,9 +722,7 @@ export class TrackUploader {
   }
 
   private teardown(): void {
-    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
-    this.retryTimer = null;
-    this.nextRetryAt = null;
+    this.retry.cancel();
     this.clearPumpTimer();
     this.clearReadyTimer();
     if (this.watchdog !== null) clearInterval(this.watchdog);
