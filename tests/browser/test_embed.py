@@ -181,6 +181,30 @@ def test_embedded_element_records_cross_origin_and_compiles(
             expect(status).to_have_attribute("data-state", "uploaded")
             assert status.get_attribute("data-backlog") == "0"
         expect(page.get_by_role("status")).to_have_text("Recording uploaded.")
+        # One recording per session: a second needs a new session from the site.
+        page.get_by_role("button", name="Start recording").click()
+        expect(page.get_by_role("status")).to_contain_text("This session is recorded")
+        expect(element).to_have_attribute("data-state", "finished")
+        # The site hands over a new session: the element records into that one.
+        second = httpx.post(
+            f"{tapedeck.url}/api/sessions",
+            headers={"Authorization": f"Bearer {API_TOKEN}"},
+            timeout=30,
+        ).json()
+        element.evaluate(
+            "(el, s) => { el.setAttribute('upload-token', s.uploadToken);"
+            " el.setAttribute('session-id', s.id); }",
+            second,
+        )
+        expect(element).to_have_attribute("data-state", "idle")
+        page.get_by_role("button", name="Start recording").click()
+        expect(element).to_have_attribute("data-session-id", second["id"], timeout=15_000)
+        expect(element).to_have_attribute("data-state", "recording", timeout=15_000)
+        page.get_by_role("button", name="Stop recording").click()
+        expect(element).to_have_attribute("data-state", "finished", timeout=30_000)
+        expect(page.get_by_test_id("track-status-video")).to_have_attribute(
+            "data-state", "uploaded"
+        )
         assert errors == [], errors
     finally:
         page.context.close()

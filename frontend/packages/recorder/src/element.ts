@@ -45,6 +45,8 @@ export class TapedeckRecorderElement extends HTMLElement {
   private readonly tracks = new Map<TrackName, UploadStats>();
   private state: RecordingState | "idle" = "idle";
   private resumeAbort: AbortController | null = null;
+  /** The element created the session itself (so it may create another one). */
+  private ownSession = false;
 
   constructor() {
     super();
@@ -55,6 +57,18 @@ export class TapedeckRecorderElement extends HTMLElement {
     this.status = this.root.querySelector('[role="status"]') as HTMLElement;
     this.list = this.root.querySelector(".tracks") as HTMLElement;
     this.button.addEventListener("click", () => void this.toggle());
+  }
+
+  /** The page handed over a new session after a recording ended: ready to record again. */
+  attributeChangedCallback(name: string, _old: string | null, value: string | null): void {
+    const ended = this.state === "finished" || this.state === "failed";
+    if (name !== "session-id" || !value || !this.recording || !ended || this.button.disabled) return;
+    if (value === this.recording.sessionId) return;
+    this.ownSession = false;
+    this.state = "idle";
+    this.setAttribute("data-state", "idle");
+    this.renderButton();
+    this.say("", false);
   }
 
   connectedCallback(): void {
@@ -68,11 +82,21 @@ export class TapedeckRecorderElement extends HTMLElement {
 
   /** Start recording (as the button does). */
   async start(): Promise<void> {
-    if (this.recording && this.state !== "finished" && this.state !== "failed") return;
+    const running = this.state !== "idle" && this.state !== "finished" && this.state !== "failed";
+    if (running) return;
     const server = this.getAttribute("server") ?? "";
     if (!server) {
       this.fail("The recorder has no server attribute.");
       return;
+    }
+    if (this.state === "finished" && this.recording) {
+      // A session holds one recording: the server refuses more once its tracks finished.
+      if (!this.ownSession) {
+        this.say("This session is recorded. Recording again needs a new session from the page.", true);
+        return;
+      }
+      this.removeAttribute("session-id");
+      this.removeAttribute("upload-token");
     }
     let sessionId = this.getAttribute("session-id") ?? "";
     let uploadToken = this.getAttribute("upload-token") ?? "";
@@ -88,6 +112,7 @@ export class TapedeckRecorderElement extends HTMLElement {
         const created = (await res.json()) as { id: string; uploadToken: string };
         sessionId = created.id;
         uploadToken = created.uploadToken;
+        this.ownSession = true;
         this.setAttribute("session-id", sessionId);
         this.setAttribute("upload-token", uploadToken);
       } catch (e) {
