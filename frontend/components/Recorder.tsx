@@ -1,9 +1,6 @@
 "use client";
 
 import { useCallback, useEffect, useRef, useState } from "react";
-import { ApiError, createSession, getSession, type NewSession } from "@/lib/api";
-import { trackSocketUrl } from "@/lib/config";
-import { describeMime, formatDuration } from "@/lib/format";
 import {
   AUDIO_MIME_CANDIDATES,
   VIDEO_MIME_CANDIDATES,
@@ -18,14 +15,13 @@ import {
   stopStream,
   type CaptureMode,
   type DeviceLists,
-} from "@/lib/media";
-import { lockSession, type Release } from "@/lib/locks";
-import { UploadStore } from "@/lib/persist";
-import { TrackUploader, type TrackName, type UploadStats } from "@/lib/upload";
+  type TrackName,
+  type UploadStats,
+} from "@tapedeck/recorder";
+import { describeMime, formatDuration } from "@/lib/format";
 import { TrackStatus, type LocalCopy } from "./TrackStatus";
 import { ErrorNotice } from "./ErrorNotice";
-
-type Phase = "idle" | "starting" | "recording" | "stopping" | "done";
+import { useRecording } from "./useRecording";
 
 interface Props {
   /** Something about the list of sessions changed (created, uploaded). */
@@ -34,57 +30,34 @@ interface Props {
   onUnauthorized: () => void;
 }
 
-interface Recording {
-  sessionId: string;
-  streams: MediaStream[];
-  recorders: MediaRecorder[];
-  uploaders: TrackUploader[];
-}
-
-/** An event's time as epoch ms (event timestamps count from the page's time origin). */
-function eventTime(ev: Event): number {
-  const ts = ev.timeStamp;
-  return typeof performance !== "undefined" && ts > 0 && Number.isFinite(performance.timeOrigin)
-    ? performance.timeOrigin + ts
-    : Date.now();
-}
-
-/** Optional override of the uploader's memory budget (localStorage `tapedeck.memoryBudgetBytes`). */
-function memoryBudget(): number | undefined {
-  try {
-    const v = Number(window.localStorage.getItem("tapedeck.memoryBudgetBytes"));
-    return Number.isFinite(v) && v > 0 ? v : undefined;
-  } catch {
-    return undefined;
-  }
+interface Capabilities {
+  record: boolean;
+  screen: boolean;
+  /** The MIME types to ask MediaRecorder for ("" lets the browser choose). */
+  videoMime: string;
+  audioMime: string;
 }
 
 export function Recorder({ onSessionsChanged, onUnauthorized }: Props) {
-  const [supported, setSupported] = useState<boolean | null>(null);
-  const [screenSupported, setScreenSupported] = useState(false);
+  // What this browser can do, learnt once mounted (null: not yet known).
+  const [caps, setCaps] = useState<Capabilities | null>(null);
+  const supported = caps ? caps.record : null;
+  const { screen: screenSupported = false, videoMime = "", audioMime = "" } = caps ?? {};
   const [mode, setMode] = useState<CaptureMode>("camera");
   const [devices, setDevices] = useState<DeviceLists>({ cameras: [], microphones: [] });
   const [cameraId, setCameraId] = useState("");
   const [microphoneId, setMicrophoneId] = useState("");
-  const [videoMime, setVideoMime] = useState("");
-  const [audioMime, setAudioMime] = useState("");
-  const [activeMimes, setActiveMimes] = useState<Partial<Record<TrackName, string>>>({});
-  const [phase, setPhase] = useState<Phase>("idle");
   const [previewOn, setPreviewOn] = useState(false);
-  const [error, setError] = useState<string | null>(null);
-  const [sessionId, setSessionId] = useState<string | null>(null);
-  const [stats, setStats] = useState<Partial<Record<TrackName, UploadStats>>>({});
-  const [startedAt, setStartedAt] = useState<number | null>(null);
   const [now, setNow] = useState(0);
-  const [announcement, setAnnouncement] = useState("");
+  const recording = useRecording({ onSessionsChanged, onUnauthorized });
+  const { phase, sessionId, stats, startedAt, mimeTypes: activeMimes, error, announcement } = recording.view;
+  const { setError } = recording;
 
   const videoRef = useRef<HTMLVideoElement>(null);
   const previewStream = useRef<MediaStream | null>(null);
-  const recording = useRef<Recording | null>(null);
-  // The last recording's uploaders, kept after it ends: a refused track's copy is
-  // saved or discarded through them.
-  const lastUploaders = useRef<Partial<Record<TrackName, TrackUploader>>>({});
-  const phaseRef = useRef<Phase>("idle");
+  // The streams of the running recording (released once its recorders stopped).
+  const recordingStreams = useRef<MediaStream[]>([]);
+  const phaseRef = useRef(phase);
   phaseRef.current = phase;
 
   // ---- capabilities and devices ------------------------------------------
@@ -103,10 +76,12 @@ export function Recorder({ onSessionsChanged, onUnauthorized }: Props) {
   }, []);
 
   useEffect(() => {
-    setSupported(canRecord());
-    setScreenSupported(canCaptureScreen());
-    setVideoMime(pickMimeType(VIDEO_MIME_CANDIDATES));
-    setAudioMime(pickMimeType(AUDIO_MIME_CANDIDATES));
+    setCaps({
+      record: canRecord(),
+      screen: canCaptureScreen(),
+      videoMime: pickMimeType(VIDEO_MIME_CANDIDATES),
+      audioMime: pickMimeType(AUDIO_MIME_CANDIDATES),
+    });
     void refreshDevices();
     const md = typeof navigator !== "undefined" ? navigator.mediaDevices : undefined;
     if (!md?.addEventListener) return;
@@ -128,7 +103,7 @@ export function Recorder({ onSessionsChanged, onUnauthorized }: Props) {
     stopStream(previewStream.current);
     previewStream.current = null;
     setPreviewOn(false);
-    if (!recording.current) showStream(null);
+    if (recordingStreams.current.length === 0) showStream(null);
   }, [showStream]);
 
   const startPreview = useCallback(
@@ -164,45 +139,28 @@ export function Recorder({ onSessionsChanged, onUnauthorized }: Props) {
 
   // ---- recording ------------------------------------------------------------
 
-  const stopRecording = useCallback(() => {
-    const rec = recording.current;
-    if (!rec || phaseRef.current !== "recording") return;
-    setPhase("stopping");
-    phaseRef.current = "stopping";
-    for (const r of rec.recorders) {
-      if (r.state !== "inactive") {
-        try {
-          r.stop();
-        } catch {
-          // already stopped
-        }
-      }
-    }
-  }, []);
+  const stopRecording = recording.stop;
 
   const startRecording = useCallback(async () => {
     if (phaseRef.current === "starting" || phaseRef.current === "recording" || phaseRef.current === "stopping") return;
-    setError(null);
-    setPhase("starting");
+    recording.starting();
     phaseRef.current = "starting";
-    setStats({});
-    lastUploaders.current = {};
-    setActiveMimes({});
-    setStartedAt(null);
 
     const acquired: MediaStream[] = [];
-    const giveUp = (message: string) => {
+    const release = () => {
       acquired.forEach(stopStream);
+      recordingStreams.current = [];
       if (previewStream.current && !acquired.includes(previewStream.current)) showStream(previewStream.current);
       else showStream(null);
-      setError(message);
-      setPhase("idle");
+    };
+    const giveUp = (message: string) => {
+      release();
+      recording.fail(message);
       phaseRef.current = "idle";
     };
 
     // 1. Capture.
     let visual: MediaStream;
-    const visualTrack: TrackName = mode === "screen" ? "screen" : "video";
     try {
       if (mode === "screen") {
         visual = await captureScreen();
@@ -233,145 +191,18 @@ export function Recorder({ onSessionsChanged, onUnauthorized }: Props) {
     }
     void refreshDevices(); // labels become visible once permission is granted
     showStream(visual);
+    recordingStreams.current = acquired;
 
-    // 2. Session.
-    let session: NewSession;
-    try {
-      session = await createSession();
-    } catch (e) {
-      if (e instanceof ApiError && e.status === 401) onUnauthorized();
-      giveUp(`Could not start a recording on the server. ${e instanceof Error ? e.message : ""}`.trim());
-      return;
-    }
-    setSessionId(session.id);
-    onSessionsChanged();
-
-    // This tab owns the session's upload (a reload or another tab must not resume it
-    // while this page lives), and every chunk goes to IndexedDB before it is sent.
-    let release: Release = () => undefined;
-    try {
-      release = await lockSession(session.id);
-    } catch {
-      // no coordination available: upload anyway
-    }
-    const store = await UploadStore.open();
-    const budget = memoryBudget();
-
-    // 3. One recorder and one uploader per track.
-    const pairs: Array<{ track: TrackName; stream: MediaStream; mime: string }> = [
-      { track: visualTrack, stream: new MediaStream(visual.getVideoTracks()), mime: videoMime },
-      { track: "audio", stream: new MediaStream(mic.getAudioTracks()), mime: audioMime },
-    ];
-    const rec: Recording = { sessionId: session.id, streams: acquired, recorders: [], uploaders: [] };
-    let stopped = 0;
-
-    const confirmFinished = async (track: TrackName, bytes: number) => {
-      const s = await getSession(session.id);
-      const t = s.tracks.find((x) => x.name === track);
-      return !!t && t.finished && t.bytes === bytes;
-    };
-
-    const onAllStopped = () => {
-      acquired.forEach(stopStream);
-      showStream(null);
-      void Promise.all(rec.uploaders.map((u) => u.whenSettled)).then((results) => {
-        release();
-        if (recording.current === rec) recording.current = null;
-        setPhase("done");
-        phaseRef.current = "done";
-        const failed = results.filter((r) => r.state === "error" || r.state === "refused");
-        setAnnouncement(
-          failed.length
-            ? `Upload failed for ${failed.map((r) => r.track).join(" and ")}. This browser keeps the recording: you can save it to this computer.`
-            : "Recording uploaded. You can compile it below.",
-        );
-        onSessionsChanged();
-      });
-    };
-
-    try {
-      for (const { track, stream, mime } of pairs) {
-        let recorder: MediaRecorder;
-        try {
-          recorder = new MediaRecorder(stream, mime ? { mimeType: mime } : undefined);
-        } catch {
-          recorder = new MediaRecorder(stream); // let the browser choose
-        }
-        const uploader = new TrackUploader({
-          track,
-          sessionId: session.id,
-          uploadToken: session.uploadToken,
-          mimeType: mime || recorder.mimeType,
-          url: trackSocketUrl(track),
-          confirmFinished,
-          store,
-          memoryBudgetBytes: budget,
-        });
-        uploader.subscribe((s) => {
-          setStats((prev) => ({ ...prev, [track]: s }));
-          if (s.state === "reconnecting…" || s.state === "error" || s.state === "refused" || s.state === "uploaded") {
-            setAnnouncement(`${track}: ${s.state}`);
-          }
-        });
-        recorder.addEventListener("start", (ev) => {
-          const at = eventTime(ev);
-          // Announce the type we asked for (e.g. video/webm;codecs=h264); Chromium
-          // reports its own spelling (video/x-matroska;codecs=avc1) for the same bytes.
-          // Only when the browser chose the format do we pass on its description.
-          const reported = recorder.mimeType;
-          setActiveMimes((prev) => ({ ...prev, [track]: reported }));
-          if (track !== "audio") setStartedAt(at);
-          uploader.start(at, mime || reported);
-        });
-        recorder.addEventListener("dataavailable", (ev) => {
-          if (ev.data && ev.data.size > 0) uploader.push(ev.data, eventTime(ev));
-        });
-        recorder.addEventListener("stop", () => {
-          // The last dataavailable has fired before stop.
-          void uploader.finish();
-          stopped += 1;
-          if (stopped === rec.recorders.length) onAllStopped();
-        });
-        recorder.addEventListener("error", (ev) => {
-          const err = (ev as Event & { error?: DOMException }).error;
-          setError(`The ${track} recorder failed${err?.message ? `: ${err.message}` : "."} Recording stopped.`);
-          stopRecording();
-        });
-        rec.recorders.push(recorder);
-        rec.uploaders.push(uploader);
-        lastUploaders.current[track] = uploader;
-      }
-      recording.current = rec;
-      for (const r of rec.recorders) r.start(1000);
-    } catch (e) {
-      rec.uploaders.forEach((u) => u.abort());
-      for (const r of rec.recorders) {
-        if (r.state !== "inactive") r.stop();
-      }
-      recording.current = null;
-      release();
-      giveUp(`The browser could not record: ${e instanceof Error ? e.message : String(e)}`);
-      return;
-    }
-
-    // Ending the screen share from the browser's own UI stops the recording.
-    for (const t of visual.getVideoTracks()) t.addEventListener("ended", () => stopRecording());
-    setPhase("recording");
-    phaseRef.current = "recording";
-    setAnnouncement("Recording.");
-  }, [
-    audioMime,
-    cameraId,
-    microphoneId,
-    mode,
-    onSessionsChanged,
-    onUnauthorized,
-    refreshDevices,
-    showStream,
-    stopPreview,
-    stopRecording,
-    videoMime,
-  ]);
+    // 2. Session, recorders and uploads (@tapedeck/recorder).
+    const ok = await recording.start({
+      stream: new MediaStream([...visual.getVideoTracks(), ...mic.getAudioTracks()]),
+      visualTrack: mode === "screen" ? "screen" : "video",
+      videoMimeType: videoMime,
+      audioMimeType: audioMime,
+      onRecordersStopped: release,
+    });
+    if (!ok) release();
+  }, [audioMime, cameraId, microphoneId, mode, recording, refreshDevices, showStream, stopPreview, videoMime]);
 
   // Elapsed time.
   useEffect(() => {
@@ -401,15 +232,11 @@ export function Recorder({ onSessionsChanged, onUnauthorized }: Props) {
     return () => window.removeEventListener("beforeunload", onBeforeUnload);
   }, [busy]);
 
-  // Release devices when the component goes away.
+  // Release devices when the component goes away (useRecording stops the recorders).
   useEffect(
     () => () => {
       stopStream(previewStream.current);
-      const rec = recording.current;
-      if (rec) {
-        rec.recorders.forEach((r) => r.state !== "inactive" && r.stop());
-        rec.streams.forEach(stopStream);
-      }
+      recordingStreams.current.forEach(stopStream);
     },
     [],
   );
@@ -417,7 +244,7 @@ export function Recorder({ onSessionsChanged, onUnauthorized }: Props) {
   // ---- view ---------------------------------------------------------------------
 
   const localCopy = (track: TrackName): LocalCopy | undefined => {
-    const uploader = lastUploaders.current[track];
+    const uploader = recording.uploader(track);
     if (!uploader) return undefined;
     return {
       sessionId: uploader.sessionId,

@@ -4,9 +4,18 @@ import { useEffect, useRef, useState } from "react";
 import { getSession } from "@/lib/api";
 import { trackSocketUrl } from "@/lib/config";
 import { formatDuration } from "@/lib/format";
-import { lockSession, type Release } from "@/lib/locks";
-import { UploadStore, type StoredUpload } from "@/lib/persist";
-import { TrackUploader, storedStats, type TrackName, type UploadStats } from "@/lib/upload";
+import {
+  IndexedDBChunkStore,
+  lockSession,
+  resumeTrack,
+  storedStats,
+  type ChunkStore,
+  type Release,
+  type StoredUpload,
+  type TrackName,
+  type TrackUploader,
+  type UploadStats,
+} from "@tapedeck/recorder";
 import { TrackStatus, type LocalCopy } from "./TrackStatus";
 
 // On page load: finish the uploads that an earlier page of this browser left
@@ -69,7 +78,7 @@ export function ResumeUploads({ onSessionsChanged }: Props) {
         }),
       );
 
-    const resume = async (store: UploadStore, sessionId: string) => {
+    const resume = async (store: ChunkStore, sessionId: string) => {
       let release: Release;
       try {
         // Waits while another page (a live recording, or the page before a reload
@@ -82,8 +91,6 @@ export function ResumeUploads({ onSessionsChanged }: Props) {
         // Read again under the lock: the owner may have finished it meanwhile.
         const records = await store.list(sessionId);
         if (records.length === 0 || ctrl.signal.aborted) return;
-        const offsets = await Promise.all(records.map((r) => store.offsets(sessionId, r.track)));
-        if (ctrl.signal.aborted) return;
         const starts = records.map((r) => r.startedAt).filter((t) => t > 0);
         const ends = records.map((r) => r.recordedUntil).filter((t): t is number => t !== null);
         setItems((prev) => [
@@ -124,22 +131,15 @@ export function ResumeUploads({ onSessionsChanged }: Props) {
           const t = s.tracks.find((x) => x.name === track);
           return !!t && t.finished && t.bytes === bytes;
         };
-        const mine = active.map((r) => {
-          const uploader = new TrackUploader({
-            track: r.track,
-            sessionId,
-            uploadToken: r.uploadToken,
-            mimeType: r.mimeType,
-            url: trackSocketUrl(r.track),
-            confirmFinished,
-            store,
-            resume: {
-              recorded: r.recorded,
-              committed: r.committed,
-              offsets: offsets[records.indexOf(r)],
-              recordedUntil: r.recordedUntil,
-            },
-          });
+        const mine = await Promise.all(
+          active.map((r) => resumeTrack(store, r, { socketUrl: trackSocketUrl, confirmFinished })),
+        );
+        if (ctrl.signal.aborted) {
+          for (const u of mine) u.abort("The page stopped resuming this upload.");
+          return;
+        }
+        for (const [i, uploader] of mine.entries()) {
+          const r = active[i];
           uploaders.push(uploader);
           const local: LocalCopy = {
             sessionId,
@@ -158,10 +158,7 @@ export function ResumeUploads({ onSessionsChanged }: Props) {
               local: { ...it.local, [r.track]: local },
             }));
           });
-          uploader.start(r.startedAt, r.mimeType);
-          void uploader.finish(); // the recorder is gone: nothing more will come
-          return uploader;
-        });
+        }
         await Promise.all(mine.map((u) => u.whenSettled));
         if (ctrl.signal.aborted) return;
         update(sessionId, (it) => ({ ...it, settled: true }));
@@ -174,7 +171,7 @@ export function ResumeUploads({ onSessionsChanged }: Props) {
     };
 
     void (async () => {
-      const store = await UploadStore.open();
+      const store = await IndexedDBChunkStore.open();
       if (!store || ctrl.signal.aborted) return;
       let sessions: string[];
       try {

@@ -1,7 +1,7 @@
 "use client";
 
 import { useState } from "react";
-import type { LocalRecording, UploadStats } from "@/lib/upload";
+import type { LocalRecording, UploadStats } from "@tapedeck/recorder";
 import { formatBytes } from "@/lib/format";
 
 /** What the page can do with this browser's copy of a track the server did not take. */

@@ -1,6 +1,6 @@
 // Same-origin HTTP API client (docs: SPEC §5). No React in here.
 
-import type { TrackName } from "./upload";
+import type { TrackName } from "@tapedeck/recorder";
 
 export type SessionState =
   | "recording"

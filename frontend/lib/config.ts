@@ -2,7 +2,7 @@
 // WebSocket endpoints are same-origin too unless a NEXT_PUBLIC_*_WS_URL was set
 // at build time (the full URL up to and including the track path).
 
-import type { TrackName } from "./upload";
+import type { TrackName } from "@tapedeck/recorder";
 
 // These must be spelled out literally so Next inlines them at build time.
 const VIDEO_WS_URL = process.env.NEXT_PUBLIC_VIDEO_WS_URL ?? "";

@@ -1,4 +1,5 @@
-// The browser's own copy of a recording (IndexedDB, no React in here). A reload or a
+// The browser's own copy of a recording: the `ChunkStore` interface the uploader talks to,
+// and its IndexedDB implementation. A reload or a
 // crashed tab loses the recorder, but not these bytes: the next page load resumes the
 // upload from what is stored; and a recording the server refuses can still be saved
 // as a file from here.
@@ -13,7 +14,7 @@
 // person discarded it: only the whole WebM, header included, plays as a saved file.
 // An `ack` only moves the record's `committed`.
 
-import type { TrackName } from "./upload";
+import type { TrackName } from "./types.js";
 
 export interface StoredUpload {
   sessionId: string;
@@ -65,6 +66,36 @@ export interface NewUpload {
   startedAt: number;
 }
 
+/**
+ * Where an uploader keeps a track's chunks across reloads. Operations on one track are
+ * called one after another, never concurrently.
+ */
+export interface ChunkStore {
+  /** Create the upload's record (before its first chunk). */
+  begin(upload: NewUpload): Promise<void>;
+  /** Store the chunk at `offset` (= the bytes stored so far) and move `recorded` past it, atomically. */
+  append(sessionId: string, track: TrackName, offset: number, blob: Blob, at: number): Promise<void>;
+  update(sessionId: string, track: TrackName, patch: Partial<Pick<StoredUpload, "stopped" | "refused">>): Promise<void>;
+  setCommitted(sessionId: string, track: TrackName, committed: number): Promise<void>;
+  /** The stored chunk that starts exactly at `offset`. */
+  read(sessionId: string, track: TrackName, offset: number): Promise<Blob>;
+  /** Every stored chunk of a track, in order, as one Blob (up to the first gap). */
+  readAll(sessionId: string, track: TrackName): Promise<StoredRecording>;
+  /** Start offsets of a track's stored chunks, ascending. */
+  offsets(sessionId: string, track: TrackName): Promise<number[]>;
+  /** Delete the upload and its chunks. */
+  remove(sessionId: string, track: TrackName): Promise<void>;
+  /** Every stored upload (optionally of one session). */
+  list(sessionId?: string): Promise<StoredUpload[]>;
+}
+
+export interface OpenOptions {
+  /** Another IndexedDB (e.g. fake-indexeddb in tests); default: the page's. */
+  indexedDB?: IDBFactory;
+  /** Database name; default "tapedeck". */
+  name?: string;
+}
+
 const DB_NAME = "tapedeck";
 const DB_VERSION = 1;
 const UPLOADS = "uploads";
@@ -90,7 +121,7 @@ function trackRange(sessionId: string, track: string, upTo = Infinity): IDBKeyRa
   return IDBKeyRange.bound([sessionId, track, 0], [sessionId, track, upTo]);
 }
 
-export class UploadStore {
+export class IndexedDBChunkStore implements ChunkStore {
   private constructor(private readonly db: IDBDatabase) {
     db.onversionchange = () => db.close();
   }
@@ -221,22 +252,32 @@ export class UploadStore {
 
   // ---- opening ------------------------------------------------------------------
 
-  private static opening: Promise<UploadStore | null> | null = null;
+  private static opening: Promise<IndexedDBChunkStore | null> | null = null;
 
-  /** The store, or null where IndexedDB is unavailable (then uploads are kept in memory only). */
-  static open(): Promise<UploadStore | null> {
-    if (!UploadStore.opening) {
-      UploadStore.opening = UploadStore.connect().catch(() => null);
+  /**
+   * The store, or null where IndexedDB is unavailable (then uploads are kept in memory
+   * only). Without options, the page's database, opened once.
+   */
+  static open(options?: OpenOptions): Promise<IndexedDBChunkStore | null> {
+    if (options) return IndexedDBChunkStore.connect(options).catch(() => null);
+    if (!IndexedDBChunkStore.opening) {
+      IndexedDBChunkStore.opening = IndexedDBChunkStore.connect({}).catch(() => null);
     }
-    return UploadStore.opening;
+    return IndexedDBChunkStore.opening;
   }
 
-  private static connect(): Promise<UploadStore | null> {
-    if (typeof indexedDB === "undefined") return Promise.resolve(null);
+  /** Close the database (tests; a page never needs to). */
+  close(): void {
+    this.db.close();
+  }
+
+  private static connect(options: OpenOptions): Promise<IndexedDBChunkStore | null> {
+    const factory = options.indexedDB ?? (typeof indexedDB === "undefined" ? undefined : indexedDB);
+    if (!factory) return Promise.resolve(null);
     return new Promise((resolve, reject) => {
       let req: IDBOpenDBRequest;
       try {
-        req = indexedDB.open(DB_NAME, DB_VERSION);
+        req = factory.open(options.name ?? DB_NAME, DB_VERSION);
       } catch (e) {
         reject(e);
         return;
@@ -246,7 +287,7 @@ export class UploadStore {
         if (!db.objectStoreNames.contains(UPLOADS)) db.createObjectStore(UPLOADS, { keyPath: ["sessionId", "track"] });
         if (!db.objectStoreNames.contains(CHUNKS)) db.createObjectStore(CHUNKS);
       };
-      req.onsuccess = () => resolve(new UploadStore(req.result));
+      req.onsuccess = () => resolve(new IndexedDBChunkStore(req.result));
       req.onerror = () => reject(req.error ?? new Error("IndexedDB unavailable"));
       req.onblocked = () => reject(new Error("IndexedDB upgrade blocked by another tab"));
     });

@@ -1,6 +1,8 @@
-// Upload client for one track of a recording (no React in here).
+// Upload client for one track of a recording: it wires the pure parts (the chunk ledger,
+// the memory budget, the close policy) to the injected I/O (a WebSocket factory and a
+// ChunkStore) and to timers.
 //
-// Protocol (docs: SPEC §6):
+// Protocol (docs/protocol.md):
 //   client → {"type":"start","mimeType":..,"startedAt":..}
 //   server → {"type":"ready","sessionId":..,"track":..,"committed":N}
 //   client → binary frames: the track's bytes from offset N on, in order
@@ -9,81 +11,44 @@
 //   server → {"type":"finished","committed":N}  then close 1000
 //   errors:  {"type":"error","code":..,"message":..} then close 44xx / 4503
 //
-// Every recorded byte is first written to IndexedDB (lib/persist.ts), then sent, so a
-// reload or a crashed tab can resume the upload (see `resume`). IndexedDB keeps every
-// chunk of the track, from its header on, until the server confirmed the whole track
-// (`finished`) or the person discarded it; when the server refuses the track for good
-// (state "refused"), nothing is deleted: the person can save the WebM as recorded.
-// Memory holds only the newest unacknowledged chunks, up to `memoryBudgetBytes`; older
-// ones are read back from IndexedDB when a reconnect has to resend them. When the connection drops, the uploader
-// reconnects with exponential backoff and resends from the server's `committed`
-// offset, so nothing acknowledged is sent twice and nothing unacknowledged is lost.
-// Without IndexedDB (or once it fails, e.g. quota), the rest of the track is kept in
-// memory only, and only until acknowledged: a refusal then leaves the unconfirmed
-// part, which is all that can be saved.
+// Every recorded byte is first written to the store (IndexedDB), then sent, so a reload
+// or a crashed tab can resume the upload (see `resume`). The store keeps every chunk of
+// the track, from its header on, until the server confirmed the whole track (`finished`)
+// or the person discarded it; when the server refuses the track for good (state
+// "refused"), nothing is deleted: the person can save the WebM as recorded. Memory holds
+// only the newest unacknowledged chunks, up to `memoryBudgetBytes`; older ones are read
+// back from the store when a reconnect has to resend them. When the connection drops,
+// the uploader reconnects with exponential backoff and jitter and resends from the
+// server's `committed` offset. Without a store (or once it fails, e.g. quota), the rest
+// of the track is kept in memory only, and only until acknowledged: a refusal then
+// leaves the unconfirmed part, which is all that can be saved.
 
-import type { Refusal, StoredUpload, UploadStore } from "./persist";
+import { ChunkLedger } from "./ledger.js";
+import { MemoryBudget } from "./memory.js";
+import { StoreQueue } from "./queue.js";
+import { Reconnector } from "./reconnect.js";
+import { decideClose, type CloseDecision } from "./policy.js";
+import { FINISH_MESSAGE, parseMessage, socketUrl, startMessage, type ServerMessage } from "./protocol.js";
+import type { ChunkStore, Refusal, StoredUpload } from "./store.js";
+import type { LocalRecording, ResumePoint, TrackName, UploadState, UploadStats } from "./types.js";
 
-export type TrackName = "video" | "audio" | "screen";
-
-export type UploadState =
-  | "idle"
-  | "connecting"
-  | "recording"
-  | "reconnecting…"
-  | "finishing"
-  | "uploaded"
-  /** The server refused the track for good; this browser keeps it to save or discard. */
-  | "refused"
-  | "error";
-
-export interface UploadStats {
-  readonly track: TrackName;
-  readonly state: UploadState;
-  readonly mimeType: string;
-  /** Bytes handed to the uploader by the recorder (when resuming: stored before the reload). */
-  readonly bytesRecorded: number;
-  /** Bytes written to this browser's IndexedDB so far (a reload keeps them). */
-  readonly bytesStored: number;
-  /** Unacknowledged bytes held in memory right now (the rest of the backlog is in IndexedDB). */
-  readonly bytesInMemory: number;
-  /** True while every recorded byte goes to IndexedDB before it is sent. */
-  readonly persistent: boolean;
-  /** This uploader finishes a recording that a previous page (reload, crash) left behind. */
-  readonly resumed: boolean;
-  /** The recorder's start, epoch ms (null before it started). */
-  readonly startedAt: number | null;
-  /** Epoch ms of the recorder event that produced the last kept chunk. */
-  readonly recordedUntil: number | null;
-  /** Offset up to which bytes were written to the current (or last) socket. */
-  readonly bytesSent: number;
-  /** Bytes the server has confirmed as durable. */
-  readonly bytesAcknowledged: number;
-  /** Recorded but not yet acknowledged (what a crash of this tab would lose). */
-  readonly backlog: number;
-  /** Number of reconnects so far. */
-  readonly reconnects: number;
-  /** When a reconnect is scheduled: epoch ms of the next attempt. */
-  readonly nextRetryAt: number | null;
-  /** Last error (server message, or what happened to the connection). */
-  readonly error: string | null;
-  readonly errorCode: string | null;
-  readonly closeCode: number | null;
-  /** Set when IndexedDB refused a write (then the rest is kept in memory only). */
-  readonly storageError: string | null;
-  /** The person discarded this browser's copy (after a refusal or failure). */
-  readonly discarded: boolean;
+/** The part of a WebSocket the uploader uses (the browser's WebSocket has it). */
+export interface SocketLike {
+  binaryType: BinaryType;
+  readonly readyState: number;
+  readonly bufferedAmount: number;
+  send(data: string | Blob | ArrayBuffer): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((ev: Event) => unknown) | null;
+  onmessage: ((ev: MessageEvent) => unknown) | null;
+  onerror: ((ev: Event) => unknown) | null;
+  onclose: ((ev: CloseEvent) => unknown) | null;
 }
 
-/** A track as this browser keeps it, to save as a file. */
-export interface LocalRecording {
-  blob: Blob;
-  /** Byte range of the track that `blob` holds. */
-  start: number;
-  end: number;
-  /** From the header to the last recorded byte: the file plays as recorded. */
-  whole: boolean;
-}
+/** Opens a socket to a URL (default: `new WebSocket(url)`). */
+export type SocketFactory = (url: string) => SocketLike;
+
+const OPEN = 1; // WebSocket.OPEN, spelled out: Node has no WebSocket global before 22
 
 export interface UploaderOptions {
   track: TrackName;
@@ -111,42 +76,19 @@ export interface UploaderOptions {
    */
   confirmFinished?: (track: TrackName, bytes: number) => Promise<boolean>;
   /** Where to keep unacknowledged bytes across reloads; null/absent: memory only. */
-  store?: UploadStore | null;
-  /** Most unacknowledged bytes kept in memory besides IndexedDB. Default 16 MiB. */
+  store?: ChunkStore | null;
+  /** Most unacknowledged bytes kept in memory besides the store. Default 16 MiB. */
   memoryBudgetBytes?: number;
-  /** Continue an upload that IndexedDB holds (from `StoredUpload`); no recorder feeds it. */
+  /** Continue an upload that the store holds (from `StoredUpload`); no recorder feeds it. */
   resume?: ResumePoint;
-  /** For tests: a WebSocket constructor. */
-  WebSocketImpl?: typeof WebSocket;
-}
-
-export interface ResumePoint {
-  /** End of the stored bytes. */
-  recorded: number;
-  /** Last `committed` the server reported (StoredUpload.committed). */
-  committed: number;
-  /** Start offsets of the stored chunks, ascending (from 0; an older version deleted acknowledged ones). */
-  offsets: number[];
-  recordedUntil: number | null;
+  /** Opens the connection (tests pass a fake). Default: the browser's WebSocket. */
+  socket?: SocketFactory;
+  /** Random numbers in [0, 1) for the reconnect jitter (tests pass a fixed one). */
+  random?: () => number;
 }
 
 export const MAX_FRAME_BYTES = 8 * 1024 * 1024;
 export const DEFAULT_MEMORY_BUDGET_BYTES = 16 * 1024 * 1024;
-
-/** Close codes after which reconnecting cannot help. */
-const FATAL_CLOSE: Record<number, string> = {
-  4400: "The server rejected a message from this browser.",
-  4401: "The server refused the upload token.",
-  4404: "The server does not know this recording (it may have been deleted or expired).",
-  4409: "The server accepts no more of this track.",
-  4413: "The recording is larger than the server accepts.",
-};
-
-/** 4409 comes with a code that says which conflict it is. */
-const CONFLICT: Record<string, string> = {
-  finished: "The server already closed this recording and accepts no more of it.",
-  superseded: "Another tab or window took over this upload.",
-};
 
 /** Stats for a track that IndexedDB keeps as refused (no uploader runs for it). */
 export function storedStats(record: StoredUpload): UploadStats {
@@ -180,24 +122,7 @@ type Failure = "refused" | "error";
 
 type Listener = (stats: UploadStats) => void;
 
-type ServerMessage =
-  | { type: "ready"; sessionId?: string; track?: string; committed: number }
-  | { type: "ack"; committed: number }
-  | { type: "finished"; committed: number }
-  | { type: "error"; code?: string; message?: string };
-
-function parseMessage(data: unknown): ServerMessage | null {
-  if (typeof data !== "string") return null;
-  try {
-    const msg: unknown = JSON.parse(data);
-    if (msg && typeof msg === "object" && typeof (msg as { type?: unknown }).type === "string") {
-      return msg as ServerMessage;
-    }
-  } catch {
-    // fall through
-  }
-  return null;
-}
+const defaultSocket: SocketFactory = (url) => new WebSocket(url);
 
 export class TrackUploader {
   readonly track: TrackName;
@@ -205,81 +130,49 @@ export class TrackUploader {
   private readonly opts: Required<
     Pick<
       UploaderOptions,
-      | "maxFrameBytes"
-      | "highWaterBytes"
-      | "initialBackoffMs"
-      | "maxBackoffMs"
-      | "readyTimeoutMs"
-      | "stallTimeoutMs"
-      | "memoryBudgetBytes"
+      "maxFrameBytes" | "highWaterBytes" | "initialBackoffMs" | "maxBackoffMs" | "readyTimeoutMs" | "stallTimeoutMs"
     >
   > &
     UploaderOptions;
   private mimeType: string;
   private startedAt: number | null = null;
-  private readonly store: UploadStore | null;
+  private readonly store: ChunkStore | null;
   private readonly resumed: boolean;
-
-  // Byte accounting, absolute offsets in the track: committed ≤ sent ≤ kept ≤ received.
-  // `received`: handed over by the recorder. `kept`: stored in IndexedDB (or, when
-  // storage is unavailable, held in memory): only kept bytes are sent.
-  private received = 0;
-  private kept = 0;
-  private stored = 0;
-  private committed = 0;
-  private sent = 0;
+  private readonly ledger: ChunkLedger;
+  private readonly memory: MemoryBudget;
   private recordedUntil: number | null = null;
 
-  // Kept chunks not yet fully acknowledged, by start offset (ascending); chunk i
-  // ends where chunk i+1 starts, the last one at `kept`.
-  private offsets: number[] = [];
-  // In-memory copies (Map order = offset order). `pinned` ones are in memory only.
-  private readonly mem = new Map<number, Blob>();
-  private memBytes = 0;
-  private readonly pinned = new Set<number>();
-  // The last chunk read back from IndexedDB for a resend.
-  private readahead: { offset: number; blob: Blob } | null = null;
   private loading = false;
   private readFailures = 0;
   private persisting: boolean;
   private storageError: string | null = null;
-  // IndexedDB operations run one after another, in the order they were asked for.
-  private storeChain: Promise<void> = Promise.resolve();
+  private readonly queue: StoreQueue;
 
   // done: nothing more is sent (uploaded, refused or failed); completed: the server
   // confirmed the whole track; discarded: the person threw this browser's copy away.
   private completed = false;
   private discarded = false;
 
-  private ws: WebSocket | null = null;
+  private ws: SocketLike | null = null;
   private ready = false;
   private finishing = false;
   private finishSentOnSocket = false;
   private everSentFinish = false;
   private done = false;
   private state: UploadState = "idle";
-  private attempt = 0;
-  private reconnects = 0;
-  private nextRetryAt: number | null = null;
+  private readonly retry: Reconnector;
   private error: string | null = null;
   private errorCode: string | null = null;
   private closeCode: number | null = null;
   private lastHeardAt = 0;
 
-  private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private pumpTimer: ReturnType<typeof setTimeout> | null = null;
   private readyTimer: ReturnType<typeof setTimeout> | null = null;
   private watchdog: ReturnType<typeof setInterval> | null = null;
   private readonly listeners = new Set<Listener>();
   private readonly settled: Promise<UploadStats>;
   private settle!: (stats: UploadStats) => void;
-  private readonly onOnline = () => {
-    if (this.retryTimer !== null) {
-      clearTimeout(this.retryTimer);
-      this.retryTimer = null;
-      this.connect();
-    }
-  };
+  private readonly onOnline = () => this.retry.now();
 
   constructor(options: UploaderOptions) {
     this.opts = {
@@ -289,7 +182,6 @@ export class TrackUploader {
       maxBackoffMs: 5000,
       readyTimeoutMs: 10_000,
       stallTimeoutMs: 30_000,
-      memoryBudgetBytes: DEFAULT_MEMORY_BUDGET_BYTES,
       ...options,
     };
     this.track = options.track;
@@ -297,19 +189,13 @@ export class TrackUploader {
     this.mimeType = options.mimeType;
     this.store = options.store ?? null;
     this.persisting = this.store !== null;
+    this.queue = new StoreQueue(this.store);
+    this.retry = new Reconnector(this.opts, () => this.connect(), options.random);
+    this.memory = new MemoryBudget(options.memoryBudgetBytes ?? DEFAULT_MEMORY_BUDGET_BYTES);
     const resume = options.resume;
     this.resumed = !!resume;
-    if (resume) {
-      const end = Math.max(0, resume.recorded);
-      const all = resume.offsets.filter((o) => o >= 0 && o < end).sort((a, b) => a - b);
-      const acked = Math.min(end, Math.max(0, resume.committed || 0));
-      // Chunks wholly below the last ack stay stored but need no resend.
-      this.offsets = all.filter((o, i) => (i + 1 < all.length ? all[i + 1] : end) > acked);
-      this.received = this.kept = this.stored = end;
-      // Bytes below the first stored chunk were acknowledged (an older version deleted them).
-      this.committed = this.sent = Math.max(acked, this.offsets[0] ?? end);
-      this.recordedUntil = resume.recordedUntil;
-    }
+    this.ledger = resume ? ChunkLedger.resumed(resume) : new ChunkLedger();
+    if (resume) this.recordedUntil = resume.recordedUntil;
     this.settled = new Promise((resolve) => {
       this.settle = resolve;
     });
@@ -318,22 +204,23 @@ export class TrackUploader {
   // ---- public API ---------------------------------------------------------
 
   get stats(): UploadStats {
+    const l = this.ledger;
     return {
       track: this.track,
       state: this.state,
       mimeType: this.mimeType,
-      bytesRecorded: this.received,
-      bytesStored: this.stored,
-      bytesInMemory: this.memBytes + (this.readahead?.blob.size ?? 0),
+      bytesRecorded: l.received,
+      bytesStored: l.stored,
+      bytesInMemory: this.memory.bytes,
       persistent: this.persisting,
       resumed: this.resumed,
       startedAt: this.startedAt,
       recordedUntil: this.recordedUntil,
-      bytesSent: this.sent,
-      bytesAcknowledged: this.committed,
-      backlog: this.received - this.committed,
-      reconnects: this.reconnects,
-      nextRetryAt: this.nextRetryAt,
+      bytesSent: l.sent,
+      bytesAcknowledged: l.committed,
+      backlog: l.backlog,
+      reconnects: this.retry.count,
+      nextRetryAt: this.retry.nextAt,
       error: this.error,
       errorCode: this.errorCode,
       closeCode: this.closeCode,
@@ -386,15 +273,14 @@ export class TrackUploader {
 
   /**
    * Append the recorder's next blob. `at` is when the recorder produced it (epoch
-   * ms). The blob is written to IndexedDB first and sent once that has committed.
+   * ms). The blob is written to the store first and sent once that has committed.
    */
   push(blob: Blob, at?: number): void {
     // After a refusal or failure the chunks are still kept (to be saved as a file).
     if (blob.size === 0 || this.finishing || this.resumed || this.completed || this.discarded) return;
-    const offset = this.received;
-    this.received += blob.size;
+    const offset = this.ledger.receive(blob.size);
     const when = at ?? Date.now();
-    this.storeChain = this.storeChain.then(() => this.keep(offset, blob, when)).catch(() => undefined);
+    this.queue.then(() => this.keep(offset, blob, when));
     this.emit();
   }
 
@@ -407,7 +293,7 @@ export class TrackUploader {
     if (this.done && !this.completed && !this.discarded && !this.finishing && !this.resumed) {
       // Refused or failed while recording: the stored copy is now complete.
       this.finishing = true;
-      if (this.stored > 0) void this.enqueue((store) => store.update(this.sessionId, this.track, { stopped: true }));
+      if (this.ledger.stored > 0) void this.enqueue((store) => store.update(this.sessionId, this.track, { stopped: true }));
     }
     if (!this.done && !this.finishing) {
       this.finishing = true;
@@ -427,8 +313,8 @@ export class TrackUploader {
   }
 
   /**
-   * Stop sending now. The copy in IndexedDB stays (a later page load resumes it);
-   * only `discard` deletes it.
+   * Stop sending now. The stored copy stays (a later page load resumes it); only
+   * `discard` deletes it.
    */
   abort(reason = "Upload cancelled."): void {
     if (this.done) return;
@@ -440,12 +326,12 @@ export class TrackUploader {
    * on), then those held in memory only. Includes every chunk pushed so far.
    */
   async recording(): Promise<LocalRecording> {
-    await this.storeChain;
+    await this.queue.idle;
     const parts: Blob[] = [];
     let start = 0;
     let end = 0;
     let any = false;
-    if (this.store && this.stored > 0 && !this.discarded) {
+    if (this.store && this.ledger.stored > 0 && !this.discarded) {
       const kept = await this.store.readAll(this.sessionId, this.track);
       if (kept.end > kept.start) {
         parts.push(kept.blob);
@@ -454,9 +340,8 @@ export class TrackUploader {
         any = true;
       }
     }
-    for (const offset of [...this.pinned].sort((a, b) => a - b)) {
-      const blob = this.mem.get(offset);
-      if (!blob || (any && offset < end)) continue;
+    for (const [offset, blob] of this.memory.pinnedChunks()) {
+      if (any && offset < end) continue;
       if (any && offset > end) break; // a gap: what follows would not play after it
       if (!any) {
         start = end = offset;
@@ -465,7 +350,12 @@ export class TrackUploader {
       parts.push(blob);
       end += blob.size;
     }
-    return { blob: new Blob(parts, { type: this.mimeType }), start, end, whole: start === 0 && end === this.received };
+    return {
+      blob: new Blob(parts, { type: this.mimeType }),
+      start,
+      end,
+      whole: start === 0 && end === this.ledger.received,
+    };
   }
 
   /** The person threw this browser's copy away: delete it (stops the upload first). */
@@ -482,13 +372,12 @@ export class TrackUploader {
 
   private connect(): void {
     if (this.done || this.startedAt === null) return;
-    this.nextRetryAt = null;
-    this.setState(this.reconnects === 0 && this.attempt === 0 && !this.ready ? "connecting" : "reconnecting…");
-    const query = new URLSearchParams({ session: this.sessionId, token: this.opts.uploadToken });
-    const Impl = this.opts.WebSocketImpl ?? WebSocket;
-    let ws: WebSocket;
+    this.retry.cancel();
+    this.setState(this.retry.count === 0 && !this.ready ? "connecting" : "reconnecting…");
+    const open = this.opts.socket ?? defaultSocket;
+    let ws: SocketLike;
     try {
-      ws = new Impl(`${this.opts.url}?${query.toString()}`);
+      ws = open(socketUrl(this.opts.url, this.sessionId, this.opts.uploadToken));
     } catch (e) {
       this.fail(`Could not open the upload connection: ${String(e)}`, null, "error");
       return;
@@ -504,7 +393,7 @@ export class TrackUploader {
 
     ws.onopen = () => {
       if (this.ws !== ws) return;
-      ws.send(JSON.stringify({ type: "start", mimeType: this.mimeType, startedAt: this.startedAt }));
+      ws.send(startMessage(this.mimeType, this.startedAt));
     };
     ws.onmessage = (ev: MessageEvent) => {
       if (this.ws !== ws) return;
@@ -521,32 +410,33 @@ export class TrackUploader {
     };
   }
 
-  private onMessage(ws: WebSocket, msg: ServerMessage): void {
+  private onMessage(ws: SocketLike, msg: ServerMessage): void {
     switch (msg.type) {
       case "ready": {
         this.clearReadyTimer();
         const c = Number(msg.committed) || 0;
-        if (c > this.kept) {
+        const problem = this.ledger.checkReady(c);
+        if (problem === "server-ahead") {
           this.failAndClose(
             ws,
-            `The server already holds ${c} bytes of this track but this tab kept only ${this.kept}; another recorder wrote to it.`,
+            `The server already holds ${c} bytes of this track but this tab kept only ${this.ledger.kept}; another recorder wrote to it.`,
           );
           return;
         }
-        if (c < this.committed) {
+        if (problem === "server-lost-data") {
           this.failAndClose(
             ws,
-            `The server lost acknowledged data (it has ${c} bytes, it had confirmed ${this.committed}).`,
+            `The server lost acknowledged data (it has ${c} bytes, it had confirmed ${this.ledger.committed}).`,
           );
           return;
         }
         this.ready = true;
-        this.attempt = 0;
+        this.retry.succeeded();
         this.error = null;
         this.errorCode = null;
         this.closeCode = null;
         this.acknowledge(c);
-        this.sent = c;
+        this.ledger.markSent(c);
         this.setState(this.finishing ? "finishing" : "recording");
         this.pump();
         return;
@@ -559,12 +449,12 @@ export class TrackUploader {
       }
       case "finished": {
         this.acknowledge(Number(msg.committed) || 0);
-        if (this.committed >= this.received) {
+        if (this.ledger.committed >= this.ledger.received) {
           this.complete();
         } else {
           this.failAndClose(
             ws,
-            `The server finished the track at ${this.committed} bytes, short of the ${this.received} recorded.`,
+            `The server finished the track at ${this.ledger.committed} bytes, short of the ${this.ledger.received} recorded.`,
           );
         }
         return;
@@ -585,76 +475,49 @@ export class TrackUploader {
     this.clearPumpTimer();
     this.closeCode = code;
     if (this.done) return;
-
-    if (code === 4409 && (this.everSentFinish || this.resumed) && this.opts.confirmFinished) {
-      // Our first `finish` may have landed and only its answer got lost; or, when
-      // resuming, the page before the reload finished the track but had not yet
-      // deleted its stored copy.
-      const bytes = this.received;
-      this.opts
-        .confirmFinished(this.track, bytes)
-        .catch(() => false)
-        .then((ok) => {
-          if (this.done) return;
-          if (ok) {
-            this.acknowledge(bytes);
-            this.complete();
-          } else {
-            this.fail(this.describeFatal(code), code, this.fatalKind(code));
-          }
-        });
-      return;
+    const decision: CloseDecision = decideClose(code, reason, {
+      errorCode: this.errorCode,
+      errorMessage: this.error,
+      mayBeFinished: this.everSentFinish || this.resumed,
+      canConfirm: !!this.opts.confirmFinished,
+    });
+    switch (decision.action) {
+      case "confirm": {
+        const bytes = this.ledger.received;
+        const confirm = this.opts.confirmFinished as NonNullable<UploaderOptions["confirmFinished"]>;
+        confirm(this.track, bytes)
+          .catch(() => false)
+          .then((ok) => {
+            if (this.done) return;
+            if (ok) {
+              this.acknowledge(bytes);
+              this.complete();
+            } else {
+              this.fail(decision.ifNot.message, code, decision.ifNot.kind);
+            }
+          });
+        return;
+      }
+      case "stop":
+        // Retrying cannot help. The stored copy stays (to save or discard).
+        this.fail(decision.message, code, decision.kind);
+        return;
+      case "retry":
+        if (!this.error) this.error = decision.message;
+        this.scheduleReconnect();
+        return;
     }
-    if (code in FATAL_CLOSE) {
-      // Retrying cannot help. The stored copy stays (to save or discard); another
-      // connection that took this upload over is no refusal (a later load may resume it).
-      this.fail(this.describeFatal(code), code, this.fatalKind(code));
-      return;
-    }
-    if (!this.error) {
-      const why: Record<number, string> = {
-        1001: "the server went away",
-        1006: "the connection dropped",
-        1011: "the server hit an error",
-        1012: "the server is restarting",
-        1013: "the server is busy",
-        4503: "the server's storage is unavailable",
-      };
-      this.error = `Connection lost: ${why[code] ?? `code ${code}${reason ? `, ${reason}` : ""}`}. Retrying; this tab keeps the recording until the server confirms it.`;
-    }
-    this.scheduleReconnect();
-  }
-
-  private fatalKind(code: number): Failure {
-    return code === 4409 && this.errorCode === "superseded" ? "error" : "refused";
-  }
-
-  private describeFatal(code: number): string {
-    const plain =
-      (code === 4409 && this.errorCode ? CONFLICT[this.errorCode] : undefined) ??
-      FATAL_CLOSE[code] ??
-      `The connection was closed (code ${code}).`;
-    return this.error && this.error !== plain ? `${plain} (${this.error})` : plain;
   }
 
   private scheduleReconnect(): void {
-    const base = Math.min(this.opts.maxBackoffMs, this.opts.initialBackoffMs * 2 ** this.attempt);
-    // "Equal jitter": between half and all of the exponential delay.
-    const delay = base / 2 + Math.random() * (base / 2);
-    this.attempt += 1;
-    this.reconnects += 1;
-    this.nextRetryAt = Date.now() + delay;
+    this.retry.schedule();
     this.setState("reconnecting…");
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = null;
-      this.connect();
-    }, delay);
   }
 
   private checkStall(): void {
     const ws = this.ws;
     if (!ws || !this.ready) return;
-    const waiting = this.sent > this.committed || this.finishSentOnSocket;
+    const waiting = this.ledger.sent > this.ledger.committed || this.finishSentOnSocket;
     if (waiting && Date.now() - this.lastHeardAt > this.opts.stallTimeoutMs) {
       this.error = "The server stopped answering; reconnecting.";
       ws.close(4000, "stalled");
@@ -665,7 +528,7 @@ export class TrackUploader {
 
   // ---- data ---------------------------------------------------------------
 
-  /** Persist, then keep: the chunk becomes sendable only once IndexedDB has it. */
+  /** Persist, then keep: the chunk becomes sendable only once the store has it. */
   private async keep(offset: number, blob: Blob, at: number): Promise<void> {
     if (this.completed || this.discarded) return;
     let stored = false;
@@ -673,7 +536,7 @@ export class TrackUploader {
       try {
         await this.store.append(this.sessionId, this.track, offset, blob, at);
         stored = true;
-        this.stored = offset + blob.size;
+        this.ledger.markStored(offset + blob.size);
       } catch (e) {
         this.storageFailed(e instanceof Error ? e.message : String(e));
       }
@@ -681,25 +544,17 @@ export class TrackUploader {
     if (this.completed || this.discarded) return;
     if (this.done) {
       // Refused or failed: nothing more is sent, but the chunk is kept to be saved.
-      if (!stored) {
-        this.offsets.push(offset);
-        this.mem.set(offset, blob);
-        this.memBytes += blob.size;
-        this.pinned.add(offset);
-      }
-      this.kept = offset + blob.size;
+      if (!stored) this.memory.put(offset, blob, true);
+      this.ledger.keep(offset, blob.size);
       this.recordedUntil = at;
       this.emit();
       return;
     }
-    this.offsets.push(offset);
-    this.mem.set(offset, blob);
-    this.memBytes += blob.size;
-    if (!stored) this.pinned.add(offset);
-    this.kept = offset + blob.size;
+    this.memory.put(offset, blob, !stored);
+    this.ledger.keep(offset, blob.size);
     this.recordedUntil = at;
     this.pump(); // the fresh chunk usually goes out from memory right away
-    this.trimMemory();
+    this.memory.spill();
     this.emit();
   }
 
@@ -711,89 +566,38 @@ export class TrackUploader {
     this.emit();
   }
 
-  /** Keep at most memoryBudgetBytes of stored chunks in memory, dropping the oldest. */
-  private trimMemory(): void {
-    if (this.memBytes <= this.opts.memoryBudgetBytes) return;
-    for (const [offset, blob] of this.mem) {
-      if (this.memBytes <= this.opts.memoryBudgetBytes) break;
-      if (this.pinned.has(offset)) continue;
-      this.mem.delete(offset);
-      this.memBytes -= blob.size;
-    }
-  }
-
-  /** Run an IndexedDB operation after the ones before it; resolves whether it worked. */
-  private enqueue(op: (store: UploadStore) => Promise<void>): Promise<boolean> {
-    const store = this.store;
-    const run = this.storeChain.then(async () => {
-      if (!store) return false;
-      try {
-        await op(store);
-        return true;
-      } catch {
-        return false;
-      }
-    });
-    this.storeChain = run.then(() => undefined);
-    return run;
-  }
-
-  private chunkEnd(i: number): number {
-    return i + 1 < this.offsets.length ? this.offsets[i + 1] : this.kept;
+  private enqueue(op: (store: ChunkStore) => Promise<void>): Promise<boolean> {
+    return this.queue.run(op);
   }
 
   /**
    * Record that bytes below `offset` are durable; chunks wholly below it leave memory
-   * (IndexedDB keeps them until the whole track is confirmed).
+   * (the store keeps them until the whole track is confirmed).
    */
   private acknowledge(offset: number): void {
-    const n = Math.min(offset, this.kept);
-    const advanced = n > this.committed;
-    if (advanced) this.committed = n;
-    while (this.offsets.length > 0 && this.chunkEnd(0) <= this.committed) {
-      const start = this.offsets.shift() as number;
-      const blob = this.mem.get(start);
-      if (blob) {
-        this.mem.delete(start);
-        this.memBytes -= blob.size;
-      }
-      this.pinned.delete(start);
-    }
-    if (this.readahead && this.readahead.offset + this.readahead.blob.size <= this.committed) this.readahead = null;
-    if (advanced && this.stored > 0) {
-      const committed = this.committed;
+    const { advanced, released } = this.ledger.acknowledge(offset);
+    for (const start of released) this.memory.release(start);
+    const committed = this.ledger.committed;
+    this.memory.releaseReadaheadBelow(committed);
+    if (advanced && this.ledger.stored > 0) {
       void this.enqueue((store) => store.setCommitted(this.sessionId, this.track, committed));
     }
   }
 
-  /** Index of the kept chunk holding byte `offset`, or -1. */
-  private chunkAt(offset: number): number {
-    let lo = 0;
-    let hi = this.offsets.length - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1;
-      if (this.offsets[mid] <= offset) lo = mid + 1;
-      else hi = mid - 1;
-    }
-    return hi >= 0 && offset < this.chunkEnd(hi) ? hi : -1;
-  }
-
   /**
    * At most one frame's worth of bytes from absolute `offset`; "loading" while the
-   * chunk is being read back from IndexedDB (pump runs again when it is there).
+   * chunk is being read back from the store (pump runs again when it is there).
    */
   private frameFrom(offset: number): Blob | "loading" | null {
-    const i = this.chunkAt(offset);
-    if (i < 0) return null;
-    const start = this.offsets[i];
-    let blob = this.mem.get(start);
-    if (!blob && this.readahead?.offset === start) blob = this.readahead.blob;
+    const chunk = this.ledger.chunkAt(offset);
+    if (!chunk) return null;
+    const blob = this.memory.get(chunk.start);
     if (!blob) {
       if (!this.store) return null;
-      this.load(start, this.chunkEnd(i) - start);
+      this.load(chunk.start, chunk.end - chunk.start);
       return "loading";
     }
-    const from = offset - start;
+    const from = offset - chunk.start;
     return blob.slice(from, Math.min(blob.size, from + this.opts.maxFrameBytes));
   }
 
@@ -809,7 +613,7 @@ export class TrackUploader {
           return;
         }
         this.readFailures = 0;
-        this.readahead = { offset: start, blob };
+        this.memory.setReadahead(start, blob);
         this.pump();
       },
       (e: unknown) => {
@@ -832,23 +636,24 @@ export class TrackUploader {
   private pump(): void {
     this.clearPumpTimer();
     const ws = this.ws;
-    if (!ws || !this.ready || ws.readyState !== WebSocket.OPEN) return;
+    const l = this.ledger;
+    if (!ws || !this.ready || ws.readyState !== OPEN) return;
     let reading = false;
-    while (this.sent < this.kept && ws.bufferedAmount < this.opts.highWaterBytes) {
-      const frame = this.frameFrom(this.sent);
+    while (l.sent < l.kept && ws.bufferedAmount < this.opts.highWaterBytes) {
+      const frame = this.frameFrom(l.sent);
       if (frame === "loading") {
         reading = true;
         break;
       }
       if (!frame) break;
       ws.send(frame);
-      this.sent += frame.size;
+      l.markSent(l.sent + frame.size);
     }
-    if (this.sent < this.kept) {
+    if (l.sent < l.kept) {
       // bufferedAmount has no event: look again shortly (a read calls pump itself).
       if (!reading) this.pumpTimer = setTimeout(() => this.pump(), 50);
-    } else if (this.finishing && this.received === this.kept && !this.finishSentOnSocket) {
-      ws.send(JSON.stringify({ type: "finish" }));
+    } else if (this.finishing && l.received === l.kept && !this.finishSentOnSocket) {
+      ws.send(FINISH_MESSAGE);
       this.finishSentOnSocket = true;
       this.everSentFinish = true;
     }
@@ -858,17 +663,14 @@ export class TrackUploader {
   // ---- bookkeeping --------------------------------------------------------
 
   private dropBuffers(): void {
-    this.offsets = [];
-    this.mem.clear();
-    this.memBytes = 0;
-    this.pinned.clear();
-    this.readahead = null;
+    this.ledger.clear();
+    this.memory.clear();
   }
 
-  /** Settle once pending IndexedDB work is through (bounded, should storage hang). */
+  /** Settle once pending store work is through (bounded, should storage hang). */
   private settleAfterStore(): void {
     const timeout = new Promise<void>((resolve) => setTimeout(resolve, 5000));
-    void Promise.race([this.storeChain, timeout]).then(() => this.settle(this.stats));
+    void Promise.race([this.queue.idle, timeout]).then(() => this.settle(this.stats));
   }
 
   private complete(): void {
@@ -884,7 +686,7 @@ export class TrackUploader {
   }
 
   /** The server's answer makes this upload impossible: a refusal (the copy is kept). */
-  private failAndClose(ws: WebSocket, message: string): void {
+  private failAndClose(ws: SocketLike, message: string): void {
     this.fail(message, null, "refused");
     try {
       ws.close(1000, "client gave up");
@@ -900,7 +702,7 @@ export class TrackUploader {
     if (code !== null) this.closeCode = code;
     const ws = this.ws;
     this.ws = null;
-    if (ws && ws.readyState <= WebSocket.OPEN) {
+    if (ws && ws.readyState <= OPEN) {
       try {
         ws.close(1000, "client gave up");
       } catch {
@@ -908,12 +710,7 @@ export class TrackUploader {
       }
     }
     // Stored chunks need no memory copy any more; memory-only ones are all there is.
-    for (const [offset, blob] of this.mem) {
-      if (this.pinned.has(offset)) continue;
-      this.mem.delete(offset);
-      this.memBytes -= blob.size;
-    }
-    this.readahead = null;
+    this.memory.dropStored();
     this.teardown();
     if (kind === "refused") {
       const refused: Refusal = { code: this.errorCode, message, closeCode: this.closeCode, at: Date.now() };
@@ -925,9 +722,7 @@ export class TrackUploader {
   }
 
   private teardown(): void {
-    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
-    this.retryTimer = null;
-    this.nextRetryAt = null;
+    this.retry.cancel();
     this.clearPumpTimer();
     this.clearReadyTimer();
     if (this.watchdog !== null) clearInterval(this.watchdog);
