@@ -27,6 +27,7 @@ from cluster.controlplane import Binaries, ControlPlane
 HERE = Path(__file__).resolve().parent
 CHART = HERE.parents[1] / "charts" / "tapedeck"
 LOCK = Path("/tmp/tapedeck-realnode.lock")
+CURRENT = Path("/tmp/tapedeck-realnode.dir")  # the running node's directory, for a later cleanup
 NODE_IP = "10.250.0.1"
 NODE_NAME = "tapedeck-node"
 DNS_IP = "10.96.0.10"
@@ -200,6 +201,15 @@ def real_node_running(
     """node-up.sh under the node lock; node-down.sh always, even after a failed start."""
     archives = [str(i.archive) for i in images.values()]
     with node_lock():
+        # A run killed before its teardown left its node up: end it first (under the lock,
+        # nobody else's node can be running).
+        if CURRENT.exists():
+            stale = Path(CURRENT.read_text().strip())
+            if stale.is_dir():
+                subprocess.run(
+                    [str(HERE / "node-down.sh"), str(stale)], capture_output=True, timeout=300
+                )
+        CURRENT.write_text(f"{root}\n")
         try:
             started = subprocess.run(
                 [str(HERE / "node-up.sh"), str(root), *archives],
@@ -218,6 +228,7 @@ def real_node_running(
             subprocess.run(
                 [str(HERE / "node-down.sh"), str(root)], capture_output=True, timeout=300
             )
+            CURRENT.unlink(missing_ok=True)
 
 
 def restricted_namespace(node: RealNode, name: str) -> None:
