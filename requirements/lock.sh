@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UV=${UV:-.venv/bin/uv}
+case $UV in /*) ;; */*) UV=$PWD/$UV ;; esac  # a relative path, from inside the scratch copy
 mode=${1-}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -19,7 +20,7 @@ cp requirements/*.txt "$work/requirements/" 2>/dev/null || true
 compile() {
     local file=$1
     shift
-    (cd "$work" && "$OLDPWD/$UV" pip compile --quiet --universal --python-version 3.11 \
+    (cd "$work" && "$UV" pip compile --quiet --universal --python-version 3.11 \
         --generate-hashes --custom-compile-command "make lock" \
         $([ "$mode" = --upgrade ] && echo --upgrade) pyproject.toml "$@" -o "requirements/$file")
 }
