@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FRONTEND_SOURCES := $(shell find frontend -name node_modules -prune -o -path frontend/out -prune -o -path frontend/.next -prune -o -path 'frontend/packages/*/dist' -prune -o -type f -print 2>/dev/null)
 
-.PHONY: run test test-fast test-faults test-powercut soak test-cluster cluster-tools cluster-images geckodriver s3-bin proto lint format frontend bench screenshots clean test-frontend
+.PHONY: run test test-fast test-faults test-powercut soak test-cluster cluster-tools cluster-images geckodriver s3-bin proto lint format frontend bench screenshots clean test-frontend test-lowest lock lock-check
 
 run: $(VENV)/.stamp-run frontend
 	$(BIN)/tapedeck up
@@ -76,14 +76,38 @@ test-fast: $(VENV)/.stamp-dev
 test-faults: $(VENV)/.stamp-dev
 	$(BIN)/pytest -m faults
 
-$(VENV)/.stamp-run: pyproject.toml
+# Dependencies from the hash lock (requirements/, make lock), then Tapedeck itself without any.
+PIP_LOCKED := $(BIN)/pip install -q --disable-pip-version-check --require-hashes -r
+PIP_SELF := $(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+
+$(VENV)/.stamp-run: pyproject.toml requirements/embedded.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e .
+	$(PIP_LOCKED) requirements/embedded.txt
+	$(PIP_SELF)
 	touch $@
 
-$(VENV)/.stamp-dev: pyproject.toml $(VENV)/.stamp-run
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+$(VENV)/.stamp-dev: pyproject.toml requirements/dev.txt $(VENV)/.stamp-run
+	$(PIP_LOCKED) requirements/dev.txt
+	$(PIP_SELF)
 	touch $@
+
+# After changing pyproject.toml's dependencies: the lock of every role, for every Python the
+# project supports (requirements/lock.sh). `make lock UPGRADE=1` moves every pin to the newest.
+lock: $(VENV)/.stamp-dev
+	UV=$(BIN)/uv requirements/lock.sh $(if $(UPGRADE),--upgrade)
+
+lock-check: $(VENV)/.stamp-dev
+	UV=$(BIN)/uv requirements/lock.sh --check
+
+# The fast suite with the LOWEST versions pyproject.toml allows (uv's lowest-direct resolution,
+# on the oldest supported Python): proves its lower bounds true. Not part of `make test`.
+LOWEST := $(VENV)-lowest
+test-lowest: $(VENV)/.stamp-dev
+	rm -rf $(LOWEST)
+	$(BIN)/uv venv -q --python $(PYTHON) $(LOWEST)
+	$(BIN)/uv pip install -q --python $(LOWEST)/bin/python --resolution lowest-direct -e '.[dev]'
+	$(BIN)/uv pip freeze --python $(LOWEST)/bin/python
+	$(LOWEST)/bin/pytest -m "not browser and not faults" -x --ignore=tests/cluster
 
 # The UI is optional for the API, so a machine without npm still runs (and says so).
 frontend: $(if $(FRONTEND_SOURCES),frontend/out/index.html)
@@ -104,7 +128,7 @@ test-frontend: frontend
 proto: $(VENV)/.stamp-dev
 	$(BIN)/python proto/generate.py services/tapedeck/_proto
 
-lint: $(VENV)/.stamp-dev
+lint: $(VENV)/.stamp-dev lock-check
 	@if [ -x $(BIN)/hadolint ]; then $(BIN)/hadolint docker/Dockerfile; fi
 	$(BIN)/ruff format --check services operator tests bench proto docs
 	$(BIN)/ruff check services operator tests bench proto docs

@@ -2,7 +2,7 @@
 
 The pod runs `tapedeck compile ID` with the resource's output options, against the storage
 service over gRPC (no shared volume): the same command the embedded worker runs locally.
-Its exit codes (`tapedeck.compiler.job`) drive the pod failure policy: 1 is a compile that
+Its exit codes (`tapedeck.compiler.exits`) drive the pod failure policy: 1 is a compile that
 failed on its input (the session is already `failed`, with FFmpeg's message), so the Job
 fails at once; 75 (storage unreachable) is retried up to `backoffLimit`; a pod evicted or
 preempted is retried without counting.
@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tapedeck.cluster.resources import API_VERSION, KIND
-from tapedeck.compiler.job import EXIT_FAILED
+from tapedeck.compiler.exits import EXIT_FAILED
 from tapedeck.compiler.plan import OutputOptions
 from tapedeck.settings import Settings
 

@@ -12,7 +12,7 @@ import signal
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tapedeck.settings import get_settings
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from tapedeck.compiler.plan import OutputOptions
 
 ROLES = ("storage", "ingest", "api", "web")
+T = TypeVar("T")
 
 
 def _is_loopback(host: str) -> bool:
@@ -31,16 +32,18 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-async def until_signalled(work: Coroutine[Any, Any, None]) -> None:
+async def until_signalled(work: Coroutine[Any, Any, T]) -> T | None:
     """Run `work` until SIGTERM or SIGINT cancels it (its own cleanup then runs: storage lets
-    in-flight commits finish). As a container's PID 1 a process without a handler never sees
-    SIGTERM at all: the kernel drops it, and a pod's deletion waits out its grace period."""
+    in-flight commits finish, a compile kills FFmpeg); None when cancelled. As a container's
+    PID 1 a process without a handler never sees SIGTERM at all: the kernel drops it, and a
+    pod's deletion waits out its grace period."""
     task = asyncio.ensure_future(work)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
     with contextlib.suppress(asyncio.CancelledError):
-        await task
+        return await task
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -137,9 +140,13 @@ def main(argv: list[str] | None = None) -> None:
             forwarded_allow_ips=settings.trusted_proxies or None,
         )
     elif args.command == "compile":
+        from tapedeck.compiler.exits import EXIT_RETRY
         from tapedeck.compiler.job import main as compile_main
 
-        sys.exit(asyncio.run(compile_main(args.session_id, settings, options)))
+        code = asyncio.run(until_signalled(compile_main(args.session_id, settings, options)))
+        if code is None:  # stopped mid-compile: the session stays `compiling` for a retry
+            logging.getLogger("tapedeck").warning("compile of %s stopped", args.session_id)
+        sys.exit(EXIT_RETRY if code is None else code)
     elif args.command == "operator":
         from tapedeck_operator.run import run_operator
 

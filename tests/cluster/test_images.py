@@ -99,7 +99,7 @@ def test_no_build_tools_in_runtime_layers() -> None:
 def test_build_context_has_what_the_build_copies() -> None:
     ignore = (REPO / ".dockerignore").read_text().splitlines()
     assert ignore[ignore.index("**") + 1 :]  # an allow-list after ignoring everything
-    for line in instructions("build") + instructions("frontend"):
+    for line in [line for lines in stages().values() for line in lines]:
         match = re.match(r"COPY\s+(?!--from)(.+)\s+\S+$", line)
         if match:
             for src in match.group(1).split():
@@ -153,11 +153,76 @@ def test_skaffold_sets_the_chart_values() -> None:
 
 
 def test_the_image_installs_what_cluster_mode_imports() -> None:
-    """The images get `pip install .` and nothing else: whatever `tapedeck operator` and the
-    api in cluster mode import must be a dependency in pyproject.toml, not only in a dev venv."""
+    """The service image gets the `cluster` extra and nothing else: whatever `tapedeck
+    operator` and the api in cluster mode import must be in it, not only in a dev venv."""
     import tomllib
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    names = {re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower() for d in project["dependencies"]}
+    extra = project["optional-dependencies"]["cluster"]
+    names = {re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower() for d in extra}
     for module in ("kopf", "kubernetes"):
         assert module in names, f"{module} is imported in cluster mode but not a dependency"
+
+
+@pytest.mark.parametrize("target", ["service", "compile"])
+def test_each_image_installs_its_own_lock_file_with_hashes(target: str) -> None:
+    (copy,) = [
+        line
+        for line in instructions(target, inherited=False)
+        if line.startswith("COPY --from=") and "/opt/tapedeck" in line
+    ]
+    venv = copy.split()[1].removeprefix("--from=")
+    lines = instructions(venv)
+    assert f"COPY requirements/{target}.txt requirements.txt" in lines
+    (install,) = [line for line in lines if "-r requirements.txt" in line]
+    assert "pip install --require-hashes -r requirements.txt" in install
+    # Tapedeck itself goes in without dependencies (it has no hash); then pip goes out.
+    project = next(line for line in lines if "/wheels/tapedeck-" in line)
+    assert "--no-deps" in project and "pip uninstall --yes pip" in project
+
+
+# What each image's venv leaves out, and the modules of the roles it runs (docker/Dockerfile,
+# requirements/*.txt): a role importing a left-out package would crash only in the image.
+LEFT_OUT = {
+    "service": ("av", "imageio_ffmpeg"),
+    "compile": ("kubernetes", "kopf", "imageio_ffmpeg"),
+}
+ROLE_MODULES = {
+    "service": (
+        "tapedeck.cli",
+        "tapedeck.webapp",
+        "tapedeck.storage.server",
+        "tapedeck.cluster.api",
+        "tapedeck.cluster.kube",
+        "tapedeck_operator.run",
+        "tapedeck_operator.handlers",
+    ),
+    "compile": ("tapedeck.cli", "tapedeck.compiler.job", "tapedeck.compiler.follow"),
+}
+
+
+@pytest.mark.parametrize("image", ["service", "compile"])
+def test_roles_import_without_what_their_image_leaves_out(image: str) -> None:
+    blocked = ", ".join(repr(name) for name in LEFT_OUT[image])
+    program = (
+        "import importlib, sys\n"
+        f"for name in ({blocked},):\n"
+        "    sys.modules[name] = None  # import raises ModuleNotFoundError\n"
+        f"for module in {ROLE_MODULES[image]!r}:\n"
+        "    importlib.import_module(module)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("image", ["service", "compile"])
+def test_the_lock_leaves_out_what_the_image_does_not_need(image: str) -> None:
+    pinned = {
+        line.split("==")[0].lower()
+        for line in (REPO / "requirements" / f"{image}.txt").read_text().splitlines()
+        if re.match(r"[A-Za-z0-9]", line)
+    }
+    distributions = {"av": "av", "imageio_ffmpeg": "imageio-ffmpeg"}
+    for module in LEFT_OUT[image]:
+        assert distributions.get(module, module) not in pinned
+    assert not pinned & {"pytest", "mypy", "ruff", "grpcio-tools", "playwright", "uv"}

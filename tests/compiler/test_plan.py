@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tapedeck.compiler.media import MediaInfo, StreamInfo
 from tapedeck.compiler.plan import (
     MAX_START_SPREAD,
     CompilePlan,
@@ -17,7 +18,6 @@ from tapedeck.compiler.plan import (
     target_size,
     trusted_starts,
 )
-from tapedeck.compiler.probe import MediaInfo, StreamInfo
 
 T0 = 1_760_000_000_000.0  # epoch ms, as the browser sends it
 

@@ -226,6 +226,8 @@ def test_a_compile_killed_with_the_web_process_leaves_no_scratch_after_the_resta
             assert scratch.exists()  # nobody was left to remove it
             stack.start_web()
             wait_for(lambda: not scratch.exists(), 60, f"{scratch} to be removed")
+            # The worker cleans up in the app's startup, before uvicorn listens.
+            wait_for(lambda: api.get("/readyz").status_code == 200, 60, "web /readyz")
             (gate.parent / "gate-open").touch()
             wait_state(api, session["id"], "ready")  # recovered by the new worker
         wait_for(lambda: not run_dirs(tmp_path), 20, "no scratch left")

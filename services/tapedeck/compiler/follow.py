@@ -29,9 +29,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from tapedeck._proto import storage_pb2 as pb
-from tapedeck.compiler.job import EXIT_OK, compile_session, exit_code, output_path
+from tapedeck.compiler.exits import EXIT_OK
+from tapedeck.compiler.job import compile_session, exit_code, output_path
+from tapedeck.compiler.media import MediaInfo
 from tapedeck.compiler.plan import OutputOptions, PlanError, TrackInput, plan_compile
-from tapedeck.compiler.probe import MediaInfo, ProbeError, probe, probe_stream
+from tapedeck.compiler.probe import ProbeError, probe, probe_stream
 from tapedeck.compiler.run import RunningStage, run_args
 from tapedeck.compiler.scratch import make_run_dir, remove_tree
 from tapedeck.processes import tune_malloc_for_bulk_io

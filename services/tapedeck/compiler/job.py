@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Protocol
 
 from tapedeck._proto import storage_pb2 as pb
+from tapedeck.compiler.exits import EXIT_FAILED, EXIT_OK, EXIT_RETRY
+from tapedeck.compiler.media import MediaInfo
 from tapedeck.compiler.plan import OutputOptions, PlanError
-from tapedeck.compiler.probe import MediaInfo, ProbeError
+from tapedeck.compiler.probe import ProbeError
 from tapedeck.compiler.run import CompileError, RunningStage, compile_files
 from tapedeck.compiler.scratch import run_directory
 from tapedeck.processes import tune_malloc_for_bulk_io
@@ -29,9 +31,6 @@ from tapedeck.storage.session_client import SessionClient
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_FAILED = 1  # the session is `failed`, with its error recorded
-EXIT_RETRY = 75  # EX_TEMPFAIL: storage unreachable; run again later
 PROGRESS_INTERVAL = 0.5
 
 

@@ -46,7 +46,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from tapedeck.compiler.probe import MediaInfo, StreamInfo
+from tapedeck.compiler.media import MediaInfo, StreamInfo
 
 TrackName = Literal["video", "audio", "screen"]
 TRACK_NAMES: tuple[TrackName, ...] = ("video", "audio", "screen")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import av
 
+from tapedeck.compiler.media import MediaInfo
 from tapedeck.compiler.plan import (
     CompilePlan,
     OutputOptions,
@@ -32,7 +33,7 @@ from tapedeck.compiler.plan import (
     mux_args,
     plan_compile,
 )
-from tapedeck.compiler.probe import MediaInfo, ProbeError, probe
+from tapedeck.compiler.probe import ProbeError, probe
 from tapedeck.processes import child_command
 
 ProgressCallback = Callable[[float], Awaitable[None] | None]
