@@ -10,7 +10,6 @@ import grpc
 import pytest
 
 from harness import free_port
-from tapedeck._proto import storage_pb2_grpc as pb_grpc
 from tapedeck.settings import Settings
 from tapedeck.storage.backend import Backend
 from tapedeck.storage.client import StorageClient
@@ -33,9 +32,8 @@ async def storage_serving(
 ) -> AsyncIterator[StorageClient]:
     """A real grpc.aio storage server on `settings.storage_addr`, and a client for it."""
     server = grpc.aio.server(options=server_options(settings))
-    pb_grpc.add_StorageServicer_to_server(
-        StorageService(backend or LocalBackend(settings.data_dir), settings), server
-    )
+    # `add_to`: the Storage service, and the webhook outbox's when the settings keep one.
+    StorageService(backend or LocalBackend(settings.data_dir), settings).add_to(server)
     server.add_insecure_port(settings.storage_addr)
     await server.start()
     try:

@@ -218,7 +218,9 @@ async def patch_status(
 async def expire(ctx: Context, resource: Mapping[str, Any], session_id: str) -> None:
     """TTL: the data and then the resource go (its finalizer finds nothing left to delete)."""
     meta = resource["metadata"]
-    kopf.info(as_body(resource), reason="Expired", message="the session expired; deleting it")
+    # The operator's own decision (storage's `session.expired` follows, once the resource
+    # may already be gone).
+    kopf.info(as_body(resource), reason="Expiring", message="the session expired; deleting it")
     with classified("deleting an expired session"):
         await ctx.sessions.delete_if_exists(session_id)
         await ctx.kube.delete_session(meta["name"], meta["namespace"])

@@ -48,6 +48,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if MEMO_KEY not in memo:
         memo[MEMO_KEY] = Context.from_environment()
     context(memo).start_sweeper()
+    context(memo).start_deliverer()
 
 
 @kopf.on.cleanup()

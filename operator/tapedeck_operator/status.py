@@ -318,10 +318,17 @@ class Event:
     message: str
 
 
+STORAGE_PHASES = frozenset({"Recording", "Recorded", "Compiling", "Ready", "Failed", "Expired"})
+"""Phases whose Events come from storage's outbox (`session_event`): one source for what
+webhooks and `kubectl describe` say."""
+
+
 def events(previous: Mapping[str, Any], new: Mapping[str, Any]) -> list[Event]:
-    """The Kubernetes Events a status change deserves: one per phase change."""
+    """The Kubernetes Events a status change deserves: one per phase change the operator
+    itself decides (a queued compile, a missing session, an invalid spec); the session's own
+    transitions are storage's events (`session_event`)."""
     before, after = previous.get("phase"), new.get("phase")
-    if before == after:
+    if before == after or after in STORAGE_PHASES:
         return []
     job = (new.get("job") or {}).get("name")
     via = f" (Job {job})" if job else ""
@@ -337,3 +344,68 @@ def events(previous: Mapping[str, Any], new: Mapping[str, Any]) -> list[Event]:
         INVALID: ("InvalidSpec", str(new.get("message") or "invalid spec")),
     }.get(str(after), (str(after), str(after)))
     return [Event(after in ("Failed", MISSING, INVALID), reason, tail(text, 1000))]
+
+
+SESSION_EVENTS: dict[str, tuple[str, bool]] = {
+    "session.created": ("SessionCreated", False),
+    "recording.finished": ("Recorded", False),
+    "compile.started": ("Compiling", False),
+    "compile.ready": ("Compiled", False),
+    "compile.failed": ("CompileFailed", True),
+    "session.deleted": ("Deleted", False),
+    "session.expired": ("Expired", False),
+}
+
+
+def session_event_message(event_type: str, data: Mapping[str, Any]) -> str:
+    if event_type == "recording.finished":
+        return f"recording finished: {', '.join(data.get('tracks') or []) or 'no tracks'}"
+    if event_type == "compile.started":
+        return f"compile attempt {data.get('attempt', '?')} started"
+    if event_type == "compile.ready":
+        size = int(data.get("size") or 0)
+        seconds = float(data.get("durationSeconds") or 0.0)
+        codecs = "/".join(c for c in (data.get("videoCodec"), data.get("audioCodec")) if c)
+        return f"compiled: {size} bytes, {seconds:.1f} s, {codecs or 'no codecs'}"
+    if event_type == "compile.failed":
+        return f"compile failed: {data.get('message') or 'no message'}"
+    return {
+        "session.created": "session created in storage",
+        "session.deleted": "session deleted from storage",
+        "session.expired": "session expired and deleted from storage",
+    }.get(event_type, event_type)
+
+
+def session_event(
+    event_id: str,
+    event_type: str,
+    data: Mapping[str, Any],
+    resource: Mapping[str, Any],
+    at: datetime,
+) -> dict[str, Any]:
+    """A core/v1 Event on `resource` for one of storage's events. Named after the event's id,
+    so posting it again (a restarted operator) is refused as a duplicate: each is posted once."""
+    reason, warning = SESSION_EVENTS.get(event_type, (event_type, False))
+    meta = resource["metadata"]
+    name = f"{meta['name']}.{event_id.replace('_', '-').lower()}"[:253]
+    stamp = rfc3339(at)
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": name, "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": resource.get("apiVersion"),
+            "kind": resource.get("kind"),
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
+        },
+        "reason": reason,
+        "message": tail(session_event_message(event_type, data), 1000),
+        "type": "Warning" if warning else "Normal",
+        "source": {"component": "tapedeck"},
+        "reportingComponent": "tapedeck",
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }

@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> None:
     scope.add_argument("-n", "--namespace", action="append", help="namespace to serve (repeatable)")
     scope.add_argument("-A", "--all-namespaces", action="store_true")
     operator.add_argument("--liveness", help="liveness endpoint URL (default: settings)")
+    webhook = sub.add_parser(
+        "webhook-secret", help="print the webhooks' signing secret (whsec_...) for receivers"
+    )
+    webhook.add_argument("--data-dir", type=Path)
     args = parser.parse_args(argv)
     options = _output_options(parser, args) if args.command == "compile" else None
 
@@ -101,7 +105,11 @@ def main(argv: list[str] | None = None) -> None:
             "TAPEDECK_ALLOW_ANONYMOUS: /api answers without a token"
         )
 
-    if args.command == "up":
+    if args.command == "webhook-secret":
+        from tapedeck.webhooks.secret import resolve_webhook_secret
+
+        print(resolve_webhook_secret(settings))
+    elif args.command == "up":
         from tapedeck.embedded.supervisor import supervise
 
         asyncio.run(supervise(settings))

@@ -43,3 +43,19 @@ compile_duration = Histogram(
     buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
 )
 compile_outcomes = Counter("tapedeck_compile_total", "Compiles by outcome", ["outcome"])
+
+# webhooks (the deliverer's process)
+webhook_deliveries = Counter(
+    "tapedeck_webhook_deliveries_total",
+    "Webhook deliveries settled, by outcome (delivered, or failed once retries ran out)",
+    ["outcome"],
+)
+webhook_failed_attempts = Counter(
+    "tapedeck_webhook_failed_attempts_total", "Webhook delivery attempts that got no 2xx"
+)
+webhook_pending = Gauge(
+    "tapedeck_webhook_pending", "Webhook deliveries not yet settled (known to the deliverer)"
+)
+webhook_outbox_events = Gauge(
+    "tapedeck_webhook_outbox_events", "Events in storage's webhook outbox (storage's process)"
+)

@@ -103,6 +103,46 @@ class Settings(BaseSettings):
     """The object tier's bucket (issue 15); empty: recordings stay on the volume
     (storage/backend.py `open_backend`)."""
 
+    # Webhooks (docs/api.md "Webhooks").
+    webhook_url: Annotated[list[str], NoDecode] = []
+    """Endpoints that get every event (comma-separated); empty: no outbox, no deliveries."""
+    webhook_secret: str | None = None
+    """The Standard Webhooks `whsec_...` signing secret; unset: generated and kept in
+    `{data_dir}/.tapedeck-webhook-secret` (`tapedeck webhook-secret` prints it)."""
+    webhook_deliverer: Literal["auto", "web", "operator", "off"] = "auto"
+    """Which process delivers (exactly one per deployment): `auto` is the web process in
+    embedded mode and the operator in cluster mode."""
+    webhook_backoff_base: Duration = timedelta(seconds=5)
+    webhook_backoff_max: Duration = timedelta(hours=1)
+    webhook_retry_for: Duration = timedelta(hours=25)
+    """How long a failing delivery is retried (at least 24 h by default) before it is given up."""
+    webhook_timeout: Duration = timedelta(seconds=10)
+    webhook_poll_interval: Duration = timedelta(seconds=1)
+    webhook_outbox_max: int = 100_000
+    """Pending events storage keeps at most (the oldest go first, with a warning)."""
+    public_url: str = ""
+    """The base URL of this deployment as receivers reach it (the download links in
+    `compile.ready`); default `http://{host}:{port}`."""
+
+    def public_base(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    def webhook_delivered_by(self) -> Literal["web", "operator", "off"]:
+        """`web`, `operator` or `off`: who delivers webhooks in this deployment."""
+        if not self.webhook_url or self.webhook_deliverer == "off":
+            return "off"
+        if self.webhook_deliverer == "auto":
+            return "web" if self.mode == "embedded" else "operator"
+        return self.webhook_deliverer
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not re.fullmatch(r"https?://[^\s/?#]+[^\s]*", url):
+                raise ValueError(f"not an http(s) URL: {url[:100]!r}")
+        return value
+
     @field_validator("session_ttl")
     @classmethod
     def _bounded_ttl(cls, value: timedelta) -> timedelta:
@@ -110,7 +150,12 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "allowed_hosts", "allowed_origins", "cors_origins", "trusted_proxies", mode="before"
+        "allowed_hosts",
+        "allowed_origins",
+        "cors_origins",
+        "trusted_proxies",
+        "webhook_url",
+        mode="before",
     )
     @classmethod
     def _split_list(cls, value: object) -> object:

@@ -8,7 +8,7 @@ import fcntl
 import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 
 import grpc
@@ -45,11 +45,19 @@ def resolve_secret(settings: Settings) -> str:
     if settings.secret_key:
         return settings.secret_key
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return _stored_secret(settings.data_dir / SECRET_FILE)
+    return stored_secret(settings.data_dir / SECRET_FILE)
 
 
-def _stored_secret(path: Path) -> str:
-    """The key in `path`, made when missing and remade when not a key.
+def _usable_key(found: str) -> bool:
+    # (control characters: NULs a torn write left, not a key)
+    return len(found) >= MIN_SECRET_CHARS and found.isprintable()
+
+
+def stored_secret(
+    path: Path, make: Callable[[], str] | None = None, usable: Callable[[str], bool] = _usable_key
+) -> str:
+    """The key in `path`, made (`make`, default `new_secret`) when missing and remade when not
+    `usable` (the HMAC key here; webhooks/secret.py keeps the webhook secret the same way).
 
     The file is only ever installed whole (temporary file, fsync, link or rename, directory
     fsync), so a crash leaves it absent or complete. Processes starting at once (`up` starts
@@ -62,8 +70,8 @@ def _stored_secret(path: Path) -> str:
                 found: str | None = path.read_text().strip()
             except FileNotFoundError:
                 found = None
-            if found is not None and len(found) >= MIN_SECRET_CHARS and found.isprintable():
-                return found  # (control characters: NULs a torn write left, not a key)
+            if found is not None and usable(found):
+                return found
             if found is not None:
                 log.warning(
                     "%s holds no usable key (%d characters, or control characters); replacing "
@@ -72,7 +80,7 @@ def _stored_secret(path: Path) -> str:
                     path,
                     len(found),
                 )
-            key = new_secret()
+            key = (make or new_secret)()
             if _install(path, key, replace=found is not None):
                 return key
 
@@ -215,12 +223,25 @@ def create_app(settings: Settings, parts: Iterable[str] = ("api", "ingest")) -> 
             from tapedeck.storage.objectstore import Presigner
 
             presigner = Presigner(s3)
+    deliverer = None
+    if "api" in parts and settings.webhook_delivered_by() == "web":
+        from tapedeck.webhooks.deliverer import Deliverer
+        from tapedeck.webhooks.secret import resolve_webhook_secret
+
+        deliverer = Deliverer(
+            settings, settings.webhook_url, resolve_webhook_secret(settings), secret
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if embedded:
             await worker.start()
             background.append(asyncio.create_task(run_sweeper(storage, settings)))
+        if deliverer is not None:
+            from tapedeck.webhooks.deliverer import run_deliverer
+
+            # Its own task and HTTP client: a slow or failing receiver never touches ingest.
+            background.append(asyncio.create_task(run_deliverer(deliverer)))
         yield
         for task in background:
             task.cancel()
@@ -281,6 +302,10 @@ def create_app(settings: Settings, parts: Iterable[str] = ("api", "ingest")) -> 
             )
         else:
             app.include_router(build_router(storage, settings, secret, worker, presigner=presigner))
+        from tapedeck.api.auth import Auth
+        from tapedeck.api.webhooks import webhook_router
+
+        app.include_router(webhook_router(settings, Auth(settings, secret), deliverer))
         frontend = settings.frontend_dir or default_frontend_dir()
         if frontend is not None:
             app.mount("/", FrontendFiles(directory=frontend, html=True), name="frontend")

@@ -225,6 +225,7 @@ def settings(tmp_path: Path) -> Settings:
         data_dir=tmp_path / "data",
         storage_addr=f"127.0.0.1:{free_port()}",
         namespace=NS,
+        webhook_poll_interval="0.2s",  # type: ignore[arg-type]
         sweep_interval="0.5s",  # type: ignore[arg-type]
         compile_image="tapedeck-compile:test",
     )
@@ -233,7 +234,8 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 async def storage(settings: Settings) -> AsyncIterator[StorageClient]:
     """The storage server of the operator's settings (the plain `storage` fixture has its own)."""
-    async with storage_serving(settings) as client:
+    # As in a cluster: storage keeps the outbox the operator turns into Kubernetes Events.
+    async with storage_serving(settings.model_copy(update={"mode": "cluster"})) as client:
         yield client
 
 
@@ -263,7 +265,9 @@ async def running_operator(settings: Settings, kube: Kube) -> AsyncIterator[Cont
     """kopf as `tapedeck operator -n tapedeck` runs it, in a thread with its own event loop
     (as kopf's own KopfRunner does): on exit kopf cancels every task its loop has, which
     must not include the emulator's and the storage server's."""
-    ctx = Context(settings, StorageClient(settings.storage_addr), kube)
+    ctx = Context(
+        settings.model_copy(update={"mode": "cluster"}), StorageClient(settings.storage_addr), kube
+    )
     operator_settings = kopf.OperatorSettings()
     operator_settings.queueing.idle_timeout = 1.0
     operator_settings.queueing.exit_timeout = 1.0

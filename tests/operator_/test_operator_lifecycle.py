@@ -155,7 +155,7 @@ async def test_expired_session_is_deleted_with_its_resource(
     with pytest.raises(StorageError) as err:
         await storage.get_session(SID)
     assert err.value.code == grpc.StatusCode.NOT_FOUND
-    assert "Expired" in {e["reason"] for e in events(k8s)}
+    assert "Expiring" in {e["reason"] for e in events(k8s)}  # the operator deletes it
 
 
 @pytest.mark.parametrize(

@@ -209,10 +209,36 @@ def test_status_patch_sends_only_changes_and_is_stable() -> None:
 
 def test_events_on_phase_changes() -> None:
     assert st.events({"phase": "Ready"}, {"phase": "Ready"}) == []
-    (failed,) = st.events({"phase": "Compiling"}, {"phase": "Failed", "message": "boom"})
-    assert failed.warning and failed.reason == "CompileFailed" and "boom" in failed.message
+    # The session's own transitions are storage's events (one source: session_event).
+    assert st.events({"phase": "Compiling"}, {"phase": "Failed", "message": "boom"}) == []
+    assert st.events({"phase": "Compiling"}, {"phase": "Ready"}) == []
     (queued,) = st.events({}, {"phase": "Queued", "job": {"name": "j-0"}})
     assert not queued.warning and queued.message == "compile queued (Job j-0)"
+    (missing,) = st.events({"phase": "Ready"}, {"phase": st.MISSING})
+    assert missing.warning
+
+
+def test_storage_events_become_kubernetes_events_named_once() -> None:
+    resource = {
+        "apiVersion": "tapedeck.io/v1",
+        "kind": "RecordingSession",
+        "metadata": {"name": "rs-1", "namespace": "ns", "uid": "u-1"},
+    }
+    at = datetime(2026, 12, 4, 22, 0, tzinfo=UTC)
+    failed = st.session_event("msg_ab12", "compile.failed", {"message": "boom"}, resource, at)
+    assert failed["metadata"] == {"name": "rs-1.msg-ab12", "namespace": "ns"}
+    assert failed["involvedObject"]["uid"] == "u-1"
+    assert (failed["type"], failed["reason"]) == ("Warning", "CompileFailed")
+    assert "boom" in failed["message"] and failed["firstTimestamp"] == "2026-12-04T22:00:00Z"
+    ready = st.session_event(
+        "msg_cd34",
+        "compile.ready",
+        {"size": 1000, "durationSeconds": 2.0, "videoCodec": "h264", "audioCodec": "aac"},
+        resource,
+        at,
+    )
+    assert (ready["type"], ready["reason"]) == ("Normal", "Compiled")
+    assert ready["message"] == "compiled: 1000 bytes, 2.0 s, h264/aac"
 
 
 # --- compile requests and spec ---

@@ -100,6 +100,11 @@ seccompProfile:
   value: {{ .Values.config.maxFrameBytes | int64 | quote }}
 - name: TAPEDECK_MAX_SESSION_BYTES
   value: {{ .Values.config.maxSessionBytes | int64 | quote }}
+{{- with .Values.webhooks.urls }}
+{{- /* Storage keeps the outbox, the api lists who delivers, the operator delivers. */}}
+- name: TAPEDECK_WEBHOOK_URL
+  value: {{ join "," . | quote }}
+{{- end }}
 {{- range $name, $value := .Values.config.extraEnv }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}

@@ -398,3 +398,129 @@ class Storage:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class WebhookOutboxStub:
+    """The webhook outbox (docs/api.md "Webhooks"): events storage's registry recorded at session
+    transitions, durable before the call that caused them answered. One deliverer per
+    deployment reads and acknowledges them; an acknowledged event is gone.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ReadOutbox = channel.unary_unary(
+                '/tapedeck.v1.WebhookOutbox/ReadOutbox',
+                request_serializer=tapedeck_dot_v1_dot_storage__pb2.ReadOutboxRequest.SerializeToString,
+                response_deserializer=tapedeck_dot_v1_dot_storage__pb2.ReadOutboxResponse.FromString,
+                _registered_method=True)
+        self.AckOutbox = channel.unary_unary(
+                '/tapedeck.v1.WebhookOutbox/AckOutbox',
+                request_serializer=tapedeck_dot_v1_dot_storage__pb2.AckOutboxRequest.SerializeToString,
+                response_deserializer=tapedeck_dot_v1_dot_storage__pb2.AckOutboxResponse.FromString,
+                _registered_method=True)
+
+
+class WebhookOutboxServicer:
+    """The webhook outbox (docs/api.md "Webhooks"): events storage's registry recorded at session
+    transitions, durable before the call that caused them answered. One deliverer per
+    deployment reads and acknowledges them; an acknowledged event is gone.
+    """
+
+    def ReadOutbox(self, request, context):
+        """The oldest pending events, in order (at most `limit`, 1..1000).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AckOutbox(self, request, context):
+        """Removes delivered (or given-up) events; unknown ids are ignored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_WebhookOutboxServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ReadOutbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadOutbox,
+                    request_deserializer=tapedeck_dot_v1_dot_storage__pb2.ReadOutboxRequest.FromString,
+                    response_serializer=tapedeck_dot_v1_dot_storage__pb2.ReadOutboxResponse.SerializeToString,
+            ),
+            'AckOutbox': grpc.unary_unary_rpc_method_handler(
+                    servicer.AckOutbox,
+                    request_deserializer=tapedeck_dot_v1_dot_storage__pb2.AckOutboxRequest.FromString,
+                    response_serializer=tapedeck_dot_v1_dot_storage__pb2.AckOutboxResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'tapedeck.v1.WebhookOutbox', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('tapedeck.v1.WebhookOutbox', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class WebhookOutbox:
+    """The webhook outbox (docs/api.md "Webhooks"): events storage's registry recorded at session
+    transitions, durable before the call that caused them answered. One deliverer per
+    deployment reads and acknowledges them; an acknowledged event is gone.
+    """
+
+    @staticmethod
+    def ReadOutbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tapedeck.v1.WebhookOutbox/ReadOutbox',
+            tapedeck_dot_v1_dot_storage__pb2.ReadOutboxRequest.SerializeToString,
+            tapedeck_dot_v1_dot_storage__pb2.ReadOutboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AckOutbox(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tapedeck.v1.WebhookOutbox/AckOutbox',
+            tapedeck_dot_v1_dot_storage__pb2.AckOutboxRequest.SerializeToString,
+            tapedeck_dot_v1_dot_storage__pb2.AckOutboxResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

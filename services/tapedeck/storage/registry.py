@@ -34,6 +34,8 @@ from tapedeck.storage import errors
 from tapedeck.storage.backend import Backend, OutputSink, TrackSink
 from tapedeck.storage.records import OutputRecord, SessionRecord, TrackRecord, now_ms
 from tapedeck.storage.threads import finish_regardless, in_thread
+from tapedeck.webhooks.events import Event, gone_events, transition_events
+from tapedeck.webhooks.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -249,9 +251,11 @@ class Opening:
 
 
 class SessionRegistry:
-    def __init__(self, backend: Backend, settings: Settings) -> None:
+    def __init__(self, backend: Backend, settings: Settings, outbox: Outbox | None = None) -> None:
         self.backend = backend
         self.settings = settings
+        self.outbox = outbox
+        """Webhook events of every transition go here (None: no webhooks configured)."""
         self.records: dict[str, SessionRecord] = {r.id: r for r in backend.load_all()}
         self.sizes: dict[tuple[str, str], int] = {}
         started = now_ms()
@@ -328,11 +332,29 @@ class SessionRegistry:
 
     async def _save(self, record: SessionRecord) -> None:
         record.updated_at_ms = now_ms()
+        before = self.records.get(record.id)
         try:
             await in_thread(self.backend.save, record.model_copy(deep=True))
         except (errors.StorageError, OSError) as exc:
             raise backend_error(exc) from None
         self.records[record.id] = record
+        await self._emit(transition_events(before, record))
+
+    async def _emit(self, events: list[Event]) -> None:
+        """Webhook events of a change just saved, durable before the caller's answer (under
+        the session's lock, so a session's events are in the order of its changes). An outbox
+        that cannot be written loses the event, loudly, rather than failing a change that is
+        already made."""
+        if self.outbox is None or not events:
+            return
+        try:
+            await in_thread(self.outbox.append, events)
+        except OSError as exc:
+            log.error(
+                "webhook outbox: %s lost (%s)", ", ".join(e.type for e in events), exc.strerror
+            )
+            return
+        metrics.webhook_outbox_events.set(len(self.outbox))
 
     async def create(self, session_id: str = "", ttl_seconds: int = 0) -> SessionRecord:
         session_id = session_id or new_session_id()
@@ -390,10 +412,12 @@ class SessionRegistry:
                 await in_thread(self.backend.delete, session_id)  # files first, durably
             except (errors.StorageError, OSError) as exc:
                 raise backend_error(exc) from None
-            self.records.pop(session_id, None)
+            gone = self.records.pop(session_id, None)
             for obj in TRACKS:
                 self.sizes.pop((session_id, obj), None)
             metrics.storage_sessions.set(len(self.records))
+            if gone is not None:
+                await self._emit(gone_events(gone, now_ms()))
         self._locks.pop(session_id, None)
 
     # --- write streams ---------------------------------------------------------------------

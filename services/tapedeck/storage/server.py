@@ -42,6 +42,7 @@ from tapedeck.storage.registry import (
 )
 from tapedeck.storage.status import REASON_KEY, code_of
 from tapedeck.storage.writer import QUEUE_DEPTH, commit_loop
+from tapedeck.webhooks.outbox import Outbox, OutboxService
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,20 @@ def change_of(request: pb.UpdateSessionRequest) -> Change:
 
 class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generated, untyped
     def __init__(self, backend: Backend, settings: Settings) -> None:
-        self.registry = SessionRegistry(backend, settings)
+        # The webhook outbox lives on the volume with the sessions, kept when webhooks are
+        # configured (storage gets TAPEDECK_WEBHOOK_URL too) and in a cluster, where the
+        # operator turns the events into Kubernetes Events.
+        keep = bool(settings.webhook_url) or settings.mode == "cluster"
+        self.outbox = Outbox(settings.data_dir, settings.webhook_outbox_max) if keep else None
+        if self.outbox is not None:
+            metrics.webhook_outbox_events.set(len(self.outbox))  # what a restart found
+        self.registry = SessionRegistry(backend, settings, self.outbox)
+
+    def add_to(self, server: grpc.aio.Server) -> None:
+        """Registers the Storage service, and the outbox's when there is one."""
+        pb_grpc.add_StorageServicer_to_server(self, server)
+        if self.outbox is not None:
+            pb_grpc.add_WebhookOutboxServicer_to_server(OutboxService(self.outbox), server)
 
     def _pb(self, record: SessionRecord) -> pb.Session:
         registry = self.registry
@@ -287,7 +301,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     server = grpc.aio.server(options=server_options(settings))
     backend = open_backend(settings)
     service = StorageService(backend, settings)
-    pb_grpc.add_StorageServicer_to_server(service, server)
+    service.add_to(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(settings.storage_addr)
