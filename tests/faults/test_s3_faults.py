@@ -122,6 +122,7 @@ async def test_s3_stopped_mid_recording_loses_nothing(
         assert upload_state(stack, sid)["upload_id"] == state["upload_id"]
     finally:
         stack.stop()
+        print(stack.logs())  # shown when the test fails
 
 
 async def test_storage_killed_mid_multipart_resumes_the_same_upload(
@@ -170,6 +171,7 @@ async def test_storage_killed_mid_multipart_resumes_the_same_upload(
         assert client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
     finally:
         stack.stop()
+        print(stack.logs())  # shown when the test fails
 
 
 async def test_a_bucket_that_refuses_loses_nothing_and_says_why(
@@ -213,3 +215,4 @@ async def test_a_bucket_that_refuses_loses_nothing_and_says_why(
         assert kept == source
     finally:
         stack.stop()
+        print(stack.logs())  # shown when the test fails

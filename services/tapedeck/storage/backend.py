@@ -111,10 +111,23 @@ def open_backend(settings: Settings) -> Backend:
     if settings.s3_bucket:
         # The S3-compatible tier (storage/s3tier.py): the volume at `data_dir` in front of the
         # bucket. Its own settings (AWS_*, TAPEDECK_S3_*) are read here.
+        from pydantic import ValidationError
+
         from tapedeck.settings import S3Settings
         from tapedeck.storage.s3tier import S3TieredBackend
 
-        return S3TieredBackend(settings.data_dir, S3Settings())
+        try:
+            s3 = S3Settings()
+        except ValidationError as e:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}={str(err.get('input'))[:70]!r}: "
+                f"{err['msg']}"
+                for err in e.errors()
+            )
+            raise SystemExit(
+                f"storage: bad S3 tier settings (TAPEDECK_S3_*, AWS_*): {problems}"
+            ) from None
+        return S3TieredBackend(settings.data_dir, s3)
     from tapedeck.storage.local import LocalBackend
 
     return LocalBackend(settings.data_dir)

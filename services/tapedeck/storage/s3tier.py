@@ -68,6 +68,9 @@ from tapedeck.storage.records import SessionRecord
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Key = tuple[str, str]  # (session id, track)
+PARTS_IN_FLIGHT = 8
+"""Parts being read and sent at once across all tracks: hundreds of live tracks must not each
+hold a part (8 MiB) in memory at the same time."""
 
 _FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
@@ -217,6 +220,7 @@ class S3TieredBackend:
         self._manifests: dict[str, asyncio.Task[None]] = {}
         self._lock = threading.Lock()
         self._can_punch = True
+        self._parts_in_flight = asyncio.Semaphore(PARTS_IN_FLIGHT)
         self.last_error = ""
         """The latest refusal or silence of the bucket ("" once it answers again)."""
         if settings.lifecycle_days > 0:
@@ -478,15 +482,20 @@ class S3TieredBackend:
                     if isinstance(e, StorageError | OSError) and not self._session_exists(key):
                         return  # deleted meanwhile
                     message = _refused_message(e) if isinstance(e, ObjectStoreError) else str(e)
-                    if message != self.last_error:
-                        log.warning("s3 tier: %s/%s not shipped: %s", key[0], key[1], message)
-                    self.last_error = message
+                    self._report(f"{key[0]}/{key[1]}", message)
                     self._dirty.add(key)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 10.0)
         finally:
             if self._pumps.get(key) is asyncio.current_task():
                 del self._pumps[key]
+
+    def _report(self, what: str, message: str) -> None:
+        """Log each new reason once, whichever upload meets it first (tracks and manifests
+        share it: a reason first met by a manifest was otherwise never logged)."""
+        if message != self.last_error:
+            log.warning("s3 tier: %s not shipped: %s", what, message)
+        self.last_error = message
 
     def _session_exists(self, key: Key) -> bool:
         return (self._dir(key[0]) / MANIFEST).exists()
@@ -512,8 +521,9 @@ class S3TieredBackend:
             if isinstance(action, shipping.CreateUpload):
                 new.upload_id = await store.create_multipart(name)
             elif isinstance(action, shipping.UploadPart):
-                data = await asyncio.to_thread(_pread, path, action.offset, action.length)
-                part = await store.upload_part(name, state.upload_id, action.number, data)
+                async with self._parts_in_flight:  # memory: at most PARTS_IN_FLIGHT parts
+                    data = await asyncio.to_thread(_pread, path, action.offset, action.length)
+                    part = await store.upload_part(name, state.upload_id, action.number, data)
                 new.parts.append(
                     shipping.ShippedPart(number=part.number, etag=part.etag, size=len(data))
                 )
@@ -616,7 +626,7 @@ class S3TieredBackend:
                 await self._shipper.store.put(manifest_key(session_id), data, "application/json")
                 return
             except ObjectStoreError as e:
-                self.last_error = _refused_message(e)
+                self._report(f"{session_id}/{MANIFEST}", _refused_message(e))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
 
