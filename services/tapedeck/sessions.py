@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 import uuid
+from datetime import UTC, datetime
 from enum import StrEnum
 
 SESSION_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{7,62}$"
@@ -23,6 +25,57 @@ def valid_started_at(value: float) -> bool:
 TRACKS = ("video", "audio", "screen")
 OUTPUT = "output"
 OBJECTS = (*TRACKS, OUTPUT)
+
+OUTPUT_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,39}\.(jpg|vtt|m3u8|m4s|mp4)$"
+_OUTPUT_NAME = re.compile(OUTPUT_NAME_PATTERN)
+"""A compile's named outputs beside the MP4 (poster, storyboard, HLS playlist and segments):
+one flat name, so it is a file name and an object key as it stands, never a path."""
+
+POSTER = "poster.jpg"
+STORYBOARD_SPRITE = "storyboard.jpg"
+STORYBOARD_VTT = "storyboard.vtt"
+HLS_PLAYLIST = "hls.m3u8"
+
+TITLE_MAX = 200
+
+
+def is_output_name(value: str) -> bool:
+    return isinstance(value, str) and _OUTPUT_NAME.fullmatch(value) is not None
+
+
+def is_object(value: str) -> bool:
+    """A track, the MP4 (`output`) or a named output."""
+    return value in OBJECTS or is_output_name(value)
+
+
+def is_output(value: str) -> bool:
+    """What only the compile of the current generation may write."""
+    return value == OUTPUT or is_output_name(value)
+
+
+class InvalidTitle(ValueError):
+    pass
+
+
+def validate_title(value: str) -> str:
+    """A title as people type it: trimmed, 1-200 characters, no control or format characters
+    (they would reach a `Content-Disposition` header and a terminal)."""
+    if not isinstance(value, str):
+        raise InvalidTitle("the title must be a string")
+    title = " ".join(value.split())
+    if not title:
+        raise InvalidTitle("the title is empty")
+    if len(title) > TITLE_MAX:
+        raise InvalidTitle(f"the title has {len(title)} characters; at most {TITLE_MAX}")
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn") for c in title):
+        raise InvalidTitle("the title contains control or unassigned characters")
+    return title
+
+
+def default_title(created_at_ms: int) -> str:
+    """A session's title until someone names it: when it was created (UTC)."""
+    when = datetime.fromtimestamp(min(max(0, created_at_ms), 253_402_300_799_000) / 1000, UTC)
+    return f"Recording {when:%Y-%m-%d %H:%M} UTC"
 
 
 class InvalidSessionId(ValueError):

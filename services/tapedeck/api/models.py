@@ -53,8 +53,20 @@ class ResourceView(_Model):
     message: str | None
 
 
+class MediaView(_Model):
+    """URLs of what the compile made beside the MP4 (signed like `downloadUrl` when a token
+    is required); each null until it exists."""
+
+    poster_url: str | None = None
+    storyboard_url: str | None = Field(
+        default=None, description="WebVTT index of the storyboard sprite (`#xywh=` cues)"
+    )
+    hls_url: str | None = Field(default=None, description="the HLS (fMP4) playlist")
+
+
 class SessionView(_Model):
     id: str
+    title: str
     state: str
     created_at: datetime
     expires_at: datetime
@@ -68,6 +80,7 @@ class SessionView(_Model):
     error: str | None
     compile_attempts: int
     download_url: str | None
+    media: MediaView = Field(default_factory=MediaView)
     resource: ResourceView | None = Field(
         default=None,
         exclude_if=lambda v: v is None,
@@ -80,8 +93,20 @@ class SessionList(_Model):
     next_cursor: str | None
 
 
+class NewSessionBody(_Model):
+    title: str | None = Field(
+        default=None,
+        description="1-200 characters, no control characters; default: the creation time",
+    )
+
+
+class SessionPatch(_Model):
+    title: str = Field(description="1-200 characters, no control characters")
+
+
 class CreatedSession(_Model):
     id: str
+    title: str
     upload_token: str
     created_at: datetime
     expires_at: datetime
@@ -101,7 +126,10 @@ class ErrorBody(BaseModel):
 
 
 def session_view(
-    session: pb.Session, download_url: str | None, resource: ResourceView | None = None
+    session: pb.Session,
+    download_url: str | None,
+    resource: ResourceView | None = None,
+    media: MediaView | None = None,
 ) -> SessionView:
     state = PB_TO_STATE[session.state]
     output = None
@@ -115,6 +143,7 @@ def session_view(
     tracks = sorted(session.tracks, key=lambda t: TRACKS.index(t.name) if t.name in TRACKS else 9)
     return SessionView(
         id=session.id,
+        title=session.title,
         state=state.value,
         created_at=ms_to_datetime(session.created_at_ms),
         expires_at=ms_to_datetime(session.expires_at_ms),
@@ -137,5 +166,6 @@ def session_view(
         error=session.error or None,
         compile_attempts=session.compile_attempts,
         download_url=download_url if output else None,
+        media=media if media is not None and output else MediaView(),
         resource=resource,
     )
