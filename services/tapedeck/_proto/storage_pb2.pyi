@@ -170,7 +170,7 @@ class Session(_message.Message):
     compile_generation: _builtins.int
     """raised by every compile start: fences older compiles"""
     title: _builtins.str
-    """never empty: the default is the creation time"""
+    """empty until someone names it (shown as the creation time)"""
     @_builtins.property
     def tracks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Track]: ...
     @_builtins.property

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from tapedeck._proto import storage_pb2 as pb
-from tapedeck.sessions import TRACKS
+from tapedeck.sessions import TRACKS, default_title
 from tapedeck.storage.records import PB_TO_STATE
 
 
@@ -66,7 +66,7 @@ class MediaView(_Model):
 
 class SessionView(_Model):
     id: str
-    title: str
+    title: str = Field(description="its title; until someone names it, its creation time")
     state: str
     created_at: datetime
     expires_at: datetime
@@ -143,7 +143,7 @@ def session_view(
     tracks = sorted(session.tracks, key=lambda t: TRACKS.index(t.name) if t.name in TRACKS else 9)
     return SessionView(
         id=session.id,
-        title=session.title,
+        title=session.title or default_title(session.created_at_ms),
         state=state.value,
         created_at=ms_to_datetime(session.created_at_ms),
         expires_at=ms_to_datetime(session.expires_at_ms),

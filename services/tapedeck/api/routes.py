@@ -41,6 +41,7 @@ from tapedeck.sessions import (
     TITLE_MAX,
     InvalidTitle,
     State,
+    default_title,
     is_valid_session_id,
     validate_title,
 )
@@ -237,7 +238,7 @@ def build_router(
         ttl = settings.upload_token_ttl.total_seconds()
         return CreatedSession(
             id=session.id,
-            title=session.title,
+            title=session.title or default_title(session.created_at_ms),
             upload_token=tokens.upload_token(secret, session.id, ttl),
             created_at=ms_to_datetime(session.created_at_ms),
             expires_at=ms_to_datetime(session.expires_at_ms),

@@ -7,7 +7,7 @@ import time
 from pydantic import BaseModel, Field
 
 from tapedeck._proto import storage_pb2 as pb
-from tapedeck.sessions import State, default_title
+from tapedeck.sessions import State
 
 STATE_TO_PB = {
     State.RECORDING: pb.SESSION_STATE_RECORDING,
@@ -91,7 +91,7 @@ def to_pb(record: SessionRecord, sizes: dict[str, int], writing: bool) -> pb.Ses
         compile_attempts=record.compile_attempts,
         writing=writing,
         compile_generation=record.compile_generation,
-        title=record.title or default_title(record.created_at_ms),
+        title=record.title,
         named_outputs=[
             pb.NamedOutput(name=name, size=out.size, etag=out.etag)
             for name, out in sorted(record.named_outputs.items())
