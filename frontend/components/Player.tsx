@@ -41,7 +41,7 @@ interface Props {
   label: string;
 }
 
-/** The recording's player: HLS where there is one (natively, else hls.js), so a long
+/** The recording's player: HLS where there is one (hls.js, else natively), so a long
  * recording starts at once and seeks without downloading; the MP4 otherwise. The seek bar
  * under it previews frames from the storyboard. */
 export function Player({ src, hlsUrl, posterUrl, storyboardUrl, label }: Props) {
@@ -60,22 +60,25 @@ export function Player({ src, hlsUrl, posterUrl, storyboardUrl, label }: Props) 
     if (!hlsUrl) {
       el.src = src;
       setPlayback("mp4");
-    } else if (el.canPlayType("application/vnd.apple.mpegurl")) {
-      el.src = hlsUrl;
-      setPlayback("hls");
     } else {
+      // hls.js wherever Media Source Extensions exist (the same player everywhere, and the
+      // one the browser suite runs); the browser's own HLS where they do not (iOS); the MP4
+      // when neither.
       void import("hls.js").then(({ default: Hls }) => {
         if (cancelled) return;
-        if (!Hls.isSupported()) {
+        if (Hls.isSupported()) {
+          const hls = new Hls();
+          hls.loadSource(new URL(hlsUrl, window.location.href).toString());
+          hls.attachMedia(el);
+          setPlayback("hls.js");
+          destroy = () => hls.destroy();
+        } else if (el.canPlayType("application/vnd.apple.mpegurl")) {
+          el.src = hlsUrl;
+          setPlayback("hls");
+        } else {
           el.src = src;
           setPlayback("mp4");
-          return;
         }
-        const hls = new Hls();
-        hls.loadSource(new URL(hlsUrl, window.location.href).toString());
-        hls.attachMedia(el);
-        setPlayback("hls.js");
-        destroy = () => hls.destroy();
       });
     }
     return () => {
@@ -131,11 +134,13 @@ export function Player({ src, hlsUrl, posterUrl, storyboardUrl, label }: Props) 
             max={duration}
             step={0.1}
             value={Math.min(time, duration)}
-            aria-label={`Seek in ${label}`}
+            aria-label="Seek with previews"
             aria-valuetext={`${Math.round(time)} of ${Math.round(duration)} seconds`}
             onChange={(e) => {
+              const at = Number(e.currentTarget.value);
+              setTime(at); // the bar follows the hand at once, not the next timeupdate
               const el = video.current;
-              if (el) el.currentTime = Number(e.currentTarget.value);
+              if (el) el.currentTime = at;
             }}
             onPointerMove={hover}
             onPointerLeave={() => setPreview(null)}

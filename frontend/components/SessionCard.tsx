@@ -240,7 +240,7 @@ export function SessionCard({ session, now, onChanged, onDeleted, onUnauthorized
             hlsUrl={media?.hlsUrl}
             posterUrl={media?.posterUrl}
             storyboardUrl={media?.storyboardUrl}
-            label={`Recording ${title}`}
+            label={`Recording ${id}`}
           />
           {session.output ? (
             <p className="muted output-line">

@@ -9,7 +9,10 @@ from tapedeck.compiler.extras import (
     MAX_TILES,
     TILE_H,
     TILE_W,
+    parse_luma,
+    pick_poster,
     plan_extras,
+    poster_job,
     poster_window,
     storyboard_cells,
     storyboard_interval,
@@ -67,10 +70,12 @@ def test_hls_is_per_compile_and_otherwise_by_length() -> None:
 
 def test_the_plan_copies_packets_into_fmp4_and_skips_pictures_without_video() -> None:
     plan = plan_extras("/s/out.mp4", 30.0, True, True, DIRS)
-    assert [job.name for job in plan.jobs] == ["poster", "storyboard", "hls"]
-    poster, storyboard, hls = (" ".join(job.args) for job in plan.jobs)
-    assert "-ss 2 -t 8 -i /s/out.mp4" in poster and "thumbnail" in poster
-    assert poster.endswith("/s/p/poster.jpg")
+    assert [job.name for job in plan.jobs] == ["poster-luma", "storyboard", "hls"]
+    luma, storyboard, hls = (" ".join(job.args) for job in plan.jobs)
+    assert "-ss 2 -t 8 -i /s/out.mp4" in luma and "signalstats" in luma
+    assert "file=/s/p/luma.txt" in luma and luma.endswith("-f null -")
+    poster = " ".join(poster_job("/s/out.mp4", 3.25, "/s/p").args)
+    assert "-ss 3.25 -i /s/out.mp4" in poster and poster.endswith("/s/p/poster.jpg")
     assert "tile=10x3" in storyboard and "fps=1/1" in storyboard
     assert "-c copy" in hls and "-hls_segment_type fmp4" in hls and "-hls_playlist_type vod" in hls
     assert "libx264" not in hls and hls.endswith("/s/h/hls.m3u8")
@@ -79,3 +84,24 @@ def test_the_plan_copies_packets_into_fmp4_and_skips_pictures_without_video() ->
     audio_only = plan_extras("/s/out.mp4", 30.0, False, True, DIRS)
     assert [job.name for job in audio_only.jobs] == ["hls"] and audio_only.storyboard_vtt is None
     assert plan_extras("/s/out.mp4", 30.0, False, False, DIRS).jobs == ()
+
+
+LUMA = """frame:0    pts:0       pts_time:0
+lavfi.signalstats.YAVG=16.0
+frame:1    pts:1       pts_time:0.25
+lavfi.signalstats.YAVG=31.9
+frame:2    pts:2       pts_time:0.5
+lavfi.signalstats.YAVG=235.0
+frame:3    pts:3       pts_time:0.75
+lavfi.signalstats.YAVG=31.9
+frame:4    pts:4       pts_time:garbage
+lavfi.signalstats.YAVG=99
+"""
+
+
+def test_the_poster_is_the_brightest_sample_that_is_not_blown_out() -> None:
+    samples = parse_luma(LUMA)
+    assert samples == [(0.0, 16.0), (0.25, 31.9), (0.5, 235.0), (0.75, 31.9)]
+    assert pick_poster(samples, 2.0) == 2.25  # the earliest of the brightest, after the start
+    assert pick_poster([(0.0, 250.0)], 2.0) == 2.0  # all white: the window's start
+    assert pick_poster([], 0.4) == 0.4

@@ -3,9 +3,12 @@
 Every one is made from the compiled MP4 (not the tracks), so the poster and the storyboard show
 what the player shows, and the HLS segments are the MP4's own packets (`-c copy`).
 
-- Poster: FFmpeg's `thumbnail` filter picks the most representative frame of a window a few
-  seconds in (`POSTER_SKIP`), not the first frame: a browser recording's first frames are
-  often black while the camera wakes up.
+- Poster: a frame of a window a few seconds in (`POSTER_SKIP`), never the first frame (a
+  browser recording's first frames are often black while the camera wakes up). FFmpeg samples
+  the window's luma (`signalstats`, `POSTER_SAMPLES_PER_SECOND`) and the poster is the
+  brightest sample that is not blown out (`pick_poster`). FFmpeg's `thumbnail` filter was
+  tried first: its "most representative" frame is the average one, which on a dark camera
+  (Chromium's fake device: mean luma cycling 9-33) was as dark as a black frame.
 - Storyboard: one frame every `interval` seconds, scaled into fixed `TILE_W`x`TILE_H` cells
   (letterboxed) of a `COLUMNS`-wide sprite; the WebVTT index names each cell with
   `#xywh=`, which is all a player's seek-bar preview needs.
@@ -24,6 +27,10 @@ POSTER_SKIP = 2.0
 """Seconds skipped before the poster's window (or a tenth of a short recording)."""
 POSTER_WINDOW = 8.0
 POSTER_WIDTH = 640
+POSTER_SAMPLES_PER_SECOND = 4
+BLOWN_OUT = 200.0
+"""Mean luma above which a frame is a flash or a white screen, not a picture."""
+LUMA_FILE = "luma.txt"
 TILE_W, TILE_H = 160, 90
 COLUMNS = 10
 MAX_TILES = 100
@@ -54,6 +61,49 @@ def poster_window(duration: float) -> tuple[float, float]:
     start = min(POSTER_SKIP, duration * 0.1) if duration > 0 else 0.0
     length = min(POSTER_WINDOW, max(duration - start, 0.0)) if duration > 0 else POSTER_WINDOW
     return round(start, 3), round(max(length, 0.1), 3)
+
+
+def parse_luma(text: str) -> list[tuple[float, float]]:
+    """(seconds into the window, mean luma) from `metadata=mode=print` of `signalstats`."""
+    samples: list[tuple[float, float]] = []
+    at: float | None = None
+    for line in text.splitlines():
+        if line.startswith("frame:"):
+            _, _, value = line.rpartition("pts_time:")
+            try:
+                at = float(value)
+            except ValueError:
+                at = None
+        elif line.startswith("lavfi.signalstats.YAVG=") and at is not None:
+            try:
+                samples.append((at, float(line.partition("=")[2])))
+            except ValueError:
+                pass
+            at = None
+    return samples
+
+
+def pick_poster(samples: list[tuple[float, float]], start: float) -> float:
+    """The poster's time: the brightest sample that is not blown out (the earliest of equals),
+    else the window's start."""
+    usable = [(luma, -at) for at, luma in samples if luma <= BLOWN_OUT]
+    if not usable:
+        return start
+    _, at = max(usable)
+    return round(start - at, 3)
+
+
+def poster_job(mp4: str, at: float, out_dir: str) -> Job:
+    """The frame at `at` seconds as the poster JPEG (an accurate seek: the frame itself)."""
+    return Job(
+        "poster",
+        (
+            *_HEAD,
+            *("-ss", f"{at:g}", "-i", mp4, "-an", "-sn", "-frames:v", "1", "-q:v", "3"),
+            *("-vf", f"scale='min({POSTER_WIDTH},iw)':-2"),
+            *("-progress", "pipe:1", f"{out_dir}/{POSTER}"),
+        ),
+    )
 
 
 def storyboard_interval(duration: float) -> int:
@@ -109,15 +159,18 @@ def plan_extras(
     vtt = None
     if has_video:
         start, length = poster_window(duration)
+        # The luma of the window's samples; the caller picks (`pick_poster`), then `poster_job`.
         jobs.append(
             Job(
-                "poster",
+                "poster-luma",
                 (
                     *_HEAD,
-                    *("-ss", f"{start:g}", "-t", f"{length:g}", "-i", mp4),
-                    *("-an", "-sn", "-frames:v", "1", "-q:v", "3"),
-                    *("-vf", f"thumbnail=n=120,scale='min({POSTER_WIDTH},iw)':-2"),
-                    *("-progress", "pipe:1", f"{dirs['poster']}/{POSTER}"),
+                    *("-ss", f"{start:g}", "-t", f"{length:g}", "-i", mp4, "-an", "-sn"),
+                    "-vf",
+                    f"fps={POSTER_SAMPLES_PER_SECOND},signalstats,"
+                    f"metadata=mode=print:key=lavfi.signalstats.YAVG:"
+                    f"file={dirs['poster']}/{LUMA_FILE}",
+                    *("-progress", "pipe:1", "-f", "null", "-"),
                 ),
             )
         )

@@ -24,7 +24,15 @@ from pathlib import Path
 
 import av
 
-from tapedeck.compiler.extras import plan_extras
+from tapedeck.compiler.extras import (
+    LUMA_FILE,
+    Job,
+    parse_luma,
+    pick_poster,
+    plan_extras,
+    poster_job,
+    poster_window,
+)
 from tapedeck.compiler.plan import (
     CompilePlan,
     OutputOptions,
@@ -454,6 +462,16 @@ async def compile_files(
     )
 
 
+async def _poster(ffmpeg: str, mp4: Path, duration: float, out_dir: Path) -> Job:
+    """The poster from the luma samples `poster-luma` left in `out_dir`."""
+    start, _ = poster_window(duration)
+    luma = await asyncio.to_thread((out_dir / LUMA_FILE).read_text)
+    await asyncio.to_thread((out_dir / LUMA_FILE).unlink)
+    job = poster_job(str(mp4), pick_poster(parse_luma(luma), start), str(out_dir))
+    await run_args(ffmpeg, job.args, 0.0, None, finish_progress=False)
+    return job
+
+
 async def write_extras(
     ffmpeg: str,
     mp4: Path,
@@ -473,7 +491,9 @@ async def write_extras(
     for job in plan.jobs:
         try:
             await run_args(ffmpeg, job.args, 0.0, None, finish_progress=False)
-        except CompileError as err:
+            if job.name == "poster-luma":
+                job = await _poster(ffmpeg, mp4, duration, dirs["poster"])
+        except (CompileError, OSError) as err:
             log.warning("the %s of %s was not made: %s", job.name, mp4.name, err)
             continue
         found = sorted(await asyncio.to_thread(list, dirs[job.name].iterdir()))
