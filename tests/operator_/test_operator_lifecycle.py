@@ -201,3 +201,28 @@ async def test_deleting_the_resource_deletes_the_data(
     with pytest.raises(StorageError) as err:
         await storage.get_session(SID)
     assert err.value.code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_spec_title_names_the_session_and_follows_its_changes(
+    k8s: Cluster, kube: Kube, storage: StorageClient, operator: Context
+) -> None:
+    await apply(kube, "standup", {"sessionId": SID, "title": "Réunion du lundi"})
+    await eventually(lambda: status_of(k8s, "standup").get("phase") == "Recording", "Recording")
+    assert (await storage.get_session(SID)).title == "Réunion du lundi"
+    await kube.patch_session("standup", {"spec": {"title": "  Weekly   sync "}})
+
+    async def renamed() -> bool:
+        return (await storage.get_session(SID)).title == "Weekly sync"
+
+    for _ in range(200):
+        if await renamed():
+            break
+        await asyncio.sleep(0.05)
+    assert await renamed()
+    # A title the CRD's schema would refuse (an API server without it): reported, not stored.
+    await kube.patch_session("standup", {"spec": {"title": "bell\x07"}})
+    status = await eventually(
+        lambda: (s := status_of(k8s, "standup")).get("phase") == "Invalid" and s, "Invalid"
+    )
+    assert status["message"].startswith("spec.title"), status
+    assert (await storage.get_session(SID)).title == "Weekly sync"
