@@ -59,7 +59,9 @@ def test_titles_are_trimmed(given: str, kept: str) -> None:
     assert validate_title(given) == kept
 
 
-@pytest.mark.parametrize("bad", ["", "   ", "x" * 201, "a\x00b", "bell\x07", "rtl\u202eoverride"])
+@pytest.mark.parametrize(
+    "bad", ["", "   ", "x" * 201, "a\x00b", "bell\x07", "rtl\u202eoverride", "lone\ud800", "\u200b"]
+)
 def test_titles_refuse_empty_long_and_control_characters(bad: str) -> None:
     with pytest.raises(InvalidTitle):
         validate_title(bad)

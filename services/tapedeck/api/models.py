@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 from tapedeck._proto import storage_pb2 as pb
-from tapedeck.sessions import TRACKS, default_title
+from tapedeck.sessions import TITLE_MAX, TITLE_PATTERN, TRACKS, default_title
 from tapedeck.storage.records import PB_TO_STATE
 
 
@@ -93,15 +94,29 @@ class SessionList(_Model):
     next_cursor: str | None
 
 
+_TITLE_DOC = (
+    "1-200 characters, not blank, no control or invisible formatting characters (400 "
+    "`invalid-title` otherwise); trimmed, runs of white space folded"
+)
+
+
+Title = Annotated[
+    str,
+    WithJsonSchema(
+        {"type": "string", "minLength": 1, "maxLength": TITLE_MAX, "pattern": TITLE_PATTERN}
+    ),
+]
+"""Checked by `sessions.validate_title` (400 `invalid-title`); the document says the same."""
+
+
 class NewSessionBody(_Model):
-    title: str | None = Field(
-        default=None,
-        description="1-200 characters, no control characters; default: the creation time",
+    title: Title | None = Field(
+        default=None, description=f"{_TITLE_DOC}; default: the creation time"
     )
 
 
 class SessionPatch(_Model):
-    title: str = Field(description="1-200 characters, no control characters")
+    title: Title = Field(description=_TITLE_DOC)
 
 
 class CreatedSession(_Model):
