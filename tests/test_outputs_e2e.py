@@ -185,3 +185,45 @@ async def test_a_compile_writes_a_poster_a_storyboard_and_hls(
     assert api.get(f"/api/sessions/{sid}/storyboard.vtt?v=x").headers["cache-control"] == (
         "private, no-cache"
     )
+
+
+TOKEN = "outputs-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = make_stack(
+        tmp_path_factory.mktemp("guarded-outputs"), api_token=TOKEN, hls_min_duration="0s"
+    ).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+async def test_media_urls_are_signed_and_so_are_the_parts_they_name(
+    guarded: Stack, dark_start: Path
+) -> None:
+    """An `<img>`, a `<video>` and hls.js send no bearer token: their URLs carry a signature,
+    and the playlist and index hand it on to every part they name."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with (
+        httpx.Client(base_url=guarded.base_url, timeout=30, headers=headers) as api,
+        httpx.Client(base_url=guarded.base_url, timeout=30) as anonymous,
+    ):
+        sid = await record(api, guarded, dark_start, "signed")
+        media = compiled(api, sid)["media"]
+        assert "sig=" in media["posterUrl"] and "exp=" in media["posterUrl"]
+        assert anonymous.get(media["posterUrl"]).status_code == 200
+        assert anonymous.get(f"/api/sessions/{sid}/poster.jpg").status_code == 401
+        forged = media["posterUrl"].replace("sig=", "sig=x")
+        assert anonymous.get(forged).status_code == 401
+        playlist = anonymous.get(media["hlsUrl"])
+        assert playlist.status_code == 200
+        parts = [line for line in playlist.text.splitlines() if line and line[0] != "#"]
+        assert parts and all("sig=" in part for part in parts)
+        for part in parts:
+            assert anonymous.get(f"/api/sessions/{sid}/hls/{part}").status_code == 200
+        vtt = anonymous.get(media["storyboardUrl"]).text
+        sprite = next(line for line in vtt.splitlines() if "#xywh=" in line).split("#")[0]
+        assert anonymous.get(f"/api/sessions/{sid}/{sprite}").status_code == 200
