@@ -59,12 +59,15 @@ async def test_succeeded_job_makes_the_session_ready(
     tmp_path: Path,
 ) -> None:
     await record(storage, SID, {"video": h264_webm.read_bytes(), "audio": opus_webm.read_bytes()})
-    await apply(kube, "talk", {"sessionId": SID, "compile": True})
+    await apply(kube, "talk", {"sessionId": SID, "compile": True, "output": {"hls": True}})
     job = (await eventually(lambda: jobs(k8s), "the compile Job"))[0]
 
     assert await run_pod(job, settings.storage_addr) == 0
     session = await storage.get_session(SID)
     assert session.state == pb.SESSION_STATE_READY and session.output.size > 0
+    # The Job writes the named outputs too, and HLS when `spec.output.hls` asks (4 s < 10 min).
+    named = {o.name for o in session.named_outputs}
+    assert {"poster.jpg", "storyboard.jpg", "storyboard.vtt", "hls.m3u8", "hls-init.mp4"} <= named
     mp4 = tmp_path / "out.mp4"
     await storage.download(SID, "output", mp4)
     with av.open(str(mp4)) as container:
