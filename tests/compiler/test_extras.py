@@ -77,6 +77,9 @@ def test_the_plan_copies_packets_into_fmp4_and_skips_pictures_without_video() ->
     poster = " ".join(poster_job("/s/out.mp4", 3.25, "/s/p").args)
     assert "-ss 3.25 -i /s/out.mp4" in poster and poster.endswith("/s/p/poster.jpg")
     assert "tile=10x3" in storyboard and "fps=1/1" in storyboard
+    assert "-skip_frame" not in storyboard  # every frame of a short recording
+    long = " ".join(plan_extras("/s/out.mp4", 3600.0, True, True, DIRS).jobs[1].args)
+    assert "-skip_frame nokey -i /s/out.mp4" in long and "fps=1/36" in long
     assert "-c copy" in hls and "-hls_segment_type fmp4" in hls and "-hls_playlist_type vod" in hls
     assert "libx264" not in hls and hls.endswith("/s/h/hls.m3u8")
     assert plan.storyboard_vtt is not None

@@ -111,6 +111,16 @@ def storyboard_interval(duration: float) -> int:
     return max(1, math.ceil(duration / MAX_TILES)) if duration > 0 else 1
 
 
+KEYFRAMES_ONLY_INTERVAL = 10
+"""Cells this far apart (recordings of about 17 minutes and more) are taken from keyframes
+only: decoding every frame of an hour costs minutes of CPU, and a preview a few seconds off is
+still a preview of that stretch."""
+
+
+def keyframes_only(duration: float) -> bool:
+    return storyboard_interval(duration) >= KEYFRAMES_ONLY_INTERVAL
+
+
 def storyboard_cells(duration: float) -> int:
     return max(1, min(MAX_TILES, math.ceil(duration / storyboard_interval(duration))))
 
@@ -187,6 +197,7 @@ def plan_extras(
                 "storyboard",
                 (
                     *_HEAD,
+                    *(("-skip_frame", "nokey") if keyframes_only(duration) else ()),
                     *("-i", mp4, "-an", "-sn", "-vf", fit, "-frames:v", "1", "-q:v", "5"),
                     *("-progress", "pipe:1", f"{dirs['storyboard']}/{STORYBOARD_SPRITE}"),
                 ),
