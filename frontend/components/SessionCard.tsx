@@ -1,9 +1,17 @@
 "use client";
 
 import { useEffect, useState } from "react";
-import { ApiError, compileSession, deleteSession, downloadHref, type Session } from "@/lib/api";
+import {
+  ApiError,
+  compileSession,
+  deleteSession,
+  downloadHref,
+  renameSession,
+  type Session,
+} from "@/lib/api";
 import { describeMime, formatBytes, formatDateTime, formatDuration, formatRelative } from "@/lib/format";
 import { ErrorNotice } from "./ErrorNotice";
+import { Player } from "./Player";
 
 const STATE_TEXT: Record<string, string> = {
   recording: "Recording",
@@ -26,7 +34,9 @@ interface Props {
 }
 
 export function SessionCard({ session, now, onChanged, onDeleted, onUnauthorized }: Props) {
-  const [busy, setBusy] = useState<"compile" | "delete" | null>(null);
+  const [busy, setBusy] = useState<"compile" | "delete" | "rename" | null>(null);
+  const [editing, setEditing] = useState(false);
+  const [draft, setDraft] = useState(session.title);
   const [error, setError] = useState<string | null>(null);
   const { id, state } = session;
 
@@ -60,7 +70,7 @@ export function SessionCard({ session, now, onChanged, onDeleted, onUnauthorized
 
   const remove = async () => {
     const what = state === "recording" ? "This recording is still in progress. " : "";
-    if (!window.confirm(`${what}Delete recording ${id}? Its files and video will be removed for good.`)) return;
+    if (!window.confirm(`${what}Delete recording “${title}”? Its files and video will be removed for good.`)) return;
     setBusy("delete");
     setError(null);
     try {
@@ -76,6 +86,24 @@ export function SessionCard({ session, now, onChanged, onDeleted, onUnauthorized
     }
   };
 
+  const rename = async (e: React.FormEvent) => {
+    e.preventDefault();
+    setBusy("rename");
+    setError(null);
+    try {
+      const changed = await renameSession(id, draft);
+      onChanged(changed);
+      setEditing(false);
+    } catch (err) {
+      report(err);
+    } finally {
+      setBusy(null);
+    }
+  };
+
+  const title = session.title || id;
+  const media = session.media;
+
   const pct = Math.round(Math.min(1, Math.max(0, session.progress || 0)) * 100);
 
   return (
@@ -87,13 +115,56 @@ export function SessionCard({ session, now, onChanged, onDeleted, onUnauthorized
       aria-labelledby={headingId}
     >
       <div className="session-head">
-        <h3 id={headingId} className="session-id">
-          <code>{id}</code>
-        </h3>
+        {media?.posterUrl ? (
+          <img className="poster" src={media.posterUrl} alt="" width={160} height={90} data-testid="session-poster" />
+        ) : null}
+        {editing ? (
+          <form className="rename" onSubmit={(e) => void rename(e)}>
+            <label>
+              <span className="sr-only">Title of recording {id}</span>
+              <input
+                value={draft}
+                onChange={(e) => setDraft(e.currentTarget.value)}
+                maxLength={200}
+                required
+                autoFocus
+                data-testid="title-input"
+              />
+            </label>
+            <button type="submit" className="button primary" disabled={busy !== null} aria-busy={busy === "rename"}>
+              Save
+            </button>
+            <button type="button" className="button subtle" onClick={() => setEditing(false)}>
+              Cancel
+            </button>
+          </form>
+        ) : (
+          <h3 id={headingId} className="session-title" data-testid="session-title">
+            {title}
+          </h3>
+        )}
         <span className={`badge badge-${state}`} data-testid="session-state">
           {STATE_TEXT[state] ?? state}
         </span>
       </div>
+
+      {editing ? <h3 id={headingId} className="sr-only">{title}</h3> : null}
+      <p className="session-id muted">
+        <code>{id}</code>{" "}
+        {!editing ? (
+          <button
+            type="button"
+            className="button subtle small"
+            onClick={() => {
+              setDraft(session.title);
+              setEditing(true);
+            }}
+            aria-label={`Rename ${title}`}
+          >
+            Rename
+          </button>
+        ) : null}
+      </p>
 
       <dl className="session-meta">
         <div>
@@ -164,7 +235,13 @@ export function SessionCard({ session, now, onChanged, onDeleted, onUnauthorized
 
       {state === "ready" ? (
         <div className="ready">
-          <video className="player" controls preload="metadata" src={href} aria-label={`Recording ${id}`} />
+          <Player
+            src={href}
+            hlsUrl={media?.hlsUrl}
+            posterUrl={media?.posterUrl}
+            storyboardUrl={media?.storyboardUrl}
+            label={`Recording ${id}`}
+          />
           {session.output ? (
             <p className="muted output-line">
               MP4 · {formatBytes(session.output.size)} · {formatDuration(session.output.durationSeconds)}
@@ -177,7 +254,7 @@ export function SessionCard({ session, now, onChanged, onDeleted, onUnauthorized
 
       <div className="buttons">
         {state === "ready" ? (
-          <a className="button primary" href={href} download={`${id}.mp4`}>
+          <a className="button primary" href={href} download>
             Download
           </a>
         ) : null}

@@ -22,6 +22,8 @@ export function SessionList({ reloadKey, onUnauthorized }: Props) {
   const [loaded, setLoaded] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const [now, setNow] = useState(0);
+  const [search, setSearch] = useState("");
+  const [query, setQuery] = useState("");
   const itemsRef = useRef<Session[]>([]);
   itemsRef.current = items;
 
@@ -36,7 +38,7 @@ export function SessionList({ reloadKey, onUnauthorized }: Props) {
   const load = useCallback(async () => {
     setLoading(true);
     try {
-      const page = await listSessions(PAGE);
+      const page = await listSessions(PAGE, null, query);
       setItems(page.items ?? []);
       setNextCursor(page.nextCursor ?? null);
       setError(null);
@@ -47,13 +49,13 @@ export function SessionList({ reloadKey, onUnauthorized }: Props) {
       setLoaded(true);
       setNow(Date.now());
     }
-  }, [fail]);
+  }, [fail, query]);
 
   const loadMore = async () => {
     if (!nextCursor) return;
     setLoading(true);
     try {
-      const page = await listSessions(PAGE, nextCursor);
+      const page = await listSessions(PAGE, nextCursor, query);
       setItems((prev) => {
         const seen = new Set(prev.map((s) => s.id));
         return [...prev, ...(page.items ?? []).filter((s) => !seen.has(s.id))];
@@ -128,8 +130,33 @@ export function SessionList({ reloadKey, onUnauthorized }: Props) {
           Refresh
         </button>
       </div>
+      <form
+        className="search"
+        role="search"
+        onSubmit={(e) => {
+          e.preventDefault();
+          setQuery(search.trim());
+        }}
+      >
+        <label htmlFor="session-search" className="sr-only">
+          Search recordings by title
+        </label>
+        <input
+          id="session-search"
+          type="search"
+          value={search}
+          maxLength={200}
+          placeholder="Search titles"
+          onChange={(e) => setSearch(e.currentTarget.value)}
+        />
+        <button type="submit" className="button subtle">
+          Search
+        </button>
+      </form>
       <ErrorNotice error={error} />
-      {loaded && items.length === 0 && !error ? <p className="muted empty">No recordings yet.</p> : null}
+      {loaded && items.length === 0 && !error ? (
+        <p className="muted empty">{query ? "No recordings match." : "No recordings yet."}</p>
+      ) : null}
       {!loaded ? <p className="muted empty">Loading…</p> : null}
       <ul className="session-list">
         {items.map((s) => (

@@ -26,8 +26,16 @@ export interface OutputInfo {
   audioCodec: string | null;
 }
 
+/** What the compile made beside the MP4: signed URLs, null until made. */
+export interface MediaInfo {
+  posterUrl: string | null;
+  storyboardUrl: string | null;
+  hlsUrl: string | null;
+}
+
 export interface Session {
   id: string;
+  title: string;
   state: SessionState;
   createdAt: string;
   expiresAt: string | null;
@@ -38,6 +46,7 @@ export interface Session {
   tracks: TrackInfo[];
   output: OutputInfo | null;
   downloadUrl: string | null;
+  media?: MediaInfo;
 }
 
 export interface SessionPage {
@@ -146,9 +155,10 @@ export function createSession(): Promise<NewSession> {
   });
 }
 
-export function listSessions(limit = 50, cursor?: string | null): Promise<SessionPage> {
+export function listSessions(limit = 50, cursor?: string | null, search?: string): Promise<SessionPage> {
   const q = new URLSearchParams({ limit: String(limit) });
   if (cursor) q.set("cursor", cursor);
+  if (search?.trim()) q.set("q", search.trim());
   return request<SessionPage>(`/api/sessions?${q.toString()}`);
 }
 
@@ -172,6 +182,14 @@ export async function compileSession(id: string): Promise<{ state: SessionState 
     }
     throw e;
   }
+}
+
+export function renameSession(id: string, title: string): Promise<Session> {
+  return request<Session>(`/api/sessions/${enc(id)}`, {
+    method: "PATCH",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ title }),
+  });
 }
 
 export function deleteSession(id: string): Promise<void> {

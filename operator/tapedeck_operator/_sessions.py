@@ -65,12 +65,17 @@ async def get_or_none(ctx: Context, session_id: str) -> pb.Session | None:
 
 
 async def ensure_session(ctx: Context, session_id: str, spec: RecordingSessionSpec) -> pb.Session:
-    """The session in storage, created if it is not there yet; its expiry follows `spec.ttl`."""
+    """The session in storage, created if it is not there yet; its expiry follows `spec.ttl`
+    and its title `spec.title`."""
     ttl = int(spec.ttl.total_seconds()) if spec.ttl else 0
     session = await get_or_none(ctx, session_id)
     with classified("creating the session"):
         if session is None:
-            session = await ctx.sessions.create_or_get(session_id, ttl_seconds=ttl)
+            session = await ctx.sessions.create_or_get(
+                session_id, ttl_seconds=ttl, title=spec.title or ""
+            )
+        if spec.title and session.title != spec.title:
+            session = await ctx.sessions.update(session_id, title=spec.title)
         if ttl and session.expires_at_ms != session.created_at_ms + ttl * 1000:
             session = await ctx.sessions.update(
                 session_id, expires_at_ms=session.created_at_ms + ttl * 1000

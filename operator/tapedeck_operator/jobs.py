@@ -66,6 +66,8 @@ def compile_args(session_id: str, output: OutputOptions) -> list[str]:
     ]
     if output.max_height is not None:
         args += ["--max-height", str(output.max_height)]
+    if output.hls is not None:
+        args += ["--hls" if output.hls else "--no-hls"]
     return args
 
 

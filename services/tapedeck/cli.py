@@ -65,6 +65,12 @@ def main(argv: list[str] | None = None) -> None:
     compile_.add_argument("--crf", type=int, help="libx264 quality, 0-51 (default 23)")
     compile_.add_argument("--preset", help="libx264 preset (default veryfast)")
     compile_.add_argument("--max-height", type=int, help="scale taller video down to this")
+    compile_.add_argument(
+        "--hls",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also write HLS (default: for recordings of TAPEDECK_HLS_MIN_DURATION or more)",
+    )
     operator = sub.add_parser("operator", help="the Kubernetes operator (RecordingSession → Jobs)")
     scope = operator.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", action="append", help="namespace to serve (repeatable)")
@@ -166,7 +172,7 @@ def _output_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -
 
     given = {
         name: getattr(args, name)
-        for name in ("video_codec", "crf", "preset", "max_height")
+        for name in ("video_codec", "crf", "preset", "max_height", "hls")
         if getattr(args, name) is not None
     }
     try:

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     compile_concurrency: int = 1
     compile_max_attempts: int = 3
     compile_timeout: Duration = timedelta(hours=2)
+    hls_min_duration: Duration = timedelta(minutes=10)
+    """A compile also writes HLS (fMP4) for recordings at least this long (0: always), unless
+    the compile says otherwise (`spec.output.hls`); docs/decisions.md says why 10 minutes."""
     frontend_dir: Path | None = None
 
     # Doors (docs/security.md).

@@ -14,7 +14,7 @@ from harness import Stack, make_stack
 CASES = [
     ("PUT", "/api/sessions", "GET, POST"),
     ("OPTIONS", "/api/sessions", "GET, POST"),
-    ("PATCH", "/api/sessions/abcdefgh-1234", "DELETE, GET"),
+    ("PUT", "/api/sessions/abcdefgh-1234", "DELETE, GET, PATCH"),
     ("POST", "/api/download/abcdefgh-1234", "GET, HEAD"),
     ("GET", "/api/compile-video/abcdefgh-1234", "POST"),
     ("POST", "/healthz", "GET"),

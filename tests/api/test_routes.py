@@ -21,7 +21,7 @@ def test_create_and_detail(api: httpx.Client) -> None:
     created = api.post("/api/sessions")
     assert created.status_code == 201
     body = created.json()
-    assert set(body) == {"id", "uploadToken", "createdAt", "expiresAt"}
+    assert set(body) == {"id", "title", "uploadToken", "createdAt", "expiresAt"}
     detail = api.get(f"/api/sessions/{body['id']}").json()
     assert detail["state"] == "recording" and detail["tracks"] == [] and detail["progress"] == 0
     assert detail["downloadUrl"] is None and detail["output"] is None

@@ -59,12 +59,15 @@ async def test_succeeded_job_makes_the_session_ready(
     tmp_path: Path,
 ) -> None:
     await record(storage, SID, {"video": h264_webm.read_bytes(), "audio": opus_webm.read_bytes()})
-    await apply(kube, "talk", {"sessionId": SID, "compile": True})
+    await apply(kube, "talk", {"sessionId": SID, "compile": True, "output": {"hls": True}})
     job = (await eventually(lambda: jobs(k8s), "the compile Job"))[0]
 
     assert await run_pod(job, settings.storage_addr) == 0
     session = await storage.get_session(SID)
     assert session.state == pb.SESSION_STATE_READY and session.output.size > 0
+    # The Job writes the named outputs too, and HLS when `spec.output.hls` asks (4 s < 10 min).
+    named = {o.name for o in session.named_outputs}
+    assert {"poster.jpg", "storyboard.jpg", "storyboard.vtt", "hls.m3u8", "hls-init.mp4"} <= named
     mp4 = tmp_path / "out.mp4"
     await storage.download(SID, "output", mp4)
     with av.open(str(mp4)) as container:
@@ -201,3 +204,28 @@ async def test_deleting_the_resource_deletes_the_data(
     with pytest.raises(StorageError) as err:
         await storage.get_session(SID)
     assert err.value.code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_spec_title_names_the_session_and_follows_its_changes(
+    k8s: Cluster, kube: Kube, storage: StorageClient, operator: Context
+) -> None:
+    await apply(kube, "standup", {"sessionId": SID, "title": "Réunion du lundi"})
+    await eventually(lambda: status_of(k8s, "standup").get("phase") == "Recording", "Recording")
+    assert (await storage.get_session(SID)).title == "Réunion du lundi"
+    await kube.patch_session("standup", {"spec": {"title": "  Weekly   sync "}})
+
+    async def renamed() -> bool:
+        return (await storage.get_session(SID)).title == "Weekly sync"
+
+    for _ in range(200):
+        if await renamed():
+            break
+        await asyncio.sleep(0.05)
+    assert await renamed()
+    # A title the CRD's schema would refuse (an API server without it): reported, not stored.
+    await kube.patch_session("standup", {"spec": {"title": "bell\x07"}})
+    status = await eventually(
+        lambda: (s := status_of(k8s, "standup")).get("phase") == "Invalid" and s, "Invalid"
+    )
+    assert status["message"].startswith("spec.title"), status
+    assert (await storage.get_session(SID)).title == "Weekly sync"

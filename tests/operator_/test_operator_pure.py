@@ -92,21 +92,24 @@ def test_compile_command_flags_map_onto_output_options(capsys: pytest.CaptureFix
     saved = job_module.main
     job_module.main = fake_main  # type: ignore[assignment]
     try:
-        with pytest.raises(SystemExit) as done:
-            cli_main(
-                [
-                    "compile",
-                    "abcdefgh-1",
-                    *compile_args("abcdefgh-1", OutputOptions(crf=30, max_height=480))[2:],
-                ]
-            )
-        assert done.value.code == 0
+        for options in (
+            OutputOptions(crf=30, max_height=480),
+            OutputOptions(hls=True),
+            OutputOptions(hls=False),
+        ):
+            with pytest.raises(SystemExit) as done:
+                cli_main(["compile", "abcdefgh-1", *compile_args("abcdefgh-1", options)[2:]])
+            assert done.value.code == 0
         with pytest.raises(SystemExit) as refused:
             cli_main(["compile", "abcdefgh-1", "--crf", "52"])
         assert refused.value.code == 2
     finally:
         job_module.main = saved
-    assert parsed == [OutputOptions(crf=30, max_height=480)]
+    assert parsed == [
+        OutputOptions(crf=30, max_height=480),
+        OutputOptions(hls=True),
+        OutputOptions(hls=False),
+    ]
     assert "--crf" in capsys.readouterr().err
 
 

@@ -327,3 +327,27 @@ def test_object_names_are_validated(backend_factory: Callable[[], Backend]) -> N
     ):
         with pytest.raises(InvalidArgument):
             call()
+
+
+def test_named_outputs_are_outputs_of_their_own(backend_factory: Callable[[], Backend]) -> None:
+    """A compile's poster, storyboard and HLS parts (issue 19): `open_output(id, name)`,
+    invisible until published, beside the MP4 and gone with the session."""
+    backend = backend_factory()
+    sid = new_session(backend).id
+    publish(backend, sid, b"the mp4")
+    for name, data in (("poster.jpg", b"jpeg"), ("hls-00000.m4s", b"segment")):
+        sink = backend.open_output(sid, name)
+        try:
+            sink.append([data])
+            with pytest.raises(NotFound):
+                read_all(backend, sid, name)
+            assert sink.publish()
+        finally:
+            sink.close()
+        assert read_all(backend, sid, name) == data and backend.size(sid, name) == len(data)
+    assert read_all(backend, sid, "output") == b"the mp4"
+    for bad in ("../poster.jpg", "video", "session.json", "poster.exe", f"{sid}.mp4x"):
+        with pytest.raises(InvalidArgument):
+            backend.open_output(sid, bad)
+    backend.delete(sid)
+    assert backend.size(sid, "poster.jpg") == 0

@@ -264,3 +264,58 @@ async def test_tracks_cannot_reopen_once_a_compile_was_asked_for(
     with pytest.raises(errors.Conflict, match="not recording"):
         await open_writer(registry, sid)
     assert registry.writing(sid) == []
+
+
+# --- titles and named outputs (issue 19) -------------------------------------------------------
+
+
+async def test_titles_are_set_at_creation_changed_and_searched(registry: SessionRegistry) -> None:
+    named = await registry.create(title="  Réunion   d'équipe ")
+    assert named.title == "Réunion d'équipe"
+    plain = await registry.create()
+    assert plain.title == ""  # the default (its creation time) is computed, never stored
+    with pytest.raises(errors.InvalidArgument, match="control"):
+        await registry.create(title="bell\x07")
+    with pytest.raises(errors.InvalidArgument, match="at most 200"):
+        await registry.update(plain.id, Change(title="x" * 201))
+    await registry.update(plain.id, Change(title="Weekly sync"))
+    assert registry.get(plain.id).title == "Weekly sync"
+
+    def found(query: str) -> set[str]:
+        return {r.id for r in registry.page(0, "", frozenset(), query)[0]}
+
+    assert found("RÉUNION") == {named.id}
+    assert found("weekly") == {plain.id}
+    assert found(plain.id[:8]) == {plain.id}
+    assert found("Recording") == set()  # both are named now
+    assert found("") == {named.id, plain.id}
+
+
+async def test_named_outputs_are_fenced_by_the_compile_generation(
+    registry: SessionRegistry,
+) -> None:
+    sid = (await registry.create()).id
+    await registry.update(sid, Change(finish_tracks=True))
+    first = (await registry.update(sid, Change(begin_compile=True))).compile_generation
+    poster = await open_writer(registry, sid, "poster.jpg", first)
+    assert await poster.send(0, b"jpeg", finish=True) == Ack(4, finished=True)
+    registry.close_stream(poster.stream)
+    assert registry.get(sid).named_outputs["poster.jpg"].size == 4
+    assert b"".join(registry.read(sid, "poster.jpg", 0, 0)) == b"jpeg"
+    assert registry.read_range(sid, "poster.jpg", 0, 0) == (0, 4)
+
+    late = await open_writer(registry, sid, "hls-00000.m4s", first)
+    second = (await registry.update(sid, Change(begin_compile=True))).compile_generation
+    assert registry.get(sid).named_outputs == {}  # an earlier attempt's outputs are void
+    with pytest.raises(errors.Conflict, match=f"compile {first} refused"):
+        await late.send(0, b"stale segment")
+    registry.close_stream(late.stream)
+    with pytest.raises(errors.NotFound):
+        registry.read_range(sid, "poster.jpg", 0, 0)
+    for bad in ("../poster.jpg", "poster.exe", "session.json"):
+        with pytest.raises(errors.InvalidArgument):
+            await open_writer(registry, sid, bad, second)
+    fresh = await open_writer(registry, sid, "poster.jpg", second)
+    await fresh.send(0, b"new", finish=True)
+    registry.close_stream(fresh.stream)
+    assert registry.get(sid).named_outputs["poster.jpg"].size == 3

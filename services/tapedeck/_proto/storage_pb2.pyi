@@ -5,7 +5,10 @@ Tapedeck storage API: sessions, their append-only tracks and their compiled outp
 
 Shaped like google.bytestream (Write / QueryWriteStatus / Read) with session metadata
 beside it. Objects inside a session are named: "video", "audio", "screen" (tracks)
-and "output" (the compiled MP4).
+and "output" (the compiled MP4); a compile's named outputs (poster.jpg, storyboard.jpg,
+storyboard.vtt, hls.m3u8, hls-init.mp4, hls-00001.m4s, ...: one flat name matching
+^[a-z0-9][a-z0-9-]{0,39}\\.(jpg|vtt|m3u8|m4s|mp4)$) are written like "output", fenced by
+the same compile generation.
 
 Status codes callers can rely on:
   INVALID_ARGUMENT    malformed session id, object name or request
@@ -150,6 +153,8 @@ class Session(_message.Message):
     COMPILE_ATTEMPTS_FIELD_NUMBER: _builtins.int
     WRITING_FIELD_NUMBER: _builtins.int
     COMPILE_GENERATION_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    NAMED_OUTPUTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     state: Global___SessionState.ValueType
     created_at_ms: _builtins.int
@@ -164,11 +169,17 @@ class Session(_message.Message):
     """some Write stream is open on a track"""
     compile_generation: _builtins.int
     """raised by every compile start: fences older compiles"""
+    title: _builtins.str
+    """empty until someone names it (shown as the creation time)"""
     @_builtins.property
     def tracks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Track]: ...
     @_builtins.property
     def output(self) -> Global___Output:
         """set once state is READY"""
+
+    @_builtins.property
+    def named_outputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___NamedOutput]:
+        """Named outputs the current compile generation published (cleared by a new compile)."""
 
     def __init__(
         self,
@@ -185,14 +196,41 @@ class Session(_message.Message):
         compile_attempts: _builtins.int = ...,
         writing: _builtins.bool = ...,
         compile_generation: _builtins.int = ...,
+        title: _builtins.str = ...,
+        named_outputs: _abc.Iterable[Global___NamedOutput] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compile_attempts", b"compile_attempts", "compile_generation", b"compile_generation", "created_at_ms", b"created_at_ms", "error", b"error", "expires_at_ms", b"expires_at_ms", "id", b"id", "output", b"output", "progress", b"progress", "state", b"state", "tracks", b"tracks", "updated_at_ms", b"updated_at_ms", "writing", b"writing"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compile_attempts", b"compile_attempts", "compile_generation", b"compile_generation", "created_at_ms", b"created_at_ms", "error", b"error", "expires_at_ms", b"expires_at_ms", "id", b"id", "named_outputs", b"named_outputs", "output", b"output", "progress", b"progress", "state", b"state", "title", b"title", "tracks", b"tracks", "updated_at_ms", b"updated_at_ms", "writing", b"writing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Session: _TypeAlias = Session  # noqa: Y015
+
+@_typing.final
+class NamedOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    size: _builtins.int
+    etag: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        size: _builtins.int = ...,
+        etag: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "name", b"name", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NamedOutput: _TypeAlias = NamedOutput  # noqa: Y015
 
 @_typing.final
 class CreateSessionRequest(_message.Message):
@@ -200,19 +238,23 @@ class CreateSessionRequest(_message.Message):
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
     TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """empty: the server generates a UUID4"""
     ttl_seconds: _builtins.int
     """0: the server's default"""
+    title: _builtins.str
+    """empty: the creation time"""
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
         ttl_seconds: _builtins.int = ...,
+        title: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id", "title", b"title", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -244,10 +286,13 @@ class ListSessionsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     STATES_FIELD_NUMBER: _builtins.int
+    QUERY_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """0: server default; capped by the server"""
     page_token: _builtins.str
     """from next_page_token"""
+    query: _builtins.str
+    """case-insensitive substring of the title or the id"""
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[Global___SessionState.ValueType]:
         """empty: every state"""
@@ -258,10 +303,11 @@ class ListSessionsRequest(_message.Message):
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         states: _abc.Iterable[Global___SessionState.ValueType] | None = ...,
+        query: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "query", b"query", "states", b"states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -305,6 +351,7 @@ class UpdateSessionRequest(_message.Message):
     FINISH_TRACKS_FIELD_NUMBER: _builtins.int
     BEGIN_COMPILE_FIELD_NUMBER: _builtins.int
     IF_COMPILE_GENERATION_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     state: Global___SessionState.ValueType
     progress: _builtins.float
@@ -319,6 +366,8 @@ class UpdateSessionRequest(_message.Message):
     """
     if_compile_generation: _builtins.int
     """Compare-and-set on the compile generation: FAILED_PRECONDITION once a newer compile began."""
+    title: _builtins.str
+    """1-200 characters, no control characters"""
     @_builtins.property
     def output(self) -> Global___Output:
         """replaces the output metadata when set"""
@@ -341,10 +390,11 @@ class UpdateSessionRequest(_message.Message):
         finish_tracks: _builtins.bool = ...,
         begin_compile: _builtins.bool = ...,
         if_compile_generation: _builtins.int | None = ...,
+        title: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_compile_attempts", b"_compile_attempts", "_error", b"_error", "_expires_at_ms", b"_expires_at_ms", "_if_compile_generation", b"_if_compile_generation", "_progress", b"_progress", "_state", b"_state", "compile_attempts", b"compile_attempts", "error", b"error", "expires_at_ms", b"expires_at_ms", "if_compile_generation", b"if_compile_generation", "output", b"output", "progress", b"progress", "state", b"state"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_compile_attempts", b"_compile_attempts", "_error", b"_error", "_expires_at_ms", b"_expires_at_ms", "_if_compile_generation", b"_if_compile_generation", "_progress", b"_progress", "_state", b"_state", "_title", b"_title", "compile_attempts", b"compile_attempts", "error", b"error", "expires_at_ms", b"expires_at_ms", "if_compile_generation", b"if_compile_generation", "output", b"output", "progress", b"progress", "state", b"state", "title", b"title"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_compile_attempts", b"_compile_attempts", "_error", b"_error", "_expires_at_ms", b"_expires_at_ms", "_if_compile_generation", b"_if_compile_generation", "_progress", b"_progress", "_state", b"_state", "begin_compile", b"begin_compile", "compile_attempts", b"compile_attempts", "error", b"error", "expires_at_ms", b"expires_at_ms", "finish_tracks", b"finish_tracks", "if_compile_generation", b"if_compile_generation", "if_state_in", b"if_state_in", "output", b"output", "progress", b"progress", "session_id", b"session_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_compile_attempts", b"_compile_attempts", "_error", b"_error", "_expires_at_ms", b"_expires_at_ms", "_if_compile_generation", b"_if_compile_generation", "_progress", b"_progress", "_state", b"_state", "_title", b"_title", "begin_compile", b"begin_compile", "compile_attempts", b"compile_attempts", "error", b"error", "expires_at_ms", b"expires_at_ms", "finish_tracks", b"finish_tracks", "if_compile_generation", b"if_compile_generation", "if_state_in", b"if_state_in", "output", b"output", "progress", b"progress", "session_id", b"session_id", "state", b"state", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__compile_attempts: _TypeAlias = _typing.Literal["compile_attempts"]  # noqa: Y015
     _WhichOneofArgType__compile_attempts: _TypeAlias = _typing.Literal["_compile_attempts", b"_compile_attempts"]  # noqa: Y015
@@ -358,6 +408,8 @@ class UpdateSessionRequest(_message.Message):
     _WhichOneofArgType__progress: _TypeAlias = _typing.Literal["_progress", b"_progress"]  # noqa: Y015
     _WhichOneofReturnType__state: _TypeAlias = _typing.Literal["state"]  # noqa: Y015
     _WhichOneofArgType__state: _TypeAlias = _typing.Literal["_state", b"_state"]  # noqa: Y015
+    _WhichOneofReturnType__title: _TypeAlias = _typing.Literal["title"]  # noqa: Y015
+    _WhichOneofArgType__title: _TypeAlias = _typing.Literal["_title", b"_title"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__compile_attempts) -> _WhichOneofReturnType__compile_attempts | None: ...
     @_typing.overload
@@ -370,6 +422,8 @@ class UpdateSessionRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__progress) -> _WhichOneofReturnType__progress | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__state) -> _WhichOneofReturnType__state | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__title) -> _WhichOneofReturnType__title | None: ...
 
 Global___UpdateSessionRequest: _TypeAlias = UpdateSessionRequest  # noqa: Y015
 
@@ -422,7 +476,7 @@ class WriteRequest(_message.Message):
     session_id: _builtins.str
     """first message"""
     object: _builtins.str
-    """first message: video | audio | screen | output"""
+    """first message: video | audio | screen | output | a named output"""
     mime_type: _builtins.str
     """first message, tracks"""
     started_at: _builtins.float

@@ -39,10 +39,16 @@ class Auth:
             return
         self.require(request)
 
-    def download_url(self, session_id: str) -> str:
-        url = f"/api/download/{session_id}"
+    def signed_query(self, session_id: str) -> dict[str, str]:
+        """`exp` and `sig` of a signed URL of this session's media (none without a token):
+        what an `<img>`, a `<video>` or hls.js fetches carries no bearer token."""
         if not self.api_token:
-            return url
+            return {}
         expires = int(time.time()) + DOWNLOAD_URL_TTL
         exp, _, sig = tokens.sign(self.secret, tokens.DOWNLOAD, session_id, expires).partition(".")
-        return f"{url}?exp={exp}&sig={sig}"
+        return {"exp": exp, "sig": sig}
+
+    def download_url(self, session_id: str) -> str:
+        url = f"/api/download/{session_id}"
+        query = self.signed_query(session_id)
+        return f"{url}?exp={query['exp']}&sig={query['sig']}" if query else url

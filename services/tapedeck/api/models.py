@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 from tapedeck._proto import storage_pb2 as pb
-from tapedeck.sessions import TRACKS
+from tapedeck.sessions import TITLE_MAX, TITLE_PATTERN, TRACKS, default_title
 from tapedeck.storage.records import PB_TO_STATE
 
 
@@ -53,8 +54,20 @@ class ResourceView(_Model):
     message: str | None
 
 
+class MediaView(_Model):
+    """URLs of what the compile made beside the MP4 (signed like `downloadUrl` when a token
+    is required); each null until it exists."""
+
+    poster_url: str | None = None
+    storyboard_url: str | None = Field(
+        default=None, description="WebVTT index of the storyboard sprite (`#xywh=` cues)"
+    )
+    hls_url: str | None = Field(default=None, description="the HLS (fMP4) playlist")
+
+
 class SessionView(_Model):
     id: str
+    title: str = Field(description="its title; until someone names it, its creation time")
     state: str
     created_at: datetime
     expires_at: datetime
@@ -68,6 +81,7 @@ class SessionView(_Model):
     error: str | None
     compile_attempts: int
     download_url: str | None
+    media: MediaView = Field(default_factory=MediaView)
     resource: ResourceView | None = Field(
         default=None,
         exclude_if=lambda v: v is None,
@@ -80,8 +94,34 @@ class SessionList(_Model):
     next_cursor: str | None
 
 
+_TITLE_DOC = (
+    "1-200 characters, not blank, no control or invisible formatting characters (400 "
+    "`invalid-title` otherwise); trimmed, runs of white space folded"
+)
+
+
+Title = Annotated[
+    str,
+    WithJsonSchema(
+        {"type": "string", "minLength": 1, "maxLength": TITLE_MAX, "pattern": TITLE_PATTERN}
+    ),
+]
+"""Checked by `sessions.validate_title` (400 `invalid-title`); the document says the same."""
+
+
+class NewSessionBody(_Model):
+    title: Title | None = Field(
+        default=None, description=f"{_TITLE_DOC}; default: the creation time"
+    )
+
+
+class SessionPatch(_Model):
+    title: Title = Field(description=_TITLE_DOC)
+
+
 class CreatedSession(_Model):
     id: str
+    title: str
     upload_token: str
     created_at: datetime
     expires_at: datetime
@@ -101,7 +141,10 @@ class ErrorBody(BaseModel):
 
 
 def session_view(
-    session: pb.Session, download_url: str | None, resource: ResourceView | None = None
+    session: pb.Session,
+    download_url: str | None,
+    resource: ResourceView | None = None,
+    media: MediaView | None = None,
 ) -> SessionView:
     state = PB_TO_STATE[session.state]
     output = None
@@ -115,6 +158,7 @@ def session_view(
     tracks = sorted(session.tracks, key=lambda t: TRACKS.index(t.name) if t.name in TRACKS else 9)
     return SessionView(
         id=session.id,
+        title=session.title or default_title(session.created_at_ms),
         state=state.value,
         created_at=ms_to_datetime(session.created_at_ms),
         expires_at=ms_to_datetime(session.expires_at_ms),
@@ -137,5 +181,6 @@ def session_view(
         error=session.error or None,
         compile_attempts=session.compile_attempts,
         download_url=download_url if output else None,
+        media=media if media is not None and output else MediaView(),
         resource=resource,
     )

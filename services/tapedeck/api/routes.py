@@ -12,15 +12,18 @@ from fastapi.security import HTTPBearer
 
 from tapedeck import tokens
 from tapedeck._proto import storage_pb2 as pb
-from tapedeck.api import cursors, ranges
+from tapedeck.api import cursors, outputs, ranges
 from tapedeck.api.auth import Auth
 from tapedeck.api.errors import ApiError
 from tapedeck.api.models import (
     CompileAccepted,
     CreatedSession,
     ErrorBody,
+    MediaView,
+    NewSessionBody,
     ResourceView,
     SessionList,
+    SessionPatch,
     SessionView,
     ms_to_datetime,
     session_view,
@@ -28,9 +31,23 @@ from tapedeck.api.models import (
 from tapedeck.compiler.queue import request_compile, withdraw_compile
 from tapedeck.guards import client_key, creation_limiter
 from tapedeck.lifecycle import CompileVerdict
-from tapedeck.sessions import OUTPUT, SESSION_ID_PATTERN, State, is_valid_session_id
+from tapedeck.sessions import (
+    HLS_PLAYLIST,
+    OUTPUT,
+    OUTPUT_NAME_PATTERN,
+    POSTER,
+    SESSION_ID_PATTERN,
+    STORYBOARD_VTT,
+    TITLE_MAX,
+    InvalidTitle,
+    State,
+    default_title,
+    is_valid_session_id,
+    validate_title,
+)
 from tapedeck.settings import Settings
 from tapedeck.storage.client import StorageClient
+from tapedeck.storage.errors import NotFound
 from tapedeck.storage.records import PB_TO_STATE, STATE_TO_PB
 from tapedeck.storage.session_client import SessionClient
 
@@ -59,6 +76,13 @@ class SessionDirectory(Protocol):
     async def describe(self, session_ids: Sequence[str]) -> Mapping[str, ResourceView]: ...
 
 
+def checked_title(title: str) -> str:
+    try:
+        return validate_title(title)
+    except InvalidTitle as err:
+        raise ApiError(400, "invalid-title", str(err)) from None
+
+
 def checked_id(session_id: str) -> str:
     if not is_valid_session_id(session_id):
         raise ApiError(
@@ -79,8 +103,13 @@ SessionId = Annotated[
     ),
 ]
 
+OutputName = Annotated[
+    str,
+    Path(pattern=OUTPUT_NAME_PATTERN, description="a named output of the last compile"),
+]
+
 _ERROR_DESCRIPTIONS = {
-    400: "invalid session id or cursor",
+    400: "invalid session id, cursor or title",
     401: "missing or wrong bearer token",
     404: "no such session",
     409: "the session's state does not allow this",
@@ -160,9 +189,25 @@ def build_router(
             raise ApiError(404, "not-found", f"session {session_id} not found")
         return session
 
+    def media(session: pb.Session) -> MediaView:
+        etags = {o.name: o.etag for o in session.named_outputs}
+        query = auth.signed_query(session.id) if etags else {}
+
+        def url(name: str) -> str | None:
+            return (
+                outputs.output_url(session.id, name, query, etags[name]) if name in etags else None
+            )
+
+        return MediaView(
+            poster_url=url(POSTER), storyboard_url=url(STORYBOARD_VTT), hls_url=url(HLS_PLAYLIST)
+        )
+
     async def views(sessions: Sequence[pb.Session]) -> list[SessionView]:
         resources = await directory.describe([s.id for s in sessions]) if directory else {}
-        return [session_view(s, auth.download_url(s.id), resources.get(s.id)) for s in sessions]
+        return [
+            session_view(s, auth.download_url(s.id), resources.get(s.id), media(s))
+            for s in sessions
+        ]
 
     creation = creation_limiter(settings.sessions_per_minute)
 
@@ -181,10 +226,14 @@ def build_router(
         "/sessions",
         status_code=201,
         dependencies=[*guarded, Depends(limit_creation)],
-        responses={201: {"links": CREATED_LINKS}, **answers(429, 503, 507, auth=needs_token)},
+        responses={
+            201: {"links": CREATED_LINKS},
+            **answers(400, 422, 429, 503, 507, auth=needs_token),
+        },
     )
-    async def create_session() -> CreatedSession:
-        session = await storage.create_session()
+    async def create_session(body: NewSessionBody | None = None) -> CreatedSession:
+        title = checked_title(body.title) if body is not None and body.title is not None else ""
+        session = await storage.create_session(title=title)
         if directory:
             try:
                 await directory.created(session.id)
@@ -194,6 +243,7 @@ def build_router(
         ttl = settings.upload_token_ttl.total_seconds()
         return CreatedSession(
             id=session.id,
+            title=session.title or default_title(session.created_at_ms),
             upload_token=tokens.upload_token(secret, session.id, ttl),
             created_at=ms_to_datetime(session.created_at_ms),
             expires_at=ms_to_datetime(session.expires_at_ms),
@@ -216,10 +266,17 @@ def build_router(
             ),
         ] = None,
         state: Annotated[State | None, Query()] = None,
+        q: Annotated[
+            str | None,
+            Query(
+                max_length=TITLE_MAX,
+                description="only sessions whose title or id contains this (any case)",
+            ),
+        ] = None,
     ) -> SessionList:
         states = [STATE_TO_PB[state]] if state else []
         page_token = cursors.to_page_token(cursor) if cursor else ""
-        page = await storage.list_sessions(limit, page_token, states)
+        page = await storage.list_sessions(limit, page_token, states, (q or "").strip())
         return SessionList(
             items=await views(page.sessions),
             next_cursor=cursors.from_page_token(page.next_page_token),
@@ -232,6 +289,67 @@ def build_router(
     )
     async def session_detail(session_id: SessionId) -> SessionView:
         return (await views([await get_session(session_id)]))[0]
+
+    @router.patch(
+        "/sessions/{session_id}",
+        dependencies=guarded,
+        responses=answers(400, 404, 422, 503, auth=needs_token),
+    )
+    async def patch_session(session_id: SessionId, body: SessionPatch) -> SessionView:
+        title = checked_title(body.title)
+        checked_id(session_id)
+        try:
+            session = await session_client.update(session_id, title=title)
+        except NotFound:
+            raise ApiError(404, "not-found", f"session {session_id} not found") from None
+        return (await views([session]))[0]
+
+    async def serve_output(
+        session_id: str, name: str, request: Request, top_level: bool
+    ) -> Response:
+        checked_id(session_id)
+        auth.require_download(request, session_id)
+        if (name in outputs.TOP_LEVEL) != top_level:
+            raise ApiError(404, "not-found", f"no {name} here")
+        session = await get_session(session_id)
+        found = {o.name: o for o in session.named_outputs}
+        if PB_TO_STATE[session.state] != State.READY or name not in found:
+            raise ApiError(404, "not-found", f"session {session_id} has no {name}")
+        etag = found[name].etag
+        fresh = request.query_params.get("v") == etag
+        headers = {
+            "ETag": f'"{etag}"',
+            "Cache-Control": outputs.IMMUTABLE if fresh else outputs.REVALIDATE,
+        }
+        if request.headers.get("if-none-match", "").strip() in (f'"{etag}"', "*"):
+            return Response(status_code=304, headers=headers)
+        data = bytearray()
+        async for chunk in storage.read(session_id, name, 0, 0):
+            data += chunk
+        body = bytes(data)
+        if name.endswith((".m3u8", ".vtt")):
+            query = {k: v for k, v in request.query_params.items() if k in ("exp", "sig")}
+            etags = {o.name: o.etag for o in session.named_outputs}
+            body = outputs.rewrite_references(body.decode(), query, etags).encode()
+        return Response(body, headers=headers, media_type=outputs.media_type(name))
+
+    media_answers = {
+        200: {"description": "the named output"},
+        304: {"description": "not modified (`If-None-Match`)"},
+        **answers(400, 404, 422, 503, auth=needs_token),
+    }
+    media_extra = {"parameters": SIGNED_URL_PARAMETERS} if needs_token else None
+
+    @router.get(
+        "/sessions/{session_id}/hls/{name}", responses=media_answers, openapi_extra=media_extra
+    )
+    async def hls_part(session_id: SessionId, name: OutputName, request: Request) -> Response:
+        return await serve_output(session_id, name, request, top_level=False)
+
+    @router.get("/sessions/{session_id}/{name}", responses=media_answers, openapi_extra=media_extra)
+    async def named_output(session_id: SessionId, name: OutputName, request: Request) -> Response:
+        """The poster (`poster.jpg`) and the storyboard (`storyboard.vtt`, `storyboard.jpg`)."""
+        return await serve_output(session_id, name, request, top_level=True)
 
     @router.delete(
         "/sessions/{session_id}",
@@ -308,7 +426,7 @@ def build_router(
         headers = {
             "Accept-Ranges": "bytes",
             "ETag": f'"{etag}"',
-            "Content-Disposition": f'attachment; filename="{session_id}.mp4"',
+            "Content-Disposition": outputs.content_disposition(session.title, session_id),
             "Cache-Control": "private, max-age=0, must-revalidate",
         }
         if request.headers.get("if-none-match", "").strip() in (f'"{etag}"', "*"):

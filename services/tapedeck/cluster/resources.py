@@ -21,7 +21,7 @@ from pydantic.alias_generators import to_camel
 
 from tapedeck.compiler.plan import OutputOptions
 from tapedeck.lifecycle import check_ttl
-from tapedeck.sessions import SESSION_ID_PATTERN
+from tapedeck.sessions import SESSION_ID_PATTERN, InvalidTitle, validate_title
 from tapedeck.settings import Duration
 
 GROUP = "tapedeck.io"
@@ -48,6 +48,8 @@ class RecordingSessionSpec(BaseModel):
     compile_request: int = Field(default=0, ge=0)
     output: OutputOptions = OutputOptions()
     ttl: Duration | None = None
+    title: str | None = None
+    """The session's title; the operator applies it (and every change of it)."""
 
 
 def parse_spec(spec: Mapping[str, Any]) -> RecordingSessionSpec:
@@ -64,6 +66,11 @@ def parse_spec(spec: Mapping[str, Any]) -> RecordingSessionSpec:
             check_ttl(parsed.ttl.total_seconds())
         except ValueError as err:
             raise InvalidSpec(f"spec.ttl: {err}") from None
+    if parsed.title is not None:
+        try:
+            parsed = parsed.model_copy(update={"title": validate_title(parsed.title)})
+        except InvalidTitle as err:
+            raise InvalidSpec(f"spec.title: {err}") from None
     return parsed
 
 

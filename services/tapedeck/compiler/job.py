@@ -17,10 +17,11 @@ from typing import Protocol
 
 from tapedeck._proto import storage_pb2 as pb
 from tapedeck.compiler.exits import EXIT_FAILED, EXIT_OK, EXIT_RETRY
+from tapedeck.compiler.extras import want_hls
 from tapedeck.compiler.media import MediaInfo
 from tapedeck.compiler.plan import OutputOptions, PlanError
 from tapedeck.compiler.probe import ProbeError
-from tapedeck.compiler.run import CompileError, RunningStage, compile_files
+from tapedeck.compiler.run import CompileError, RunningStage, compile_files, write_extras
 from tapedeck.compiler.scratch import run_directory
 from tapedeck.processes import tune_malloc_for_bulk_io
 from tapedeck.sessions import State, is_valid_session_id
@@ -147,6 +148,22 @@ async def compile_session(
                 return EXIT_OK
             return EXIT_FAILED
         phase("ffmpeg")
+        hls = want_hls(
+            result.duration_seconds, options.hls, settings.hls_min_duration.total_seconds()
+        )
+        extras = await write_extras(
+            settings.ffmpeg_path(),
+            output,
+            result.duration_seconds,
+            result.video_codec is not None,
+            hls,
+            scratch,
+        )
+        phase("extras")
+        # Named outputs first, each fenced by this compile's generation like the MP4: a
+        # session is `ready` only once all of them are there.
+        for name, path in extras:
+            await storage.upload_output(session_id, path, generation, name)
         await storage.upload_output(session_id, output, generation)
         phase("upload")
     await sessions.transition(

@@ -82,6 +82,8 @@ class OutputOptions(BaseModel):
         "veryslow",
     ] = "veryfast"
     max_height: int | None = Field(default=None, ge=16, le=8640)
+    hls: bool | None = None
+    """Also write HLS; None: by length (`Settings.hls_min_duration`, compiler/extras.py)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import os
 import re
 import shutil
@@ -23,6 +24,15 @@ from pathlib import Path
 
 import av
 
+from tapedeck.compiler.extras import (
+    LUMA_FILE,
+    Job,
+    parse_luma,
+    pick_poster,
+    plan_extras,
+    poster_job,
+    poster_window,
+)
 from tapedeck.compiler.media import MediaInfo
 from tapedeck.compiler.plan import (
     CompilePlan,
@@ -35,6 +45,9 @@ from tapedeck.compiler.plan import (
 )
 from tapedeck.compiler.probe import ProbeError, probe
 from tapedeck.processes import child_command
+from tapedeck.sessions import HLS_PLAYLIST, STORYBOARD_VTT, is_output_name
+
+log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[float], Awaitable[None] | None]
 
@@ -448,3 +461,48 @@ async def compile_files(
         audio_codec=result.audio,
         summary=plan.summary,
     )
+
+
+async def _poster(ffmpeg: str, mp4: Path, duration: float, out_dir: Path) -> Job:
+    """The poster from the luma samples `poster-luma` left in `out_dir`."""
+    start, _ = poster_window(duration)
+    luma = await asyncio.to_thread((out_dir / LUMA_FILE).read_text)
+    await asyncio.to_thread((out_dir / LUMA_FILE).unlink)
+    job = poster_job(str(mp4), pick_poster(parse_luma(luma), start), str(out_dir))
+    await run_args(ffmpeg, job.args, 0.0, None, finish_progress=False)
+    return job
+
+
+async def write_extras(
+    ffmpeg: str,
+    mp4: Path,
+    duration: float,
+    has_video: bool,
+    hls: bool,
+    scratch: Path,
+) -> list[tuple[str, Path]]:
+    """Poster, storyboard and HLS from the compiled MP4 (compiler/extras.py): the named
+    outputs made, as (name, file). Best effort: the MP4 is the product, so an extra that
+    FFmpeg fails on is left out (and logged), never a failed compile."""
+    dirs = {name: scratch / f"extras-{name}" for name in ("poster", "storyboard", "hls")}
+    for path in dirs.values():
+        await asyncio.to_thread(path.mkdir, exist_ok=True)
+    plan = plan_extras(str(mp4), duration, has_video, hls, {k: str(v) for k, v in dirs.items()})
+    made: list[tuple[str, Path]] = []
+    for job in plan.jobs:
+        try:
+            await run_args(ffmpeg, job.args, 0.0, None, finish_progress=False)
+            if job.name == "poster-luma":
+                job = await _poster(ffmpeg, mp4, duration, dirs["poster"])
+        except (CompileError, OSError) as err:
+            log.warning("the %s of %s was not made: %s", job.name, mp4.name, err)
+            continue
+        found = sorted(await asyncio.to_thread(list, dirs[job.name].iterdir()))
+        made += [(p.name, p) for p in found if is_output_name(p.name)]
+        if job.name == "storyboard" and plan.storyboard_vtt is not None:
+            vtt = dirs["storyboard"] / STORYBOARD_VTT
+            await asyncio.to_thread(vtt.write_text, plan.storyboard_vtt)
+            made.append((STORYBOARD_VTT, vtt))
+    # The playlist last: whoever lists the outputs as they land sees no playlist without parts.
+    made.sort(key=lambda item: item[0] == HLS_PLAYLIST)
+    return made

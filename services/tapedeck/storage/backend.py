@@ -19,6 +19,10 @@ What a method promises:
 - `TrackSink.size` is the durable size: the first answer to a (re)connecting writer.
 - `OutputSink` writes the compiled output beside its final name; `publish()` makes it visible
   at once, whole, and returns its ETag: a content validator (same bytes, same ETag).
+  `open_output(id, name)`: `name` is `output` (the MP4) or a named output (`poster.jpg`,
+  `storyboard.vtt`, `hls-00001.m4s`, ...: `sessions.is_output_name`, one flat name, validated
+  before it reaches a path or key: `InvalidArgument`). `read`/`size` take the same names.
+  Fencing by compile generation is the registry's job, not the backend's.
 - `read(id, obj, offset, limit)` yields the object's bytes from `offset` (`limit` 0: to the
   end) in chunks; `NotFound` when it was never written.
 - `save` / `load` / `load_all` / `delete` keep manifests: `load_all` skips what is not a
@@ -32,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
+from tapedeck.sessions import OUTPUT
 from tapedeck.settings import Settings
 from tapedeck.storage.records import SessionRecord
 
@@ -85,7 +90,9 @@ class Backend(Protocol):
         its name (left by a deleted session of the same id) is not its bytes: it starts empty."""
         ...
 
-    def open_output(self, session_id: str) -> OutputSink: ...
+    def open_output(self, session_id: str, name: str = OUTPUT) -> OutputSink:
+        """`name`: `output` (the MP4) or a named output (poster, storyboard, HLS parts)."""
+        ...
 
     def read(self, session_id: str, obj: str, offset: int, limit: int) -> Iterator[bytes]: ...
 

@@ -213,8 +213,10 @@ class StorageClient:
         except grpc.aio.AioRpcError as err:
             raise StorageError.from_rpc(err) from None
 
-    async def create_session(self, session_id: str = "", ttl_seconds: int = 0) -> pb.Session:
-        req = pb.CreateSessionRequest(session_id=session_id, ttl_seconds=ttl_seconds)
+    async def create_session(
+        self, session_id: str = "", ttl_seconds: int = 0, title: str = ""
+    ) -> pb.Session:
+        req = pb.CreateSessionRequest(session_id=session_id, ttl_seconds=ttl_seconds, title=title)
         result = await self._unary("CreateSession", req)
         assert isinstance(result, pb.Session)
         return result
@@ -229,9 +231,10 @@ class StorageClient:
         page_size: int = 0,
         page_token: str = "",
         states: Sequence[pb.SessionState.ValueType] | None = None,
+        query: str = "",
     ) -> pb.ListSessionsResponse:
         req = pb.ListSessionsRequest(
-            page_size=page_size, page_token=page_token, states=states or []
+            page_size=page_size, page_token=page_token, states=states or [], query=query
         )
         result = await self._unary("ListSessions", req)
         assert isinstance(result, pb.ListSessionsResponse)
@@ -312,11 +315,14 @@ class StorageClient:
                 size += len(chunk)
         return size
 
-    async def upload_output(self, session_id: str, path: Path, compile_generation: int) -> int:
-        """Store the compiled MP4 of compile `compile_generation` (from `begin_compile`);
-        storage publishes it atomically when the upload finishes, unless a newer compile began
-        meanwhile (FAILED_PRECONDITION)."""
-        writer = await self.open_writer(session_id, OUTPUT, compile_generation=compile_generation)
+    async def upload_output(
+        self, session_id: str, path: Path, compile_generation: int, name: str = OUTPUT
+    ) -> int:
+        """Store the compiled MP4 (or the named output `name`: poster, storyboard, HLS part) of
+        compile `compile_generation` (from `begin_compile`); storage publishes it atomically
+        when the upload finishes, unless a newer compile began meanwhile
+        (FAILED_PRECONDITION)."""
+        writer = await self.open_writer(session_id, name, compile_generation=compile_generation)
 
         async def final_ack() -> int:
             async for ack in writer.acks():  # drained as we go so acks never block the stream

@@ -3,6 +3,7 @@
     {data_dir}/{id}/session.json   manifest, written atomically (temp, fsync, rename, fsync dir)
     {data_dir}/{id}/video.webm     append-only tracks
     {data_dir}/{id}/{id}.mp4       the compiled output, published by rename
+    {data_dir}/{id}/out-{name}     named outputs of the compile (poster.jpg, hls.m3u8, ...)
 
 `OSError`s never leave this module: a full volume is `StorageFull`, a missing file `NotFound`,
 anything else `Unavailable` (errors.py).
@@ -22,7 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tapedeck.durable import fsync_dir
-from tapedeck.sessions import OUTPUT, TRACKS, InvalidSessionId, validate_session_id
+from tapedeck.sessions import (
+    OUTPUT,
+    TRACKS,
+    InvalidSessionId,
+    is_output_name,
+    validate_session_id,
+)
 from tapedeck.storage.errors import (
     InvalidArgument,
     NotFound,
@@ -152,6 +159,8 @@ class LocalBackend:
     def _object_path(self, session_id: str, obj: str) -> Path:
         if obj == OUTPUT:
             return self._dir(session_id) / f"{session_id}.mp4"
+        if is_output_name(obj):
+            return self._dir(session_id) / f"out-{obj}"
         if obj not in TRACKS:
             raise InvalidArgument(f"unknown object {obj[:40]!r}")
         return self._dir(session_id) / f"{obj}.webm"
@@ -243,15 +252,17 @@ class LocalBackend:
 
     def open_track(self, session_id: str, track: str, new: bool) -> FileAppender:
         path = self._object_path(session_id, track)
-        if track == OUTPUT:
-            raise InvalidArgument("the output is opened with open_output")
+        if track not in TRACKS:
+            raise InvalidArgument("outputs are opened with open_output")
         try:
             return FileAppender(path, truncate=new)
         except OSError as exc:
             raise storage_error(exc) from None
 
-    def open_output(self, session_id: str) -> OutputWriter:
-        final = self._object_path(session_id, OUTPUT)
+    def open_output(self, session_id: str, name: str = OUTPUT) -> OutputWriter:
+        if name != OUTPUT and not is_output_name(name):
+            raise InvalidArgument(f"unknown output {name[:40]!r}")
+        final = self._object_path(session_id, name)
         try:
             return OutputWriter(final.with_name(f".{final.name}.partial"), final)
         except OSError as exc:

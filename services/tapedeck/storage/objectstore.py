@@ -27,6 +27,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from tapedeck.sessions import OUTPUT
 from tapedeck.settings import S3Settings
 
 if TYPE_CHECKING:
@@ -74,8 +75,11 @@ def track_key(session_id: str, track: str) -> str:
     return f"sessions/{session_id}/{track}.webm"
 
 
-def output_key(session_id: str) -> str:
-    return f"sessions/{session_id}/{session_id}.mp4"
+def output_key(session_id: str, name: str = OUTPUT) -> str:
+    """The MP4, or a named output of the compile (poster.jpg, hls.m3u8, ...: validated names)."""
+    if name == OUTPUT:
+        return f"sessions/{session_id}/{session_id}.mp4"
+    return f"sessions/{session_id}/out-{name}"
 
 
 def manifest_key(session_id: str) -> str:

@@ -41,6 +41,11 @@ class OutputRecord(BaseModel):
     audio_codec: str = ""
 
 
+class NamedOutputRecord(BaseModel):
+    size: int = 0
+    etag: str = ""
+
+
 class SessionRecord(BaseModel):
     """What survives a restart. Track sizes are not here: the file sizes on disk are the truth."""
 
@@ -56,6 +61,10 @@ class SessionRecord(BaseModel):
     compile_attempts: int = 0
     compile_generation: int = 0
     """Raised by every compile start; only the newest compile may write (a fence)."""
+    title: str = ""
+    """Empty: the default (the creation time), computed, so it never needs a migration."""
+    named_outputs: dict[str, NamedOutputRecord] = Field(default_factory=dict)
+    """What the current compile generation published beside the MP4 (poster, storyboard, HLS)."""
 
 
 def to_pb(record: SessionRecord, sizes: dict[str, int], writing: bool) -> pb.Session:
@@ -82,4 +91,9 @@ def to_pb(record: SessionRecord, sizes: dict[str, int], writing: bool) -> pb.Ses
         compile_attempts=record.compile_attempts,
         writing=writing,
         compile_generation=record.compile_generation,
+        title=record.title,
+        named_outputs=[
+            pb.NamedOutput(name=name, size=out.size, etag=out.etag)
+            for name, out in sorted(record.named_outputs.items())
+        ],
     )

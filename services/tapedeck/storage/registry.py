@@ -24,15 +24,27 @@ from tapedeck.sessions import (
     OBJECTS,
     OUTPUT,
     TRACKS,
+    InvalidTitle,
     State,
+    default_title,
+    is_object,
+    is_output,
+    is_output_name,
     is_valid_session_id,
     new_session_id,
     valid_started_at,
+    validate_title,
 )
 from tapedeck.settings import Settings
 from tapedeck.storage import errors
 from tapedeck.storage.backend import Backend, OutputSink, TrackSink
-from tapedeck.storage.records import OutputRecord, SessionRecord, TrackRecord, now_ms
+from tapedeck.storage.records import (
+    NamedOutputRecord,
+    OutputRecord,
+    SessionRecord,
+    TrackRecord,
+    now_ms,
+)
 from tapedeck.storage.threads import finish_regardless, in_thread
 from tapedeck.webhooks.events import Event, gone_events, transition_events
 from tapedeck.webhooks.outbox import Outbox
@@ -48,11 +60,26 @@ def invalid_id(session_id: str) -> errors.InvalidArgument:
 
 
 def checked_object(name: str) -> str:
-    if name not in OBJECTS:
+    if not is_object(name):
         raise errors.InvalidArgument(
-            f"unknown object {name[:40]!r}: expected one of {', '.join(OBJECTS)}"
+            f"unknown object {name[:40]!r}: expected one of {', '.join(OBJECTS)} "
+            "or a named output (poster.jpg, storyboard.vtt, hls.m3u8, ...)"
         )
     return name
+
+
+def checked_title(title: str) -> str:
+    try:
+        return validate_title(title)
+    except InvalidTitle as err:
+        raise errors.InvalidArgument(str(err)) from None
+
+
+def matches(record: SessionRecord, query: str) -> bool:
+    """`?q=`: a case-insensitive substring of the title (the default one too) or the id."""
+    needle = query.casefold()
+    title = record.title or default_title(record.created_at_ms)
+    return needle in title.casefold() or needle in record.id
 
 
 def backend_error(exc: errors.StorageError | OSError) -> errors.StorageError:
@@ -82,6 +109,7 @@ class Change:
     output: OutputRecord | None = None
     """Output metadata (duration, codecs): size and etag are storage's own, never taken."""
     finish_tracks: bool = False
+    title: str | None = None
 
 
 def apply_change(record: SessionRecord, change: Change, writing: Iterable[str]) -> SessionRecord:
@@ -98,6 +126,8 @@ def apply_change(record: SessionRecord, change: Change, writing: Iterable[str]) 
             f"by compile {record.compile_generation}"
         )
     updated = record.model_copy(deep=True)
+    if change.title is not None:
+        updated.title = checked_title(change.title)
     if change.state is not None:
         updated.state = change.state
     if change.progress is not None:
@@ -119,6 +149,7 @@ def apply_change(record: SessionRecord, change: Change, writing: Iterable[str]) 
         # crash between that rename and the next manifest save must not leave the old size
         # and etag describing the new bytes.
         updated.output = None
+        updated.named_outputs = {}
         updated.compile_attempts += 1
         updated.compile_generation += 1
     if change.output is not None:
@@ -154,7 +185,11 @@ def check_output(record: SessionRecord, generation: int) -> None:
 
 
 def page(
-    records: Iterable[SessionRecord], size: int, token: str, states: frozenset[State]
+    records: Iterable[SessionRecord],
+    size: int,
+    token: str,
+    states: frozenset[State],
+    query: str = "",
 ) -> tuple[list[SessionRecord], str]:
     """Newest first, after the cursor `token` (a keyset: creation time, then id)."""
     if size < 0:
@@ -174,6 +209,8 @@ def page(
         if after is not None and (record.created_at_ms, record.id) >= after:
             continue
         if states and record.state not in states:
+            continue
+        if query and not matches(record, query):
             continue
         if len(found) == size:
             more = True
@@ -291,15 +328,18 @@ class SessionRegistry:
         return sum(self.sizes.get((session_id, t), 0) for t in TRACKS)
 
     def page(
-        self, size: int, token: str, states: frozenset[State]
+        self, size: int, token: str, states: frozenset[State], query: str = ""
     ) -> tuple[list[SessionRecord], str]:
-        return page(self.records.values(), size, token, states)
+        return page(self.records.values(), size, token, states, query)
 
     def write_status(self, session_id: str, obj: str) -> tuple[int, bool]:
         """(committed size, complete)."""
         record = self.get(session_id)
         if checked_object(obj) == OUTPUT:
             return (record.output.size if record.output else 0), record.output is not None
+        if is_output_name(obj):
+            named = record.named_outputs.get(obj)
+            return (named.size if named else 0), named is not None
         track = record.tracks.get(obj)
         return self.sizes.get((record.id, obj), 0), bool(track and track.finished)
 
@@ -313,6 +353,11 @@ class SessionRegistry:
             if record.output is None:
                 raise errors.NotFound("no output yet")
             size = record.output.size
+        elif is_output_name(obj):
+            named = record.named_outputs.get(obj)
+            if named is None:
+                raise errors.NotFound(f"no {obj} output")
+            size = named.size
         else:
             if obj not in record.tracks:
                 raise errors.NotFound(f"no {obj} track")
@@ -356,8 +401,11 @@ class SessionRegistry:
             return
         metrics.webhook_outbox_events.set(len(self.outbox))
 
-    async def create(self, session_id: str = "", ttl_seconds: int = 0) -> SessionRecord:
+    async def create(
+        self, session_id: str = "", ttl_seconds: int = 0, title: str = ""
+    ) -> SessionRecord:
         session_id = session_id or new_session_id()
+        title = checked_title(title) if title else ""
         if not is_valid_session_id(session_id):
             raise invalid_id(session_id)
         if ttl_seconds:
@@ -377,7 +425,7 @@ class SessionRegistry:
             created = now_ms()
             ttl_ms = (ttl_seconds * 1000) or int(self.settings.session_ttl.total_seconds() * 1000)
             record = SessionRecord(
-                id=session_id, created_at_ms=created, expires_at_ms=created + ttl_ms
+                id=session_id, created_at_ms=created, expires_at_ms=created + ttl_ms, title=title
             )
             await self._save(record)
             metrics.storage_sessions.set(len(self.records))
@@ -402,8 +450,8 @@ class SessionRegistry:
         async with self._lock(session_id):
             if session_id not in self.records:
                 return  # a concurrent delete got here first
-            for obj in OBJECTS:
-                lease = self.leases.get((session_id, obj))
+            for key in [k for k in self.leases if k[0] == session_id]:
+                lease = self.leases.get(key)
                 if lease is not None:
                     lease.stop(errors.NotFound(f"session {session_id} was deleted"))
                     async with lease.lock:
@@ -430,7 +478,7 @@ class SessionRegistry:
         async with self._lock(record.id):
             # Re-read under the lock: two tracks opening at once must both be recorded.
             record = self.get(first.session_id)
-            if obj == OUTPUT:
+            if is_output(obj):
                 check_output(record, first.compile_generation)
                 new = True
             else:
@@ -476,8 +524,8 @@ class SessionRegistry:
         only when its last descriptor closes)."""
 
         def open_sink() -> tuple[TrackSink, OutputSink | None]:
-            if obj == OUTPUT:
-                output = self.backend.open_output(session_id)
+            if is_output(obj):
+                output = self.backend.open_output(session_id, obj)
                 return output, output
             return self.backend.open_track(session_id, obj, new=new), None
 
@@ -520,7 +568,7 @@ class SessionRegistry:
     def check_writable(self, stream: Stream) -> None:
         """Before each commit: bytes are acknowledged only while the track can still be
         compiled, and the output only while its compile is the newest."""
-        if stream.obj == OUTPUT:
+        if is_output(stream.obj):
             check_output(self.get(stream.session_id), stream.generation)
             return
         record = self.records.get(stream.session_id)
@@ -551,14 +599,17 @@ class SessionRegistry:
             if record is None:
                 raise errors.NotFound("session was deleted")
             updated = record.model_copy(deep=True)
-            if obj == OUTPUT:
+            if is_output(obj):
                 check_output(record, stream.generation)
                 assert stream.output is not None
                 try:
                     etag = await in_thread(stream.output.publish)
                 except (errors.StorageError, OSError) as exc:
                     raise backend_error(exc) from None
-                updated.output = OutputRecord(size=stream.sink.size, etag=etag)
+                if obj == OUTPUT:
+                    updated.output = OutputRecord(size=stream.sink.size, etag=etag)
+                else:
+                    updated.named_outputs[obj] = NamedOutputRecord(size=stream.sink.size, etag=etag)
             else:
                 updated.tracks[obj].finished = True
                 updated.tracks[obj].updated_at_ms = now_ms()

@@ -46,6 +46,7 @@ from tapedeck.sessions import (
     TRACKS,
     InvalidSessionId,
     State,
+    is_output_name,
     track_file_name,
     validate_session_id,
 )
@@ -175,12 +176,18 @@ class TieredTrackSink:
         self._inner.close()
 
 
+def _is_output(obj: str) -> bool:
+    return obj == OUTPUT or is_output_name(obj)
+
+
 class TieredOutputSink:
     """The compiled output: written on the volume (hashed as it goes), sent to the bucket as a
     multipart upload by `publish`, then removed from the volume."""
 
-    def __init__(self, tier: S3TieredBackend, session_id: str, inner: OutputWriter) -> None:
-        self._tier, self._id, self._inner = tier, session_id, inner
+    def __init__(
+        self, tier: S3TieredBackend, session_id: str, name: str, inner: OutputWriter
+    ) -> None:
+        self._tier, self._id, self._name, self._inner = tier, session_id, name, inner
 
     @property
     def size(self) -> int:
@@ -191,9 +198,10 @@ class TieredOutputSink:
 
     def publish(self) -> str:
         etag = self._inner.publish()  # durable on the volume, under its final name
-        final = self._tier._output_path(self._id)
+        final = self._tier._output_path(self._id, self._name)
         try:
-            self._tier._shipper.call(self._tier._upload_file(final, output_key(self._id)))
+            key = output_key(self._id, self._name)
+            self._tier._shipper.call(self._tier._upload_file(final, key))
         except ObjectStoreError as e:
             raise Unavailable(f"the output could not be stored: {_refused_message(e)}") from None
         finally:
@@ -245,7 +253,7 @@ class S3TieredBackend:
     def _check(self, session_id: str, obj: str) -> None:
         """Session id and object name validated before any path or key."""
         self._dir(session_id)
-        if obj != OUTPUT and obj not in TRACKS:
+        if not _is_output(obj) and obj not in TRACKS:
             raise InvalidArgument(f"unknown object {obj[:40]!r}")
 
     def _state_path(self, key: Key) -> Path:
@@ -255,8 +263,11 @@ class S3TieredBackend:
         self._check(*key)
         return self._dir(key[0]) / track_file_name(key[1])
 
-    def _output_path(self, session_id: str) -> Path:
-        return self._dir(session_id) / f"{session_id}.mp4"
+    def _output_path(self, session_id: str, name: str = OUTPUT) -> Path:
+        """Where the volume keeps an output until it is in the bucket (LocalBackend's names)."""
+        if name == OUTPUT:
+            return self._dir(session_id) / f"{session_id}.mp4"
+        return self._dir(session_id) / f"out-{name}"
 
     def _state(self, key: Key) -> shipping.UploadState | None:
         with self._lock:
@@ -311,11 +322,12 @@ class S3TieredBackend:
 
     def size(self, session_id: str, obj: str) -> int:
         self._check(session_id, obj)
-        if obj == OUTPUT and self._output_path(session_id).exists():
+        if _is_output(obj) and self._output_path(session_id, obj).exists():
             return self.volume.size(session_id, obj)  # published before the tier was on
-        if obj == OUTPUT:
+        if _is_output(obj):
             try:
-                return self._shipper.call(self._shipper.store.head(output_key(session_id))).size
+                head = self._shipper.store.head(output_key(session_id, obj))
+                return self._shipper.call(head).size
             except ObjectNotFound:
                 return 0
             except ObjectStoreError as e:
@@ -326,8 +338,8 @@ class S3TieredBackend:
         return size
 
     def open_track(self, session_id: str, track: str, new: bool) -> TieredTrackSink:
-        if track == OUTPUT:
-            raise InvalidArgument("the output is opened with open_output")
+        if _is_output(track):
+            raise InvalidArgument("an output is opened with open_output")
         key = (session_id, track)
         self._check(*key)
         if new:
@@ -345,24 +357,25 @@ class S3TieredBackend:
                 raise Unavailable(f"storage I/O error: {e.strerror}") from None
         return TieredTrackSink(self, key, self.volume.open_track(session_id, track, new))
 
-    def open_output(self, session_id: str) -> TieredOutputSink:
-        return TieredOutputSink(self, session_id, self.volume.open_output(session_id))
+    def open_output(self, session_id: str, name: str = OUTPUT) -> TieredOutputSink:
+        inner = self.volume.open_output(session_id, name)  # validates the name
+        return TieredOutputSink(self, session_id, name, inner)
 
     def read(self, session_id: str, obj: str, offset: int, limit: int) -> Iterator[bytes]:
         self._check(session_id, obj)  # now, not at the first chunk
         if offset < 0 or limit < 0:
             raise InvalidArgument("negative offset or limit")
-        if obj == OUTPUT and self._output_path(session_id).exists():
+        if _is_output(obj) and self._output_path(session_id, obj).exists():
             return self.volume.read(session_id, obj, offset, limit)  # from before the tier
-        if obj == OUTPUT:
-            return self._bucket_read(output_key(session_id), offset, limit)
+        if _is_output(obj):
+            return self._bucket_read(output_key(session_id, obj), offset, limit)
         return self._track_read((session_id, obj), offset, limit)
 
     def presign_read(self, session_id: str, obj: str, expires_seconds: int, filename: str) -> str:
         """The `Presigning` capability: a GET of the finished object for the public endpoint."""
         self._check(session_id, obj)
-        if obj == OUTPUT:
-            name = output_key(session_id)
+        if _is_output(obj):
+            name = output_key(session_id, obj)
         else:
             name = track_key(session_id, obj)
         disposition = f'attachment; filename="{filename}"' if filename else ""

@@ -112,6 +112,7 @@ def change_of(request: pb.UpdateSessionRequest) -> Change:
         begin_compile=request.begin_compile,
         output=output,
         finish_tracks=request.finish_tracks,
+        title=request.title if given("title") else None,
     )
 
 
@@ -142,7 +143,9 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
     async def CreateSession(
         self, request: pb.CreateSessionRequest, context: grpc.aio.ServicerContext
     ) -> pb.Session:
-        return self._pb(await self.registry.create(request.session_id, request.ttl_seconds))
+        return self._pb(
+            await self.registry.create(request.session_id, request.ttl_seconds, request.title)
+        )
 
     @refusals
     async def GetSession(
@@ -155,7 +158,11 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
         self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListSessionsResponse:
         states = frozenset(PB_TO_STATE[s] for s in request.states if s in PB_TO_STATE)
-        found, token = self.registry.page(request.page_size, request.page_token, states)
+        if len(request.query) > 200:
+            raise errors.InvalidArgument("the query is longer than 200 characters")
+        found, token = self.registry.page(
+            request.page_size, request.page_token, states, request.query
+        )
         return pb.ListSessionsResponse(sessions=[self._pb(r) for r in found], next_page_token=token)
 
     @refusals

@@ -37,10 +37,14 @@ class SessionClient:
         except errors.NotFound:
             return None
 
-    async def create_or_get(self, session_id: str, ttl_seconds: int = 0) -> pb.Session:
+    async def create_or_get(
+        self, session_id: str, ttl_seconds: int = 0, title: str = ""
+    ) -> pb.Session:
         """The session, created unless it exists (a second creator finds the first's)."""
         try:
-            return await self.storage.create_session(session_id, ttl_seconds=ttl_seconds)
+            return await self.storage.create_session(
+                session_id, ttl_seconds=ttl_seconds, title=title
+            )
         except errors.AlreadyExists:
             return await self.storage.get_session(session_id)
 
@@ -80,6 +84,7 @@ class SessionClient:
         output: pb.Output | None = None,
         finish_tracks: bool = False,
         begin_compile: bool = False,
+        title: str | None = None,
     ) -> pb.Session:
         """`UpdateSession` with its conditions said plainly: `from_` the states the session
         must be in, `generation` the compile that must still be the newest; `Conflict` when
@@ -106,6 +111,8 @@ class SessionClient:
             request.expires_at_ms = expires_at_ms
         if output is not None:
             request.output.CopyFrom(output)
+        if title is not None:
+            request.title = title
         return await self.storage.update_session(request)
 
     async def transition(
