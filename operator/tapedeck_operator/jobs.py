@@ -145,6 +145,10 @@ def build_job(
                             "args": compile_args(session_id, output),
                             "env": [
                                 {"name": "TAPEDECK_STORAGE_ADDR", "value": settings.storage_addr},
+                                {  # several replicas: the job finds the session's owner
+                                    "name": "TAPEDECK_STORAGE_ADDRS",
+                                    "value": ",".join(settings.storage_addrs),
+                                },
                                 {"name": "TMPDIR", "value": "/tmp"},
                                 {"name": "HOME", "value": "/tmp"},
                                 {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},

@@ -24,49 +24,49 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tapedeck/v1/storage.proto\x12\x0btapedeck.v1\"}\n\x05Track\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x12\n\nstarted_at\x18\x03 \x01(\x01\x12\x16\n\x0e\x63ommitted_size\x18\x04 \x01(\x03\x12\x10\n\x08\x66inished\x18\x05 \x01(\x08\x12\x15\n\rupdated_at_ms\x18\x06 \x01(\x03\"h\n\x06Output\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x18\n\x10\x64uration_seconds\x18\x02 \x01(\x01\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x13\n\x0bvideo_codec\x18\x04 \x01(\t\x12\x13\n\x0b\x61udio_codec\x18\x05 \x01(\t\"\xb5\x02\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.tapedeck.v1.SessionState\x12\x15\n\rcreated_at_ms\x18\x03 \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x04 \x01(\x03\x12\x15\n\rupdated_at_ms\x18\x05 \x01(\x03\x12\"\n\x06tracks\x18\x06 \x03(\x0b\x32\x12.tapedeck.v1.Track\x12#\n\x06output\x18\x07 \x01(\x0b\x32\x13.tapedeck.v1.Output\x12\x10\n\x08progress\x18\x08 \x01(\x01\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x18\n\x10\x63ompile_attempts\x18\n \x01(\x05\x12\x0f\n\x07writing\x18\x0b \x01(\x08\x12\x1a\n\x12\x63ompile_generation\x18\x0c \x01(\x03\"?\n\x14\x43reateSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x03\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"g\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12)\n\x06states\x18\x03 \x03(\x0e\x32\x19.tapedeck.v1.SessionState\"W\n\x14ListSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.tapedeck.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xc8\x03\n\x14UpdateSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12-\n\x05state\x18\x02 \x01(\x0e\x32\x19.tapedeck.v1.SessionStateH\x00\x88\x01\x01\x12\x15\n\x08progress\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x04 \x01(\tH\x02\x88\x01\x01\x12#\n\x06output\x18\x05 \x01(\x0b\x32\x13.tapedeck.v1.Output\x12\x1a\n\rexpires_at_ms\x18\x06 \x01(\x03H\x03\x88\x01\x01\x12\x1d\n\x10\x63ompile_attempts\x18\x07 \x01(\x05H\x04\x88\x01\x01\x12.\n\x0bif_state_in\x18\x08 \x03(\x0e\x32\x19.tapedeck.v1.SessionState\x12\x15\n\rfinish_tracks\x18\t \x01(\x08\x12\x15\n\rbegin_compile\x18\n \x01(\x08\x12\"\n\x15if_compile_generation\x18\x0b \x01(\x03H\x05\x88\x01\x01\x42\x08\n\x06_stateB\x0b\n\t_progressB\x08\n\x06_errorB\x10\n\x0e_expires_at_msB\x13\n\x11_compile_attemptsB\x18\n\x16_if_compile_generation\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteSessionResponse\"\xaf\x01\n\x0cWriteRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x11\n\tmime_type\x18\x03 \x01(\t\x12\x12\n\nstarted_at\x18\x04 \x01(\x01\x12\x14\n\x0cwrite_offset\x18\x05 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\x12\x14\n\x0c\x66inish_write\x18\x07 \x01(\x08\x12\x1a\n\x12\x63ompile_generation\x18\x08 \x01(\x03\";\n\nWriteError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"a\n\rWriteResponse\x12\x16\n\x0e\x63ommitted_size\x18\x01 \x01(\x03\x12\x10\n\x08\x66inished\x18\x02 \x01(\x08\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.tapedeck.v1.WriteError\"=\n\x17QueryWriteStatusRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\"D\n\x18QueryWriteStatusResponse\x12\x16\n\x0e\x63ommitted_size\x18\x01 \x01(\x03\x12\x10\n\x08\x63omplete\x18\x02 \x01(\x08\"Z\n\x0bReadRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x13\n\x0bread_offset\x18\x03 \x01(\x03\x12\x12\n\nread_limit\x18\x04 \x01(\x03\"\x1c\n\x0cReadResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c*\xeb\x01\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17SESSION_STATE_RECORDING\x10\x01\x12\x1a\n\x16SESSION_STATE_RECORDED\x10\x02\x12\x18\n\x14SESSION_STATE_QUEUED\x10\x03\x12\x1b\n\x17SESSION_STATE_COMPILING\x10\x04\x12\x17\n\x13SESSION_STATE_READY\x10\x05\x12\x18\n\x14SESSION_STATE_FAILED\x10\x06\x12\x19\n\x15SESSION_STATE_EXPIRED\x10\x07\x32\xf2\x04\n\x07Storage\x12H\n\rCreateSession\x12!.tapedeck.v1.CreateSessionRequest\x1a\x14.tapedeck.v1.Session\x12\x42\n\nGetSession\x12\x1e.tapedeck.v1.GetSessionRequest\x1a\x14.tapedeck.v1.Session\x12S\n\x0cListSessions\x12 .tapedeck.v1.ListSessionsRequest\x1a!.tapedeck.v1.ListSessionsResponse\x12H\n\rUpdateSession\x12!.tapedeck.v1.UpdateSessionRequest\x1a\x14.tapedeck.v1.Session\x12V\n\rDeleteSession\x12!.tapedeck.v1.DeleteSessionRequest\x1a\".tapedeck.v1.DeleteSessionResponse\x12\x42\n\x05Write\x12\x19.tapedeck.v1.WriteRequest\x1a\x1a.tapedeck.v1.WriteResponse(\x01\x30\x01\x12_\n\x10QueryWriteStatus\x12$.tapedeck.v1.QueryWriteStatusRequest\x1a%.tapedeck.v1.QueryWriteStatusResponse\x12=\n\x04Read\x12\x18.tapedeck.v1.ReadRequest\x1a\x19.tapedeck.v1.ReadResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tapedeck/v1/storage.proto\x12\x0btapedeck.v1\"}\n\x05Track\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tmime_type\x18\x02 \x01(\t\x12\x12\n\nstarted_at\x18\x03 \x01(\x01\x12\x16\n\x0e\x63ommitted_size\x18\x04 \x01(\x03\x12\x10\n\x08\x66inished\x18\x05 \x01(\x08\x12\x15\n\rupdated_at_ms\x18\x06 \x01(\x03\"h\n\x06Output\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x18\n\x10\x64uration_seconds\x18\x02 \x01(\x01\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x13\n\x0bvideo_codec\x18\x04 \x01(\t\x12\x13\n\x0b\x61udio_codec\x18\x05 \x01(\t\"\xc6\x02\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12(\n\x05state\x18\x02 \x01(\x0e\x32\x19.tapedeck.v1.SessionState\x12\x15\n\rcreated_at_ms\x18\x03 \x01(\x03\x12\x15\n\rexpires_at_ms\x18\x04 \x01(\x03\x12\x15\n\rupdated_at_ms\x18\x05 \x01(\x03\x12\"\n\x06tracks\x18\x06 \x03(\x0b\x32\x12.tapedeck.v1.Track\x12#\n\x06output\x18\x07 \x01(\x0b\x32\x13.tapedeck.v1.Output\x12\x10\n\x08progress\x18\x08 \x01(\x01\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x18\n\x10\x63ompile_attempts\x18\n \x01(\x05\x12\x0f\n\x07writing\x18\x0b \x01(\x08\x12\x1a\n\x12\x63ompile_generation\x18\x0c \x01(\x03\x12\x0f\n\x07replica\x18\r \x01(\x05\"?\n\x14\x43reateSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x02 \x01(\x03\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"g\n\x13ListSessionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12)\n\x06states\x18\x03 \x03(\x0e\x32\x19.tapedeck.v1.SessionState\"W\n\x14ListSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.tapedeck.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xc8\x03\n\x14UpdateSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12-\n\x05state\x18\x02 \x01(\x0e\x32\x19.tapedeck.v1.SessionStateH\x00\x88\x01\x01\x12\x15\n\x08progress\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05\x65rror\x18\x04 \x01(\tH\x02\x88\x01\x01\x12#\n\x06output\x18\x05 \x01(\x0b\x32\x13.tapedeck.v1.Output\x12\x1a\n\rexpires_at_ms\x18\x06 \x01(\x03H\x03\x88\x01\x01\x12\x1d\n\x10\x63ompile_attempts\x18\x07 \x01(\x05H\x04\x88\x01\x01\x12.\n\x0bif_state_in\x18\x08 \x03(\x0e\x32\x19.tapedeck.v1.SessionState\x12\x15\n\rfinish_tracks\x18\t \x01(\x08\x12\x15\n\rbegin_compile\x18\n \x01(\x08\x12\"\n\x15if_compile_generation\x18\x0b \x01(\x03H\x05\x88\x01\x01\x42\x08\n\x06_stateB\x0b\n\t_progressB\x08\n\x06_errorB\x10\n\x0e_expires_at_msB\x13\n\x11_compile_attemptsB\x18\n\x16_if_compile_generation\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteSessionResponse\"\xaf\x01\n\x0cWriteRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x11\n\tmime_type\x18\x03 \x01(\t\x12\x12\n\nstarted_at\x18\x04 \x01(\x01\x12\x14\n\x0cwrite_offset\x18\x05 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\x12\x14\n\x0c\x66inish_write\x18\x07 \x01(\x08\x12\x1a\n\x12\x63ompile_generation\x18\x08 \x01(\x03\";\n\nWriteError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"a\n\rWriteResponse\x12\x16\n\x0e\x63ommitted_size\x18\x01 \x01(\x03\x12\x10\n\x08\x66inished\x18\x02 \x01(\x08\x12&\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.tapedeck.v1.WriteError\"=\n\x17QueryWriteStatusRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\"D\n\x18QueryWriteStatusResponse\x12\x16\n\x0e\x63ommitted_size\x18\x01 \x01(\x03\x12\x10\n\x08\x63omplete\x18\x02 \x01(\x08\"Z\n\x0bReadRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06object\x18\x02 \x01(\t\x12\x13\n\x0bread_offset\x18\x03 \x01(\x03\x12\x12\n\nread_limit\x18\x04 \x01(\x03\"\x1c\n\x0cReadResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c*\xeb\x01\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17SESSION_STATE_RECORDING\x10\x01\x12\x1a\n\x16SESSION_STATE_RECORDED\x10\x02\x12\x18\n\x14SESSION_STATE_QUEUED\x10\x03\x12\x1b\n\x17SESSION_STATE_COMPILING\x10\x04\x12\x17\n\x13SESSION_STATE_READY\x10\x05\x12\x18\n\x14SESSION_STATE_FAILED\x10\x06\x12\x19\n\x15SESSION_STATE_EXPIRED\x10\x07\x32\xf2\x04\n\x07Storage\x12H\n\rCreateSession\x12!.tapedeck.v1.CreateSessionRequest\x1a\x14.tapedeck.v1.Session\x12\x42\n\nGetSession\x12\x1e.tapedeck.v1.GetSessionRequest\x1a\x14.tapedeck.v1.Session\x12S\n\x0cListSessions\x12 .tapedeck.v1.ListSessionsRequest\x1a!.tapedeck.v1.ListSessionsResponse\x12H\n\rUpdateSession\x12!.tapedeck.v1.UpdateSessionRequest\x1a\x14.tapedeck.v1.Session\x12V\n\rDeleteSession\x12!.tapedeck.v1.DeleteSessionRequest\x1a\".tapedeck.v1.DeleteSessionResponse\x12\x42\n\x05Write\x12\x19.tapedeck.v1.WriteRequest\x1a\x1a.tapedeck.v1.WriteResponse(\x01\x30\x01\x12_\n\x10QueryWriteStatus\x12$.tapedeck.v1.QueryWriteStatusRequest\x1a%.tapedeck.v1.QueryWriteStatusResponse\x12=\n\x04Read\x12\x18.tapedeck.v1.ReadRequest\x1a\x19.tapedeck.v1.ReadResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tapedeck.v1.storage_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SESSIONSTATE']._serialized_start=2009
-  _globals['_SESSIONSTATE']._serialized_end=2244
+  _globals['_SESSIONSTATE']._serialized_start=2026
+  _globals['_SESSIONSTATE']._serialized_end=2261
   _globals['_TRACK']._serialized_start=42
   _globals['_TRACK']._serialized_end=167
   _globals['_OUTPUT']._serialized_start=169
   _globals['_OUTPUT']._serialized_end=273
   _globals['_SESSION']._serialized_start=276
-  _globals['_SESSION']._serialized_end=585
-  _globals['_CREATESESSIONREQUEST']._serialized_start=587
-  _globals['_CREATESESSIONREQUEST']._serialized_end=650
-  _globals['_GETSESSIONREQUEST']._serialized_start=652
-  _globals['_GETSESSIONREQUEST']._serialized_end=691
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=693
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=796
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=798
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=885
-  _globals['_UPDATESESSIONREQUEST']._serialized_start=888
-  _globals['_UPDATESESSIONREQUEST']._serialized_end=1344
-  _globals['_DELETESESSIONREQUEST']._serialized_start=1346
-  _globals['_DELETESESSIONREQUEST']._serialized_end=1388
-  _globals['_DELETESESSIONRESPONSE']._serialized_start=1390
-  _globals['_DELETESESSIONRESPONSE']._serialized_end=1413
-  _globals['_WRITEREQUEST']._serialized_start=1416
-  _globals['_WRITEREQUEST']._serialized_end=1591
-  _globals['_WRITEERROR']._serialized_start=1593
-  _globals['_WRITEERROR']._serialized_end=1652
-  _globals['_WRITERESPONSE']._serialized_start=1654
-  _globals['_WRITERESPONSE']._serialized_end=1751
-  _globals['_QUERYWRITESTATUSREQUEST']._serialized_start=1753
-  _globals['_QUERYWRITESTATUSREQUEST']._serialized_end=1814
-  _globals['_QUERYWRITESTATUSRESPONSE']._serialized_start=1816
-  _globals['_QUERYWRITESTATUSRESPONSE']._serialized_end=1884
-  _globals['_READREQUEST']._serialized_start=1886
-  _globals['_READREQUEST']._serialized_end=1976
-  _globals['_READRESPONSE']._serialized_start=1978
-  _globals['_READRESPONSE']._serialized_end=2006
-  _globals['_STORAGE']._serialized_start=2247
-  _globals['_STORAGE']._serialized_end=2873
+  _globals['_SESSION']._serialized_end=602
+  _globals['_CREATESESSIONREQUEST']._serialized_start=604
+  _globals['_CREATESESSIONREQUEST']._serialized_end=667
+  _globals['_GETSESSIONREQUEST']._serialized_start=669
+  _globals['_GETSESSIONREQUEST']._serialized_end=708
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=710
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=813
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=815
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=902
+  _globals['_UPDATESESSIONREQUEST']._serialized_start=905
+  _globals['_UPDATESESSIONREQUEST']._serialized_end=1361
+  _globals['_DELETESESSIONREQUEST']._serialized_start=1363
+  _globals['_DELETESESSIONREQUEST']._serialized_end=1405
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=1407
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=1430
+  _globals['_WRITEREQUEST']._serialized_start=1433
+  _globals['_WRITEREQUEST']._serialized_end=1608
+  _globals['_WRITEERROR']._serialized_start=1610
+  _globals['_WRITEERROR']._serialized_end=1669
+  _globals['_WRITERESPONSE']._serialized_start=1671
+  _globals['_WRITERESPONSE']._serialized_end=1768
+  _globals['_QUERYWRITESTATUSREQUEST']._serialized_start=1770
+  _globals['_QUERYWRITESTATUSREQUEST']._serialized_end=1831
+  _globals['_QUERYWRITESTATUSRESPONSE']._serialized_start=1833
+  _globals['_QUERYWRITESTATUSRESPONSE']._serialized_end=1901
+  _globals['_READREQUEST']._serialized_start=1903
+  _globals['_READREQUEST']._serialized_end=1993
+  _globals['_READRESPONSE']._serialized_start=1995
+  _globals['_READRESPONSE']._serialized_end=2023
+  _globals['_STORAGE']._serialized_start=2264
+  _globals['_STORAGE']._serialized_end=2890
 # @@protoc_insertion_point(module_scope)

@@ -194,7 +194,7 @@ def build_router(
         ttl = settings.upload_token_ttl.total_seconds()
         return CreatedSession(
             id=session.id,
-            upload_token=tokens.upload_token(secret, session.id, ttl),
+            upload_token=tokens.upload_token(secret, session.id, ttl, session.replica),
             created_at=ms_to_datetime(session.created_at_ms),
             expires_at=ms_to_datetime(session.expires_at_ms),
         )

@@ -56,6 +56,8 @@ class SessionRecord(BaseModel):
     compile_attempts: int = 0
     compile_generation: int = 0
     """Raised by every compile start; only the newest compile may write (a fence)."""
+    replica: int = 0
+    """The storage replica the session was placed on, its only writer (docs/decisions.md)."""
 
 
 def to_pb(record: SessionRecord, sizes: dict[str, int], writing: bool) -> pb.Session:
@@ -82,4 +84,5 @@ def to_pb(record: SessionRecord, sizes: dict[str, int], writing: bool) -> pb.Ses
         compile_attempts=record.compile_attempts,
         writing=writing,
         compile_generation=record.compile_generation,
+        replica=record.replica,
     )
