@@ -10,7 +10,9 @@ the rule's order. With one replica this is a plain `StorageClient` and changes n
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 
@@ -18,10 +20,21 @@ import grpc
 
 from tapedeck._proto import storage_pb2 as pb
 from tapedeck.placement import place, ranking
-from tapedeck.sessions import new_session_id
-from tapedeck.settings import Settings
+from tapedeck.sessions import OUTPUT, InvalidSessionId, State, new_session_id, validate_session_id
+from tapedeck.settings import S3Settings, Settings
 from tapedeck.storage import errors
 from tapedeck.storage.client import StorageClient, StorageError, TrackWriter
+from tapedeck.storage.objectstore import (
+    LISTING,
+    ObjectNotFound,
+    ObjectStore,
+    ObjectStoreError,
+    listing_key,
+    manifest_key,
+    output_key,
+    track_key,
+)
+from tapedeck.storage.records import PB_TO_STATE, SessionRecord, to_pb
 from tapedeck.storage.registry import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 KNOWN_OWNERS = 10_000
@@ -29,9 +42,120 @@ KNOWN_OWNERS = 10_000
 
 
 def connect(settings: Settings) -> StorageClient:
-    """The storage client for every caller: one replica's, or the router over several."""
+    """The storage client for every caller: one replica's, or the router over several (which
+    lists and reads finished data from the bucket when the tier is on)."""
     addrs = settings.replica_addrs()
-    return StorageClient(addrs[0]) if len(addrs) == 1 else ReplicatedStorage(addrs)
+    if len(addrs) == 1:
+        return StorageClient(addrs[0])
+    bucket = None
+    if settings.s3_bucket:
+        bucket = BucketView(S3Settings())
+    return ReplicatedStorage(addrs, bucket)
+
+
+def _unavailable(err: ObjectStoreError) -> StorageError:
+    return StorageError.of(grpc.StatusCode.UNAVAILABLE, f"the bucket: {err}")
+
+
+FINAL = frozenset({State.READY, State.FAILED, State.EXPIRED})
+
+
+class BucketView:
+    """What anyone may read from the bucket (docs/storage.md, "Who writes what"): manifest
+    copies, the listing, completed tracks and outputs. Read-only: owners write."""
+
+    def __init__(self, settings: S3Settings) -> None:
+        self.store = ObjectStore(settings)
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    async def _open(self) -> ObjectStore:
+        if self._stack is None:
+            stack = contextlib.AsyncExitStack()
+            await stack.enter_async_context(self.store)
+            self._stack = stack
+        return self.store
+
+    async def close(self) -> None:
+        if self._stack is not None:
+            await self._stack.aclose()
+            self._stack = None
+
+    async def manifest(self, session_id: str) -> SessionRecord | None:
+        """The bucket's copy of the manifest; None when there is none (yet)."""
+        store = await self._open()
+        try:
+            data = await store.get(manifest_key(session_id))
+        except ObjectNotFound:
+            return None
+        except ObjectStoreError as err:
+            raise _unavailable(err) from None
+        return SessionRecord.model_validate_json(data)
+
+    async def session(self, record: SessionRecord) -> pb.Session:
+        """The session as its manifest copy says, sizes from the completed objects."""
+        store = await self._open()
+        sizes: dict[str, int] = {}
+        for track in record.tracks.values():
+            if track.finished:
+                with contextlib.suppress(ObjectStoreError):
+                    sizes[track.name] = (await store.head(track_key(record.id, track.name))).size
+        return to_pb(record, sizes, writing=False)
+
+    async def page(
+        self, page_size: int, page_token: str, states: frozenset[State]
+    ) -> tuple[list[SessionRecord], str]:
+        """Newest first after the cursor: a `start-after` walk over `listing/` keys."""
+        store = await self._open()
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        start = ""
+        if page_token:
+            try:
+                created, _, sid = base64.urlsafe_b64decode(page_token).decode().partition(":")
+                start = listing_key(validate_session_id(sid), int(created))
+            except (ValueError, InvalidSessionId):
+                raise StorageError.of(
+                    grpc.StatusCode.INVALID_ARGUMENT, "malformed page token"
+                ) from None
+        found: list[SessionRecord] = []
+        try:
+            while len(found) <= size:
+                keys = await store.list_keys(LISTING, start, limit=size + 1)
+                if not keys:
+                    break
+                copies = await asyncio.gather(*(store.get(k.key) for k in keys))
+                for data in copies:
+                    record = SessionRecord.model_validate_json(data)
+                    if not states or record.state in states:
+                        found.append(record)
+                start = keys[-1].key
+        except ObjectStoreError as err:
+            raise _unavailable(err) from None
+        more = len(found) > size
+        found = found[:size]
+        next_token = ""
+        if more and found:
+            last = found[-1]
+            next_token = base64.urlsafe_b64encode(
+                f"{last.created_at_ms}:{last.id}".encode()
+            ).decode()
+        return found, next_token
+
+    async def read(
+        self, session_id: str, obj: str, offset: int, limit: int
+    ) -> AsyncIterator[bytes]:
+        """A completed object's bytes; `NotFound` when the bucket does not have it whole."""
+        store = await self._open()
+        name = output_key(session_id) if obj == OUTPUT else track_key(session_id, obj)
+        try:
+            await store.head(name)
+            async for chunk in store.read(name, offset, limit):
+                yield chunk
+        except ObjectNotFound:
+            raise StorageError.of(
+                grpc.StatusCode.NOT_FOUND, f"{obj} of {session_id} is not in the bucket"
+            ) from None
+        except ObjectStoreError as err:
+            raise _unavailable(err) from None
 
 
 def _key(session: pb.Session) -> tuple[int, str]:
@@ -39,9 +163,10 @@ def _key(session: pb.Session) -> tuple[int, str]:
 
 
 class ReplicatedStorage(StorageClient):
-    def __init__(self, addrs: Sequence[str]) -> None:
+    def __init__(self, addrs: Sequence[str], bucket: BucketView | None = None) -> None:
         if not addrs:
             raise ValueError("no storage replica address")
+        self.bucket = bucket
         super().__init__(addrs[0])  # its own channel stays unused: every call is routed
         self.replicas = [StorageClient(a) for a in addrs]
         self.owners: OrderedDict[str, int] = OrderedDict()
@@ -75,6 +200,12 @@ class ReplicatedStorage(StorageClient):
         known = self.owners.get(session_id)
         if known is not None and known < self.count:
             return self._plain(known)
+        if self.bucket is not None:  # the manifest copy names its owner (once shipped)
+            with contextlib.suppress(errors.Unavailable):
+                record = await self.bucket.manifest(session_id)
+                if record is not None and record.replica < self.count:
+                    self.pin(session_id, record.replica)
+                    return self._plain(record.replica)
         unreachable: errors.StorageError | None = None
         for replica in ranking(session_id, self.count):
             try:
@@ -95,6 +226,8 @@ class ReplicatedStorage(StorageClient):
     async def close(self) -> None:
         for replica in self.replicas:
             await replica.close()
+        if self.bucket is not None:
+            await self.bucket.close()
 
     # --- the StorageClient calls, routed --------------------------------------------------------
 
@@ -106,7 +239,17 @@ class ReplicatedStorage(StorageClient):
         return session
 
     async def get_session(self, session_id: str) -> pb.Session:
-        return await (await self.owner(session_id)).get_session(session_id)
+        """From the owner; while it is down, the bucket's copy (a finished session's is
+        whole; a live one's is as of its last manifest save)."""
+        try:
+            return await (await self.owner(session_id)).get_session(session_id)
+        except errors.Unavailable:
+            if self.bucket is None:
+                raise
+            record = await self.bucket.manifest(session_id)
+            if record is None:
+                raise
+            return await self.bucket.session(record)
 
     async def update_session(self, request: pb.UpdateSessionRequest) -> pb.Session:
         return await (await self.owner(request.session_id)).update_session(request)
@@ -131,9 +274,27 @@ class ReplicatedStorage(StorageClient):
     async def read(
         self, session_id: str, obj: str, offset: int = 0, limit: int = 0
     ) -> AsyncIterator[bytes]:
-        owner = await self.owner(session_id)
-        async for chunk in owner.read(session_id, obj, offset, limit):
-            yield chunk
+        """From the owner; while it is down, completed objects from the bucket (resuming
+        where the owner's stream stopped)."""
+        sent = 0
+        try:
+            owner = await self.owner(session_id)
+            async for chunk in owner.read(session_id, obj, offset, limit):
+                sent += len(chunk)
+                yield chunk
+            return
+        except errors.Unavailable as err:
+            if self.bucket is None:
+                raise
+            down = err
+        rest = limit - sent if limit else 0
+        if limit and rest <= 0:
+            return
+        try:
+            async for chunk in self.bucket.read(session_id, obj, offset + sent, rest):
+                yield chunk
+        except errors.NotFound:
+            raise down from None
 
     async def list_sessions(
         self,
@@ -141,8 +302,15 @@ class ReplicatedStorage(StorageClient):
         page_token: str = "",
         states: Sequence[pb.SessionState.ValueType] | None = None,
     ) -> pb.ListSessionsResponse:
-        """One page over every replica: the same keyset (creation time, id) on each, merged,
-        so the cursor stays the one storage hands out."""
+        """One page, newest first. With the tier: a keyset walk over the bucket's listing,
+        live sessions refreshed from their owners (the bucket's copy while one is down).
+        Without: every replica's page for the same keyset (creation time, id), merged, so the
+        cursor stays the one storage hands out."""
+        if self.bucket is not None:
+            wanted = frozenset(PB_TO_STATE[s] for s in states or [])
+            records, next_token = await self.bucket.page(page_size, page_token, wanted)
+            found = await asyncio.gather(*(self._fresh(r) for r in records))
+            return pb.ListSessionsResponse(sessions=found, next_page_token=next_token)
         pages = [
             await self._plain(r).list_sessions(page_size, page_token, states)
             for r in range(self.count)
@@ -160,3 +328,13 @@ class ReplicatedStorage(StorageClient):
                 f"{last.created_at_ms}:{last.id}".encode()
             ).decode()
         return pb.ListSessionsResponse(sessions=found, next_page_token=next_token)
+
+    async def _fresh(self, record: SessionRecord) -> pb.Session:
+        assert self.bucket is not None
+        self.pin(record.id, record.replica)
+        if record.replica < self.count:
+            try:
+                return await self._plain(record.replica).get_session(record.id)
+            except (errors.Unavailable, errors.NotFound):
+                pass  # down (or just deleted): the bucket's copy
+        return await self.bucket.session(record)
