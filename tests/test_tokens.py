@@ -40,3 +40,19 @@ def test_malformed_tokens_are_refused_not_raised() -> None:
     ):
         assert not tokens.verify("k", tokens.UPLOAD, "session-1", junk, now=1_000), junk
     assert tokens.verify("k", tokens.UPLOAD, "session-1", good, now=1_000)
+
+
+def test_upload_tokens_carry_the_replica_signed() -> None:
+    """The owner travels in the token; changing it (or dropping it) breaks the signature."""
+    plain = tokens.upload_token("k", "s1", 60)
+    assert "~" not in plain  # replica 0: the token format from before replicas
+    assert tokens.upload_replica("k", "s1", plain) == 0
+    placed = tokens.upload_token("k", "s1", 60, replica=2)
+    assert placed.startswith("2~")
+    assert tokens.upload_replica("k", "s1", placed) == 2
+    assert tokens.upload_replica("k", "s2", placed) is None
+    assert tokens.upload_replica("other", "s1", placed) is None
+    body = placed.partition("~")[2]
+    for steered in (f"3~{body}", body, f"02~{body}", f"0~{plain}", f"1~{plain}", f"²~{body}"):
+        assert tokens.upload_replica("k", "s1", steered) is None, steered
+    assert tokens.upload_replica("k", "s1", placed, now=10**11) is None  # expired

@@ -14,6 +14,7 @@ from typing import Any
 from tapedeck.cluster.kube import Kube
 from tapedeck.embedded.sweeper import run_sweeper
 from tapedeck.settings import Settings, get_settings
+from tapedeck.storage import replicas
 from tapedeck.storage.client import StorageClient
 from tapedeck.storage.session_client import SessionClient
 from tapedeck.webhooks.events import Event
@@ -36,7 +37,7 @@ class Context:
     @classmethod
     def from_environment(cls) -> Context:
         settings = get_settings()
-        return cls(settings, StorageClient(settings.storage_addr), Kube.from_settings(settings))
+        return cls(settings, replicas.connect(settings), Kube.from_settings(settings))
 
     def start_sweeper(self) -> None:
         """The storage-wide TTL sweep and idle finalization, as embedded mode runs them: in a

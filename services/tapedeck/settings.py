@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     storage_addr: str = "127.0.0.1:50051"
+    storage_addrs: Annotated[list[str], NoDecode] = []
+    """Several storage replicas (issue 15): their addresses, comma-separated, in replica order
+    (index 0 first; e.g. the StatefulSet's `storage-0.storage:50051,...`). Empty: one replica,
+    `storage_addr`. Never reorder or shrink it: a session's owner is recorded by index."""
+    storage_replica: int = Field(default=0, ge=0)
+    """A storage process's own index among the replicas, recorded in the manifests it creates
+    (the chart passes the StatefulSet's pod index)."""
     storage_metrics_port: int = 0
     session_ttl: Duration = timedelta(hours=24)
     idle_finalize: Duration = timedelta(minutes=5)
@@ -152,12 +159,17 @@ class Settings(BaseSettings):
         check_ttl(value.total_seconds())
         return value
 
+    def replica_addrs(self) -> list[str]:
+        """Every storage replica's address, index 0 first."""
+        return list(self.storage_addrs) or [self.storage_addr]
+
     @field_validator(
         "allowed_hosts",
         "allowed_origins",
         "cors_origins",
         "trusted_proxies",
         "webhook_url",
+        "storage_addrs",
         mode="before",
     )
     @classmethod

@@ -52,6 +52,33 @@ UPLOAD = "upload"
 DOWNLOAD = "download"
 
 
-def upload_token(secret: str, session_id: str, ttl_seconds: float) -> str:
-    """The token a client appends to a session's tracks with, valid for `ttl_seconds`."""
-    return sign(secret, UPLOAD, session_id, int(time.time() + ttl_seconds))
+_REPLICA = re.compile(r"[1-9][0-9]{0,3}", re.ASCII)
+
+
+def _upload_purpose(replica: int) -> str:
+    """Replica 0's tokens are the ones from before replicas (`EXPIRES.MAC`); each other
+    replica signs a purpose of its own, so a token cannot be steered to another replica."""
+    return UPLOAD if replica == 0 else f"{UPLOAD}@{replica}"
+
+
+def upload_token(secret: str, session_id: str, ttl_seconds: float, replica: int = 0) -> str:
+    """The token a client appends to a session's tracks with, valid for `ttl_seconds`; it
+    names the storage replica the session is placed on (`R~EXPIRES.MAC`, R > 0), so ingest
+    finds the owner without a lookup (docs/decisions.md)."""
+    if replica < 0:
+        raise ValueError("replica must be >= 0")
+    token = sign(secret, _upload_purpose(replica), session_id, int(time.time() + ttl_seconds))
+    return f"{replica}~{token}" if replica else token
+
+
+def upload_replica(
+    secret: str, session_id: str, token: str, now: float | None = None
+) -> int | None:
+    """The replica a valid upload token for `session_id` names; None for anything else."""
+    replica_text, sep, rest = token.partition("~")
+    if not sep:
+        return 0 if verify(secret, UPLOAD, session_id, token, now) else None
+    if not _REPLICA.fullmatch(replica_text):
+        return None
+    replica = int(replica_text)
+    return replica if verify(secret, _upload_purpose(replica), session_id, rest, now) else None

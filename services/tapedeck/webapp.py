@@ -30,7 +30,7 @@ from tapedeck.embedded.worker import LocalCompileWorker
 from tapedeck.guards import host_allowed
 from tapedeck.ingest.app import Ingest
 from tapedeck.settings import Settings
-from tapedeck.storage.client import StorageClient
+from tapedeck.storage import replicas
 from tapedeck.tokens import new_secret
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ async def storage_serving(storage_addr: str) -> bool:
 
 def create_app(settings: Settings, parts: Iterable[str] = ("api", "ingest")) -> FastAPI:
     parts = set(parts)
-    storage = StorageClient(settings.storage_addr)
+    storage = replicas.connect(settings)
     secret = resolve_secret(settings)
     worker = LocalCompileWorker(storage, settings)
     background: list[asyncio.Task[None]] = []

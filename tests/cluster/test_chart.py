@@ -517,3 +517,31 @@ def test_schema_is_json(helm: Helm) -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert set(values) <= set(schema["properties"])
+
+
+def test_storage_replicas(helm: Helm) -> None:
+    """`storage.replicas: N`: one StatefulSet, a volume per replica, each pod told its index,
+    and every replica's own address (the headless Service's pod names) given to the processes
+    that reach storage, replica 0 first. One replica changes nothing."""
+    single = render(helm)
+    assert by_kind(single, "StatefulSet")["tapedeck-storage"]["spec"]["replicas"] == 1
+    for name in ("tapedeck-ingest", "tapedeck-api", "tapedeck-operator"):
+        assert "TAPEDECK_STORAGE_ADDRS" not in container_env(single, name)
+    docs = render(helm, "--set=storage.replicas=3")
+    storage = by_kind(docs, "StatefulSet")["tapedeck-storage"]
+    assert storage["spec"]["replicas"] == 3
+    assert storage["spec"]["serviceName"] == "tapedeck-storage-headless"
+    assert [t["metadata"]["name"] for t in storage["spec"]["volumeClaimTemplates"]] == ["data"]
+    headless = by_kind(docs, "Service")["tapedeck-storage-headless"]
+    assert headless["spec"]["clusterIP"] == "None"
+    env = {e["name"]: e for e in storage["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["TAPEDECK_STORAGE_REPLICA"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['apps.kubernetes.io/pod-index']"
+    )
+    addrs = ",".join(f"tapedeck-storage-{i}.tapedeck-storage-headless:50051" for i in range(3))
+    for name in ("tapedeck-ingest", "tapedeck-api", "tapedeck-operator"):
+        assert container_env(docs, name)["TAPEDECK_STORAGE_ADDRS"]["value"] == addrs
+    # what the processes make of it: three replicas, in that order
+    assert Settings(storage_addrs=addrs).replica_addrs() == addrs.split(",")  # type: ignore[arg-type]
+    out = helm("template", "t", str(CHART), "--set=storage.replicas=0", check=False)
+    assert "replicas" in out

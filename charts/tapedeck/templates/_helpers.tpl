@@ -63,6 +63,16 @@ app.kubernetes.io/managed-by: tapedeck-operator
 {{- printf "%s:%d" (include "tapedeck.component" (dict "root" . "component" "storage")) (int .Values.storage.grpcPort) }}
 {{- end }}
 
+{{/* Every storage replica's own address (the headless Service's pod names), replica 0 first. */}}
+{{- define "tapedeck.storageAddrs" -}}
+{{- $name := include "tapedeck.component" (dict "root" . "component" "storage") }}
+{{- $addrs := list }}
+{{- range $i := until (int .Values.storage.replicas) }}
+{{- $addrs = append $addrs (printf "%s-%d.%s-headless:%d" $name $i $name (int $.Values.storage.grpcPort)) }}
+{{- end }}
+{{- join "," $addrs }}
+{{- end }}
+
 {{/* Restricted pod security (Pod Security Standards "restricted"). */}}
 {{- define "tapedeck.podSecurityContext" -}}
 runAsNonRoot: true
@@ -115,6 +125,10 @@ seccompProfile:
 {{- define "tapedeck.clientEnv" -}}
 - name: TAPEDECK_STORAGE_ADDR
   value: {{ include "tapedeck.storageAddr" . | quote }}
+{{- if gt (int .Values.storage.replicas) 1 }}
+- name: TAPEDECK_STORAGE_ADDRS
+  value: {{ include "tapedeck.storageAddrs" . | quote }}
+{{- end }}
 - name: TAPEDECK_SECRET_KEY
   valueFrom:
     secretKeyRef:

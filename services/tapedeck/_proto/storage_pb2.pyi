@@ -155,6 +155,7 @@ class Session(_message.Message):
     COMPILE_GENERATION_FIELD_NUMBER: _builtins.int
     TITLE_FIELD_NUMBER: _builtins.int
     NAMED_OUTPUTS_FIELD_NUMBER: _builtins.int
+    REPLICA_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     state: Global___SessionState.ValueType
     created_at_ms: _builtins.int
@@ -171,6 +172,8 @@ class Session(_message.Message):
     """raised by every compile start: fences older compiles"""
     title: _builtins.str
     """empty until someone names it (shown as the creation time)"""
+    replica: _builtins.int
+    """the storage replica the session is placed on (its only writer)"""
     @_builtins.property
     def tracks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Track]: ...
     @_builtins.property
@@ -198,10 +201,11 @@ class Session(_message.Message):
         compile_generation: _builtins.int = ...,
         title: _builtins.str = ...,
         named_outputs: _abc.Iterable[Global___NamedOutput] | None = ...,
+        replica: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["output", b"output"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["compile_attempts", b"compile_attempts", "compile_generation", b"compile_generation", "created_at_ms", b"created_at_ms", "error", b"error", "expires_at_ms", b"expires_at_ms", "id", b"id", "named_outputs", b"named_outputs", "output", b"output", "progress", b"progress", "state", b"state", "title", b"title", "tracks", b"tracks", "updated_at_ms", b"updated_at_ms", "writing", b"writing"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["compile_attempts", b"compile_attempts", "compile_generation", b"compile_generation", "created_at_ms", b"created_at_ms", "error", b"error", "expires_at_ms", b"expires_at_ms", "id", b"id", "named_outputs", b"named_outputs", "output", b"output", "progress", b"progress", "replica", b"replica", "state", b"state", "title", b"title", "tracks", b"tracks", "updated_at_ms", b"updated_at_ms", "writing", b"writing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

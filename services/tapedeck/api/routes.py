@@ -244,7 +244,7 @@ def build_router(
         return CreatedSession(
             id=session.id,
             title=session.title or default_title(session.created_at_ms),
-            upload_token=tokens.upload_token(secret, session.id, ttl),
+            upload_token=tokens.upload_token(secret, session.id, ttl, session.replica),
             created_at=ms_to_datetime(session.created_at_ms),
             expires_at=ms_to_datetime(session.expires_at_ms),
         )

@@ -39,6 +39,7 @@ from tapedeck.compiler.scratch import make_run_dir, remove_tree
 from tapedeck.processes import tune_malloc_for_bulk_io
 from tapedeck.sessions import State, is_valid_session_id
 from tapedeck.settings import Settings, get_settings
+from tapedeck.storage import replicas
 from tapedeck.storage.client import StorageClient, StorageError
 from tapedeck.storage.errors import NotFound
 from tapedeck.storage.records import PB_TO_STATE
@@ -313,7 +314,7 @@ async def follow(session_id: str, settings: Settings, options: OutputOptions | N
     scratch = make_run_dir(settings.scratch_root(), session_id)
     follower: Follower | None = None
     try:
-        async with StorageClient(settings.storage_addr) as storage:
+        async with replicas.connect(settings) as storage:
             follower = Follower(storage, session_id, settings, options or OutputOptions(), scratch)
             try:
                 return await follower.run()

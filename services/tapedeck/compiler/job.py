@@ -26,6 +26,7 @@ from tapedeck.compiler.scratch import run_directory
 from tapedeck.processes import tune_malloc_for_bulk_io
 from tapedeck.sessions import State, is_valid_session_id
 from tapedeck.settings import Settings
+from tapedeck.storage import replicas
 from tapedeck.storage.client import StorageClient
 from tapedeck.storage.errors import Conflict, NotFound, StorageError, Superseded
 from tapedeck.storage.session_client import SessionClient
@@ -195,7 +196,7 @@ async def main(session_id: str, settings: Settings, options: OutputOptions | Non
         log.error("invalid session id %r", session_id[:80])
         return EXIT_FAILED
     tune_malloc_for_bulk_io()
-    async with StorageClient(settings.storage_addr) as storage:
+    async with replicas.connect(settings) as storage:
         try:
             return await compile_session(storage, session_id, settings, options or OutputOptions())
         except StorageError as err:

@@ -29,6 +29,7 @@ from tapedeck.sessions import TRACKS, is_valid_session_id
 from tapedeck.settings import Settings
 from tapedeck.storage import errors
 from tapedeck.storage.client import StorageClient, StorageError, TrackWriter
+from tapedeck.storage.replicas import ReplicatedStorage
 
 log = logging.getLogger(__name__)
 
@@ -213,12 +214,15 @@ class Ingest:
                 "invalid-session-id",
                 "session must be 8-63 characters of a-z, 0-9 and '-'",
             )
-        if not token or not tokens.verify(self.secret, tokens.UPLOAD, session_id, token):
+        replica = tokens.upload_replica(self.secret, session_id, token) if token else None
+        if replica is None:
             raise ProtocolError(
                 Close.BAD_TOKEN,
                 "bad-token",
                 "missing, invalid or expired upload token for this session",
             )
+        if isinstance(self.storage, ReplicatedStorage):  # the owner, from the signed token
+            self.storage.pin(session_id, replica)
         try:
             await self.storage.get_session(session_id)
         except StorageError as err:
@@ -232,7 +236,7 @@ class Ingest:
         except StorageError as err:
             raise storage_close(err) from None
         ttl = self.settings.upload_token_ttl.total_seconds()
-        return session.id, tokens.upload_token(self.secret, session.id, ttl)
+        return session.id, tokens.upload_token(self.secret, session.id, ttl, session.replica)
 
     async def _await_start(self, conn: _Connection) -> StartMessage:
         try:

@@ -86,6 +86,17 @@ def manifest_key(session_id: str) -> str:
     return f"sessions/{session_id}/session.json"
 
 
+LISTING = "listing/"
+"""Newest-first keys of every session: one object per session, a copy of its manifest."""
+_NEWEST = 10**13 - 1  # inverted creation times sort newest first, fixed width until 2286
+
+
+def listing_key(session_id: str, created_at_ms: int) -> str:
+    """`listing/{inverted ms}-{id}`: key order is newest first, so a page is a `start-after`
+    keyset walk from the last key seen (docs/storage.md)."""
+    return f"{LISTING}{_NEWEST - created_at_ms:013d}-{session_id}"
+
+
 def _translate(error: Exception) -> ObjectStoreError:
     if isinstance(error, ClientError):
         info = error.response.get("Error", {})

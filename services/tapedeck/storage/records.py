@@ -65,6 +65,8 @@ class SessionRecord(BaseModel):
     """Empty: the default (the creation time), computed, so it never needs a migration."""
     named_outputs: dict[str, NamedOutputRecord] = Field(default_factory=dict)
     """What the current compile generation published beside the MP4 (poster, storyboard, HLS)."""
+    replica: int = 0
+    """The storage replica the session was placed on, its only writer (docs/decisions.md)."""
 
 
 def to_pb(record: SessionRecord, sizes: dict[str, int], writing: bool) -> pb.Session:
@@ -96,4 +98,5 @@ def to_pb(record: SessionRecord, sizes: dict[str, int], writing: bool) -> pb.Ses
             pb.NamedOutput(name=name, size=out.size, etag=out.etag)
             for name, out in sorted(record.named_outputs.items())
         ],
+        replica=record.replica,
     )

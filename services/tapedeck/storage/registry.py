@@ -425,7 +425,11 @@ class SessionRegistry:
             created = now_ms()
             ttl_ms = (ttl_seconds * 1000) or int(self.settings.session_ttl.total_seconds() * 1000)
             record = SessionRecord(
-                id=session_id, created_at_ms=created, expires_at_ms=created + ttl_ms, title=title
+                id=session_id,
+                created_at_ms=created,
+                expires_at_ms=created + ttl_ms,
+                title=title,
+                replica=self.settings.storage_replica,
             )
             await self._save(record)
             metrics.storage_sessions.set(len(self.records))

@@ -60,6 +60,7 @@ from tapedeck.storage.objectstore import (
     ObjectStoreError,
     Part,
     StoreRefused,
+    listing_key,
     manifest_key,
     output_key,
     track_key,
@@ -315,7 +316,13 @@ class S3TieredBackend:
     def delete(self, session_id: str) -> None:
         self._dir(session_id)  # validated before anything
         try:
-            self._shipper.call(self._forget(session_id))
+            created: int | None = self.volume.load(session_id).created_at_ms
+        except (NotFound, InvalidArgument, Unavailable):
+            created = None
+        try:
+            self._shipper.call(self._forget(session_id))  # ends manifest sends first
+            if created is not None:
+                self._shipper.call(self._shipper.store.delete(listing_key(session_id, created)))
         except ObjectStoreError as e:
             raise Unavailable(f"cannot delete {session_id}: {_refused_message(e)}") from None
         self.volume.delete(session_id)
@@ -637,6 +644,10 @@ class S3TieredBackend:
                 return  # deleted
             try:
                 await self._shipper.store.put(manifest_key(session_id), data, "application/json")
+                created = SessionRecord.model_validate_json(data).created_at_ms
+                await self._shipper.store.put(  # the listing's copy (several replicas)
+                    listing_key(session_id, created), data, "application/json"
+                )
                 return
             except ObjectStoreError as e:
                 self._report(f"{session_id}/{MANIFEST}", _refused_message(e))
