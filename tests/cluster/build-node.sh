@@ -37,30 +37,9 @@ WANT=(
     "kubectl|$CACHE/kubectl-$K8S_VERSION|kubectl"
 )
 
-missing() { # missing <dir> <binaries...>
-    local dir=$1
-    shift
-    for b in "$@"; do [[ -x "$dir/$b" ]] || return 0; done
-    return 1
-}
-
-if [[ "${1:-}" == "--where" ]]; then
-    for w in "${WANT[@]}"; do
-        IFS='|' read -r name dir bins <<<"$w"
-        for b in $bins; do echo "$b=$dir/$b"; done
-    done
-    exit 0
-fi
-
-if [[ "${1:-}" == "--check" ]]; then
-    status=0
-    for w in "${WANT[@]}"; do
-        IFS='|' read -r name dir bins <<<"$w"
-        # shellcheck disable=SC2086
-        if missing "$dir" $bins; then echo "missing: $name ($dir)" >&2; status=1; fi
-    done
-    exit $status
-fi
+# shellcheck source=tests/cluster/cache-lib.sh
+. "$HERE/cache-lib.sh"
+answer_queries "$@"
 
 build() { # build <tools dir> <dest dir> <ldflags> <tags> <packages...>; leaves "$dest.tmp.$$"
     local name=$1 dest=$2 ldflags=$3 tags=$4
