@@ -14,6 +14,7 @@ import pytest
 
 from harness import record_session, start_up, wait_settled
 from s3_fixtures import S3Place
+from tapedeck.api.outputs import content_disposition
 
 
 def wait_for_key(client: Any, bucket: str, key: str, timeout: float = 60) -> dict[str, Any]:
@@ -59,6 +60,8 @@ async def test_tapedeck_up_records_compiles_and_downloads_through_the_bucket(
             assert api.post(f"/api/compile-video/{sid}").status_code == 202
             seen = wait_settled(api, sid)
             assert seen[-1]["state"] == "ready", seen[-1]
+            title = "Équipe weekly"
+            assert api.patch(f"/api/sessions/{sid}", json={"title": title}).status_code == 200
             answer = api.get(f"/api/download/{sid}")
             if downloads == "redirect":
                 # The api answers with a presigned GET of the store and moves no media bytes.
@@ -68,13 +71,12 @@ async def test_tapedeck_up_records_compiles_and_downloads_through_the_bucket(
                 assert "X-Amz-Signature=" in location
                 download = httpx.get(location)
                 ranged = httpx.get(location, headers={"Range": "bytes=4-7"})
-                assert download.headers["content-disposition"] == (
-                    f'attachment; filename="{sid}.mp4"'
-                )
             else:
                 download = answer
                 ranged = api.get(f"/api/download/{sid}", headers={"Range": "bytes=4-7"})
             assert download.status_code == 200
+            # Named after the title in both modes (the store answers the signed disposition).
+            assert download.headers["content-disposition"] == content_disposition(title, sid)
             assert download.content[4:8] == b"ftyp"
             stored = client.get_object(Bucket=s3_place.bucket, Key=f"{base}/{sid}/{sid}.mp4")
             assert stored["Body"].read() == download.content

@@ -418,9 +418,8 @@ def build_router(
             from tapedeck.storage.objectstore import output_key
 
             # The store serves the bytes (Range, ETag): the api moves none (docs/storage.md).
-            url = await presigner.url(
-                output_key(session_id), f'attachment; filename="{session_id}.mp4"'
-            )
+            disposition = outputs.content_disposition(session.title, session_id)
+            url = await presigner.url(output_key(session_id), disposition)
             return RedirectResponse(url, 307, headers={"Cache-Control": "no-store"})
         size, etag = session.output.size, session.output.etag
         headers = {
