@@ -4,6 +4,7 @@ receiver verifying every request with the standardwebhooks library."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +31,7 @@ FAST = {
 
 def webhook_stack(tmp: Path, receiver: Receiver, **extra: str) -> Stack:
     return make_stack(
-        tmp, webhook_url=receiver.url, webhook_secret=receiver.secret, **FAST, **extra
+        tmp, webhook_url=receiver.url, webhook_secret=receiver.secret, **(FAST | extra)
     )
 
 
@@ -167,9 +168,17 @@ def test_storage_killed_before_delivery_still_delivers_once(
         stack.stop()
 
 
-def test_a_receiver_down_for_a_while_gets_everything_in_order(tmp_path: Path) -> None:
+# Down for minutes, with the default backoff base (5 s) capped at 20 s so the test's wait after
+# the return stays short; `attempts` refused before it comes back.
+DOWN_SECONDS = 150
+
+
+def test_a_receiver_down_for_minutes_gets_everything_in_order(tmp_path: Path) -> None:
     receiver = Receiver(free_port(), new_webhook_secret())  # not listening yet
-    stack = webhook_stack(tmp_path, receiver).start()
+    stack = webhook_stack(
+        tmp_path, receiver, webhook_backoff_base="5s", webhook_backoff_max="20s"
+    ).start()
+    down_since = time.monotonic()
     try:
         with httpx.Client(base_url=stack.base_url, timeout=30) as api:
             made = [api.post("/api/sessions").json()["id"] for _ in range(3)]
@@ -182,9 +191,11 @@ def test_a_receiver_down_for_a_while_gets_everything_in_order(tmp_path: Path) ->
                 refused[0] = sum(d["attemptCount"] for d in items)
                 return any(d["attemptCount"] >= 3 and d["lastError"] for d in items)
 
-            wait_for(retried, 60, "three refused attempts")
+            wait_for(retried, DOWN_SECONDS, "three refused attempts")
             listed = api.get("/api/webhooks/deliveries", params={"state": "pending"}).json()
             assert len(listed["items"]) == 4
+            time.sleep(max(0.0, DOWN_SECONDS - (time.monotonic() - down_since)))
+            retried()
         receiver.start()
         wait_for(lambda: len(receiver.delivered()) >= 4, 60, "every event")
         got = [(r.type, r.data["sessionId"]) for r in receiver.delivered()]
@@ -196,7 +207,7 @@ def test_a_receiver_down_for_a_while_gets_everything_in_order(tmp_path: Path) ->
         ]
         wait_for(lambda: not outbox_files(stack), 60, "the outbox acknowledged")
         assert len(receiver.delivered()) == 4
-        print(f"refused attempts while down: {refused[0]}, delivered when back: 4")
+        print(f"down {DOWN_SECONDS} s: {refused[0]} refused attempts, delivered when back: 4")
     except BaseException:
         print(stack.logs())
         raise
