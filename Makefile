@@ -18,10 +18,11 @@ test: $(VENV)/.stamp-dev $(VENV)/.stamp-powercut frontend
 		$(MAKE) --no-print-directory test-cluster; \
 	else echo "cluster suite skipped: no binaries yet (make cluster-tools, then make test-cluster)"; fi
 
-# etcd, kube-apiserver, kube-controller-manager, helm: built once per machine from pinned Go
-# modules, cached in ~/.cache/tapedeck/cluster-bin (tens of minutes cold, instant warm).
+# etcd, kube-apiserver, kube-controller-manager, helm, traefik: built once per machine from pinned Go
+# modules, cached in ~/.cache/tapedeck/{cluster-bin,traefik} (tens of minutes cold, instant warm).
 cluster-tools:
 	tests/cluster/build-tools.sh
+	tests/cluster/build-traefik.sh
 
 test-cluster: $(VENV)/.stamp-cluster frontend cluster-tools
 	TAPEDECK_REQUIRE_CLUSTER=1 $(BIN)/pytest tests/cluster
