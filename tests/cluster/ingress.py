@@ -161,13 +161,13 @@ def https_status(port: int, host: str, path: str, ca_file: Path) -> int:
     return int(match.group(1))
 
 
-def traefik_process(binary: Path, workdir: Path, port: int, read_timeout: str = "0s") -> Process:
-    """Traefik with one TLS entry point on 127.0.0.1:`port` and the Kubernetes Ingress provider.
-
-    `read_timeout` is the entry point's respondingTimeouts.readTimeout: Traefik's default (60 s)
-    is a deadline on the whole client connection, which a WebSocket upgraded through it keeps,
-    so a recording's socket would be cut after a minute (docs/kubernetes.md). No version check,
-    no usage report: nothing leaves the machine."""
+def traefik_process(binary: Path, workdir: Path, port: int) -> Process:
+    """Traefik with one TLS entry point on 127.0.0.1:`port` and the Kubernetes Ingress provider,
+    otherwise its defaults (the entry point's 60 s readTimeout included: Go's server clears the
+    connection's deadline when Traefik takes it over for a WebSocket, so it bounds requests, not
+    recordings). No TLS on the entry point itself: the Ingress's router.tls annotation (the chart
+    sets it with ingress.tls) is what makes its routes answer over TLS. No version check, no
+    usage report: nothing leaves the machine."""
     workdir.mkdir(parents=True, exist_ok=True)
     return Process(
         "traefik",
@@ -176,7 +176,6 @@ def traefik_process(binary: Path, workdir: Path, port: int, read_timeout: str = 
             "--global.checkNewVersion=false",
             "--global.sendAnonymousUsage=false",
             f"--entryPoints.websecure.address=127.0.0.1:{port}",
-            f"--entryPoints.websecure.transport.respondingTimeouts.readTimeout={read_timeout}",
             "--providers.kubernetesingress=true",
             "--providers.kubernetesingress.ingressClass=traefik",
             "--log.level=INFO",
