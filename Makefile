@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FRONTEND_SOURCES := $(shell find frontend -path frontend/node_modules -prune -o -path frontend/out -prune -o -path frontend/.next -prune -o -type f -print 2>/dev/null)
 
-.PHONY: run test test-fast test-faults test-powercut soak test-cluster cluster-tools proto lint format frontend bench screenshots clean
+.PHONY: run test test-fast test-faults test-powercut soak test-cluster cluster-tools cluster-images proto lint format frontend bench screenshots clean
 
 run: $(VENV)/.stamp-run frontend
 	$(BIN)/tapedeck up
@@ -14,17 +14,27 @@ run: $(VENV)/.stamp-run frontend
 # in CI, where a missing binary is an error rather than a skip.
 test: $(VENV)/.stamp-dev $(VENV)/.stamp-powercut frontend
 	$(BIN)/pytest --ignore=tests/cluster
-	@if [ "$$CI" = true ] || tests/cluster/build-tools.sh --check 2>/dev/null; then \
+	@if [ "$$CI" = true ] || { tests/cluster/build-tools.sh --check && tests/cluster/build-node.sh --check; } 2>/dev/null; then \
 		$(MAKE) --no-print-directory test-cluster; \
 	else echo "cluster suite skipped: no binaries yet (make cluster-tools, then make test-cluster)"; fi
 
-# etcd, kube-apiserver, kube-controller-manager, helm, traefik: built once per machine from pinned Go
-# modules, cached in ~/.cache/tapedeck/{cluster-bin,traefik} (tens of minutes cold, instant warm).
+# etcd, kube-apiserver, kube-controller-manager, helm, and the real node's kubelet,
+# kube-scheduler, kube-proxy, kubectl, containerd, CNI plugins, CoreDNS and pause, and Traefik
+# (the ingress controller of the browser test): built once per machine from pinned Go modules,
+# cached in ~/.cache/tapedeck/cluster-bin, node-bin and traefik (tens of minutes cold, instant
+# warm).
 cluster-tools:
 	tests/cluster/build-tools.sh
+	tests/cluster/build-node.sh
 	tests/cluster/build-traefik.sh
 
-test-cluster: $(VENV)/.stamp-cluster frontend cluster-tools
+# The two docker/Dockerfile targets (buildah, from local Debian bases) and the node's pause and
+# CoreDNS images, cached in ~/.cache/tapedeck/images by a hash of their inputs.
+cluster-images: cluster-tools
+	tests/cluster/build-images.sh
+
+# The suite starts a real node (root: bridges, iptables) and installs the chart on it.
+test-cluster: $(VENV)/.stamp-cluster cluster-images
 	TAPEDECK_REQUIRE_CLUSTER=1 $(BIN)/pytest tests/cluster
 
 $(VENV)/.stamp-cluster: tests/cluster/requirements.txt $(VENV)/.stamp-dev

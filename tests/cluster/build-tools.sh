@@ -8,6 +8,7 @@
 #
 #   tests/cluster/build-tools.sh            build what is missing, print the cache directory
 #   tests/cluster/build-tools.sh --check    exit 1 (and build nothing) if anything is missing
+#   tests/cluster/build-tools.sh --where    print "binary=path" of every binary (built or not)
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 TOOLS="$HERE/tools"
@@ -38,6 +39,14 @@ missing() { # missing <dir> <binaries...>
     for b in "$@"; do [[ -x "$dir/$b" || ( -f "$dir/$b" && "$b" == *.yaml ) ]] || return 0; done
     return 1
 }
+
+if [[ "${1:-}" == "--where" ]]; then
+    for w in "${WANT[@]}"; do
+        IFS='|' read -r name dir bins <<<"$w"
+        for b in $bins; do echo "$b=$dir/$b"; done
+    done
+    exit 0
+fi
 
 if [[ "${1:-}" == "--check" ]]; then
     status=0

@@ -1,21 +1,31 @@
-"""Fixtures of the cluster suite: a real control plane, the node agent, helm, the CRD.
+"""Fixtures of the cluster suite: a real control plane (API only), helm, the CRD, and a real
+node (`real_node`, node.py) with the chart installed on it (`installed_chart`).
 
-Without the binaries (tests/cluster/build-tools.sh builds them) the suite is skipped, except
-in CI (CI=true) or with TAPEDECK_REQUIRE_CLUSTER=1, where that is an error.
+Without the binaries (tests/cluster/build-tools.sh and build-node.sh build them) the suite is
+skipped, except in CI (CI=true) or with TAPEDECK_REQUIRE_CLUSTER=1, where that is an error.
 """
 
 from __future__ import annotations
 
 import os
-import sys
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cluster.controlplane import ControlPlane, Process, binaries
-from cluster.helpers import AGENT, REPO, Agent, Helm, install_crd, wait_until
+from cluster.controlplane import ControlPlane, binaries
+from cluster.helpers import Helm, install_crd
+from cluster.node import (
+    HERE,
+    InstalledChart,
+    RealNode,
+    build_images,
+    dump,
+    install,
+    real_node_running,
+)
 
 
 def required() -> bool:
@@ -49,47 +59,6 @@ def cluster(bins: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Con
 
 
 @pytest.fixture(scope="session")
-def frontend_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    built = REPO / "frontend" / "out"
-    if (built / "index.html").exists():
-        return built
-    stand_in = tmp_path_factory.mktemp("frontend")
-    (stand_in / "index.html").write_text("<!doctype html><title>Tapedeck</title>\n")
-    return stand_in
-
-
-@pytest.fixture(scope="session")
-def agent(
-    cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory, frontend_dir: Path
-) -> Iterator[Agent]:
-    state = tmp_path_factory.mktemp("agent")
-    venv_bin = Path(sys.executable).parent
-    process = Process(
-        "agent",
-        [
-            sys.executable,
-            str(AGENT),
-            f"--kubeconfig={cluster.admin_kubeconfig}",
-            f"--state-dir={state}",
-            f"--kubelet-version={cluster.bins.kubernetes_version}",
-            f"--command=tapedeck={venv_bin / 'tapedeck'}",
-            f"--command=python={sys.executable}",
-            f"--command=python3={sys.executable}",
-            f"--image-path=/app/frontend={frontend_dir}",
-        ],
-        state / "agent.log",
-    )
-    process.start()
-    try:
-        wait_until(
-            lambda: cluster.raw("GET", "/api/v1/nodes/agent-0")[0] == 200, 30, "the agent's node"
-        )
-        yield Agent(process, state)
-    finally:
-        process.stop(timeout=20)
-
-
-@pytest.fixture(scope="session")
 def helm(bins: Any, tmp_path_factory: pytest.TempPathFactory) -> Helm:
     need(bins.helm)
     home = tmp_path_factory.mktemp("helm")
@@ -105,12 +74,47 @@ def helm(bins: Any, tmp_path_factory: pytest.TempPathFactory) -> Helm:
 
 
 @pytest.fixture(scope="session")
-def kube_helm(helm: Helm, cluster: ControlPlane) -> Helm:
-    """helm talking to the test cluster as its admin."""
-    return Helm(helm.binary, {**helm.env, "KUBECONFIG": str(cluster.admin_kubeconfig)})
-
-
-@pytest.fixture(scope="session")
 def crd(cluster: ControlPlane) -> dict[str, Any]:
     """The chart's CRD, created and Established (helm install skips an existing one)."""
     return install_crd(cluster)
+
+
+def node_binaries() -> dict[str, Path]:
+    where = subprocess.run(
+        [str(HERE / "build-node.sh"), "--where"], capture_output=True, text=True, check=True
+    ).stdout
+    return {k: Path(v) for k, v in (line.split("=", 1) for line in where.splitlines())}
+
+
+@pytest.fixture(scope="session")
+def real_node(bins: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
+    """A real Kubernetes node (kubelet, containerd, kube-proxy, CoreDNS) with the images built
+    from docker/Dockerfile imported; held under the machine-wide node lock, torn down at the
+    end of the session. Needs root (bridges, iptables, mounts)."""
+    node_bins = node_binaries()
+    need(bins.etcd, bins.kube_apiserver, bins.kube_controller_manager, bins.helm)
+    missing = [p for p in node_bins.values() if not os.access(p, os.X_OK)]
+    if missing:
+        message = f"missing {missing[0]}: run tests/cluster/build-node.sh"
+        if required():
+            pytest.fail(message)
+        pytest.skip(message)
+    if os.geteuid() != 0:
+        if required():
+            pytest.fail("the real node needs root")
+        pytest.skip("the real node needs root")
+    images = build_images()
+    root = tmp_path_factory.mktemp("node")
+    with real_node_running(root, bins, images, node_bins["kubectl"]) as node:
+        yield node
+
+
+@pytest.fixture(scope="session")
+def installed_chart(real_node: RealNode) -> Iterator[InstalledChart]:
+    """The chart installed on the real node with its DEFAULT values plus only the image names
+    (`helm install --wait`), in a namespace enforcing the restricted Pod Security Standard."""
+    namespace, release = "tapedeck", "tapedeck"
+    out = install(real_node, namespace, release=release)
+    assert "STATUS: deployed" in out, out + dump(real_node, namespace)
+    yield InstalledChart(real_node, namespace, release)
+    real_node.helm("uninstall", release, f"--namespace={namespace}", "--wait", check=False)

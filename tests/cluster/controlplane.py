@@ -25,10 +25,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 TOOLS = HERE / "tools"
 
-# Controllers a Helm install needs. node-lifecycle is left out so the agent's node is never
-# tainted; endpointslice because the agent's pod addresses are loopback ones, which Endpoint
-# validation refuses (the agent resolves Services itself). Without the PVC-protection
-# controller a StatefulSet's claim keeps its finalizer and its namespace never goes.
+# Controllers of this API-only control plane (no node: the real node, node-up.sh, runs its own
+# with every default controller). Without the PVC-protection controller a StatefulSet's claim
+# keeps its finalizer and its namespace never goes.
 CONTROLLERS = (
     "deployment-controller",
     "replicaset-controller",

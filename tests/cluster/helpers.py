@@ -1,9 +1,8 @@
-"""Helpers of the cluster suite: waiting, helm, namespaces, pods, the agent's logs."""
+"""Helpers of the cluster suite: waiting, helm, namespaces, pods."""
 
 from __future__ import annotations
 
 import base64
-import json
 import subprocess
 import time
 from collections.abc import Callable
@@ -13,13 +12,12 @@ from typing import Any
 
 import yaml
 
-from cluster.controlplane import ControlPlane, Process, bin_cache, module_version
+from cluster.controlplane import ControlPlane, bin_cache, module_version
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "tapedeck"
 CRD = CHART / "crds" / "recordingsessions.tapedeck.io.yaml"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
-AGENT = Path(__file__).resolve().parent / "agent.py"
 
 
 def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
@@ -34,23 +32,6 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: fl
             last = err
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-@dataclass
-class Agent:
-    process: Process
-    state: Path
-
-    def pod_log(self, namespace: str, pod: str, container: str) -> str:
-        path = self.state / "pods" / f"{namespace}_{pod}" / f"{container}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def logs(self, namespace: str) -> str:
-        """Every container log of a namespace, for failure messages."""
-        parts = []
-        for path in sorted((self.state / "pods").glob(f"{namespace}_*/*.log")):
-            parts.append(f"=== {path.parent.name}/{path.name}\n{path.read_text()[-2500:]}")
-        return "\n".join(parts)
 
 
 @dataclass
@@ -166,7 +147,7 @@ def pods(cluster: ControlPlane, namespace: str, selector: str = "") -> list[dict
 
 
 def pod_ip(cluster: ControlPlane, namespace: str, component: str) -> str:
-    """The address of a Ready pod of a component (the agent gives each pod a loopback IP)."""
+    """The address of a Ready pod of a component (on the node's pod bridge, reachable from here)."""
 
     def ready_ip() -> str | None:
         for pod in pods(cluster, namespace, f"app.kubernetes.io/component={component}"):
@@ -187,19 +168,3 @@ def restarts(cluster: ControlPlane, namespace: str) -> dict[str, int]:
         )
         for p in pods(cluster, namespace)
     }
-
-
-def dump(cluster: ControlPlane, agent: Agent, namespace: str) -> str:
-    """What to look at when a cluster test fails."""
-    summary = json.dumps(
-        [
-            (
-                p["metadata"]["name"],
-                p.get("status", {}).get("phase"),
-                [s.get("state") for s in p.get("status", {}).get("containerStatuses", [])],
-            )
-            for p in pods(cluster, namespace)
-        ],
-        indent=1,
-    )
-    return f"pods: {summary}\n{agent.logs(namespace)}\n=== agent\n{agent.process.tail(4000)}"

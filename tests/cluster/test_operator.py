@@ -1,11 +1,11 @@
 """The operator, installed by the chart, reconciling RecordingSessions in a real API server.
 
-Everything runs as the chart deploys it: the agent runs storage, ingest, api and the operator
-(`tapedeck operator`, kopf) as local processes, the operator and the api authenticate with
-real tokens of the chart's ServiceAccounts (so the chart's RBAC is all they have), the
-operator's compile Jobs are run by the real job controller, and their pods by the agent
-(`tapedeck compile ID` with the pod's env, the storage Service resolved to the storage
-process). Media goes in through the ingest WebSocket and the MP4 comes out of the api.
+Everything runs as the chart deploys it, on the suite's real node (node.py): storage, ingest,
+api and the operator (`tapedeck operator`, kopf) in the service image, the operator and the
+api authenticating with the tokens kubelet mounts for the chart's ServiceAccounts (so the
+chart's RBAC is all they have), the operator's compile Jobs run by the real job controller on
+the compile image, reaching storage through its Service and cluster DNS. Media goes in through
+the ingest WebSocket and the MP4 comes out of the api.
 """
 
 from __future__ import annotations
@@ -23,18 +23,14 @@ import pytest
 
 from cluster.controlplane import ControlPlane
 from cluster.helpers import (
-    CHART,
-    Agent,
-    Helm,
     api_token,
-    create_namespace,
     delete_namespace,
-    dump,
     pod_ip,
     pods,
     restarts,
     wait_until,
 )
+from cluster.node import RealNode, dump, install
 from media import make_garbage
 from tapedeck.ingest.uploader import upload_track
 
@@ -45,8 +41,8 @@ T0 = 1_760_000_000_000.0
 
 
 class Release:
-    def __init__(self, cluster: ControlPlane, agent: Agent) -> None:
-        self.cluster, self.agent = cluster, agent
+    def __init__(self, cluster: ControlPlane, node: RealNode) -> None:
+        self.cluster, self.node = cluster, node
         self.api = f"http://{pod_ip(cluster, NS, 'api')}:8080"
         self.ws = f"ws://{pod_ip(cluster, NS, 'ingest')}:8080"
         # The chart's default: /api wants the token it generated into the release's Secret.
@@ -56,7 +52,7 @@ class Release:
         )
 
     def dump(self) -> str:
-        return dump(self.cluster, self.agent, NS)
+        return dump(self.node, NS)
 
     def record(self, video: bytes, audio: bytes | None, *, via_api: bool) -> str:
         """A finished session: created by the api (which makes its resource) or by ingest."""
@@ -133,35 +129,28 @@ class Release:
 
 
 @pytest.fixture(scope="module")
-def release(
-    cluster: ControlPlane, agent: Agent, kube_helm: Helm, crd: dict[str, Any]
-) -> Iterator[Release]:
-    create_namespace(cluster, NS)
+def release(real_node: RealNode) -> Iterator[Release]:
+    cluster = real_node.cluster
     try:
-        out = kube_helm(
-            "install",
-            "tapedeck",
-            str(CHART),
-            f"--namespace={NS}",
+        out = install(
+            real_node,
+            NS,
             "--set=ingest.replicas=1,api.replicas=1",
             # Sweep (TTL) and progress every second instead of every 30 s.
             "--set-string=config.extraEnv.TAPEDECK_SWEEP_INTERVAL=1s",
-            "--wait",
-            "--timeout=180s",
-            check=False,
         )
-        assert "STATUS: deployed" in out, out + dump(cluster, agent, NS)
+        assert "STATUS: deployed" in out, out + dump(real_node, NS)
         # The operator is up once kopf serves its liveness endpoint.
         wait_until(
             lambda: "Ready" in str(pods(cluster, NS, "app.kubernetes.io/component=operator")),
             60,
             "the operator",
         )
-        release = Release(cluster, agent)
+        release = Release(cluster, real_node)
         yield release
         release.delete_all()
     finally:
-        kube_helm("uninstall", "tapedeck", f"--namespace={NS}", "--timeout=120s", check=False)
+        real_node.helm("uninstall", "tapedeck", f"--namespace={NS}", "--timeout=120s", check=False)
         delete_namespace(cluster, NS, timeout=120)
 
 
@@ -291,5 +280,5 @@ def test_nothing_restarted_and_nothing_was_forbidden(release: Release) -> None:
         p["metadata"]["name"]
         for p in pods(release.cluster, NS, "app.kubernetes.io/component=operator")
     )
-    log = release.agent.pod_log(NS, operator, "operator")
+    log = release.node.pod_log(NS, operator, "operator")
     assert "forbidden" not in log.lower(), log[-3000:]
