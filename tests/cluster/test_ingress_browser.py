@@ -118,6 +118,16 @@ def clean_up(kubeconfig: Path, namespace: str) -> None:
                 raise
 
 
+def leaving_pods(kubeconfig: Path, namespace: str) -> list[str]:
+    with api_client(kubeconfig) as client:
+        listed = kubernetes.client.CoreV1Api(client).list_namespaced_pod(namespace)
+    return [
+        str(p.metadata.name)
+        for p in listed.items
+        if p.metadata is not None and p.metadata.deletion_timestamp is not None
+    ]
+
+
 def read_api_token(kubeconfig: Path, namespace: str, release: str) -> str:
     """The token the install generated, read as the chart's NOTES tell a person to."""
     with api_client(kubeconfig) as client:
@@ -184,9 +194,11 @@ def front(
         )
     finally:
         traefik.stop()
-        # Back to the chart as installed, for the tests that share it.
+        # Back to the chart as installed, for the tests that share it: the pods the upgrade
+        # replaced are gone too (a test that picks "a pod of ingest" must not get one leaving).
         real_node.helm("rollback", release, f"--namespace={namespace}", "--wait", timeout=330)
         clean_up(kubeconfig, namespace)
+        wait_until(lambda: not leaving_pods(kubeconfig, namespace), 180, "the old pods to go")
 
 
 def ffprobe(path: Path) -> tuple[list[str], float]:
