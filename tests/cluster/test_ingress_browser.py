@@ -110,12 +110,15 @@ def create_or_replace(kubeconfig: Path, namespace: str, tls: IngressTls) -> None
 def clean_up(kubeconfig: Path, namespace: str) -> None:
     with api_client(kubeconfig) as client:
         core, net = kubernetes.client.CoreV1Api(client), kubernetes.client.NetworkingV1Api(client)
-        try:
-            net.delete_ingress_class("traefik")
-            core.delete_namespaced_secret(TLS_SECRET, namespace)
-        except kubernetes.client.ApiException as err:
-            if err.status != 404:
-                raise
+        for delete, args in (
+            (net.delete_ingress_class, ("traefik",)),
+            (core.delete_namespaced_secret, (TLS_SECRET, namespace)),
+        ):
+            try:
+                delete(*args)
+            except kubernetes.client.ApiException as err:
+                if err.status != 404:
+                    raise
 
 
 def leaving_pods(kubeconfig: Path, namespace: str) -> list[str]:
@@ -151,29 +154,28 @@ def front(
     namespace, release = installed_chart.namespace, installed_chart.release
 
     tls = make_tls(tmp_path / "tls", HOST)
-    create_or_replace(kubeconfig, namespace, tls)
-    real_node.helm(
-        "upgrade",
-        release,
-        str(CHART),
-        f"--namespace={namespace}",
-        "--reuse-values",
-        "-f",
-        str(CHART / "ci" / "traefik-values.yaml"),
-        "--wait",
-        "--timeout=5m",
-        timeout=330,
-    )
-    token = read_api_token(kubeconfig, namespace, release)
-
     port = free_port()
     traefik = traefik_process(binary, tmp_path / "traefik", port)
 
     def diagnose() -> str:
         return f"=== traefik\n{traefik.tail(6000)}\n{real_node.logs(namespace)}"
 
-    traefik.start(env={"PATH": os.environ.get("PATH", ""), "KUBECONFIG": str(kubeconfig)})
+    create_or_replace(kubeconfig, namespace, tls)
     try:
+        real_node.helm(
+            "upgrade",
+            release,
+            str(CHART),
+            f"--namespace={namespace}",
+            "--reuse-values",
+            "-f",
+            str(CHART / "ci" / "traefik-values.yaml"),
+            "--wait",
+            "--timeout=5m",
+            timeout=330,
+        )
+        token = read_api_token(kubeconfig, namespace, release)
+        traefik.start(env={"PATH": os.environ.get("PATH", ""), "KUBECONFIG": str(kubeconfig)})
         # 200 once Traefik has read the Ingress, the Secret and the api's EndpointSlices.
         try:
             wait_until(
