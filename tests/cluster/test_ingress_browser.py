@@ -1,12 +1,12 @@
 """The README's front door, for real: Chromium records through an ingress controller with TLS.
 
 The chart (installed on the real node by `installed_chart`) gets the Ingress of
-charts/tapedeck/ci/traefik-values.yaml by `helm upgrade`; Traefik (a real controller, as a host
-process, see cluster/ingress.py) serves it on a loopback port with a certificate from the test's
-own CA, which Chromium trusts through its NSS database. The page is a secure origin, so the fake
-camera and microphone capture; the recording's WebSockets stay open through the controller for
-over two minutes without a reconnect; the session compiles on the node (operator Job on the
-compile image) and the MP4, downloaded through the ingress, plays (ffprobe).
+charts/tapedeck/ci/ingress-traefik-values.yaml by `helm upgrade`; Traefik (a real controller, as
+a host process, see cluster/ingress.py) serves it on a loopback port with a certificate from the
+test's own CA, which Chromium trusts through its NSS database. The page is a secure origin, so
+the fake camera and microphone capture; the recording's WebSockets stay open through the
+controller for over two minutes without a reconnect; the session compiles on the node (operator
+Job on the compile image) and the MP4, downloaded through the ingress, plays (ffprobe).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from cluster.ingress import (
 )
 from cluster.node import InstalledChart, RealNode
 
-HOST = "tapedeck.test"  # charts/tapedeck/ci/traefik-values.yaml's ingress.host
+HOST = "tapedeck.ci.example"  # charts/tapedeck/ci/ingress-traefik-values.yaml's ingress.host
 TLS_SECRET = "tapedeck-tls"
 RECORD_SECONDS = 125.0  # at least two minutes (Traefik's default readTimeout is 60 s)
 
@@ -169,7 +169,7 @@ def front(
             f"--namespace={namespace}",
             "--reuse-values",
             "-f",
-            str(CHART / "ci" / "traefik-values.yaml"),
+            str(CHART / "ci" / "ingress-traefik-values.yaml"),
             "--wait",
             "--timeout=5m",
             timeout=330,
