@@ -201,6 +201,29 @@ def test_ingress_routes_websockets_to_ingest(helm: Helm) -> None:
     assert set(secret["data"]) == {"secret-key", "api-token"}
 
 
+def test_ingress_serves_tls_on_traefik(helm: Helm) -> None:
+    """Traefik attaches an Ingress's routers to TLS only when told so: without the annotation
+    a TLS-only entry point answers 404 however spec.tls is set (the browser-through-ingress test
+    in test_ingress_browser.py runs that path for real). nginx's annotations stay, and an
+    Ingress without TLS gets no TLS-only router."""
+    values = CHART / "ci" / "ingress-traefik-values.yaml"
+    ingress = by_kind(render(helm, "-f", str(values)), "Ingress")["tapedeck"]
+    notes = ingress["metadata"]["annotations"]
+    assert notes["traefik.ingress.kubernetes.io/router.tls"] == "true"
+    assert notes["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "3600"
+    assert notes["nginx.ingress.kubernetes.io/proxy-request-buffering"] == "off"
+    assert ingress["spec"]["ingressClassName"] == "traefik"
+    assert ingress["spec"]["tls"] == [
+        {"secretName": "tapedeck-tls", "hosts": ["tapedeck.ci.example"]}
+    ]
+
+    plain = render(helm, "--set=ingress.enabled=true,ingress.className=traefik")
+    assert (
+        "traefik.ingress.kubernetes.io/router.tls"
+        not in (by_kind(plain, "Ingress")["tapedeck"]["metadata"]["annotations"])
+    )
+
+
 def test_gateway_route(helm: Helm) -> None:
     values = CHART / "ci" / "gateway-values.yaml"
     route = by_kind(render(helm, "-f", str(values)), "HTTPRoute")["tapedeck"]

@@ -199,7 +199,13 @@ def test_record_compile_download(
 
 def watch_until_deleted(node: RealNode, namespace: str, pod: dict[str, Any]) -> dict[str, Any]:
     """Deletes a pod and returns its last state, as the API server's DELETED watch event has it."""
-    name, version = pod["metadata"]["name"], pod["metadata"]["resourceVersion"]
+    name = pod["metadata"]["name"]
+    # From the list's resourceVersion (now), not the pod's: after other tests' churn of pods the
+    # pod's own version can be older than the API server's watch window (410 Gone, watch ends).
+    listed = node.cluster.request(
+        "GET", f"/api/v1/namespaces/{namespace}/pods?fieldSelector=metadata.name={name}"
+    )
+    version = listed["metadata"]["resourceVersion"]
     url = (
         f"{node.cluster.server}/api/v1/namespaces/{namespace}/pods?watch=1"
         f"&fieldSelector=metadata.name={name}&resourceVersion={version}"
@@ -211,6 +217,8 @@ def watch_until_deleted(node: RealNode, namespace: str, pod: dict[str, Any]) -> 
         for line in stream:
             event = json.loads(line)
             obj: dict[str, Any] = event["object"]
+            if event["type"] == "ERROR":
+                raise AssertionError(f"the watch of {name} failed: {obj}")
             if event["type"] == "DELETED" and obj["metadata"]["uid"] == pod["metadata"]["uid"]:
                 return obj
     raise AssertionError(f"the watch of {name} ended before the pod was deleted")
