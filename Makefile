@@ -142,7 +142,8 @@ format: $(VENV)/.stamp-dev
 	$(BIN)/ruff check --fix services operator tests bench proto docs
 
 # Every benchmark against its same-run baseline; writes docs/performance.md (about two hours).
-# BENCH=--quick for a smoke run; the download benchmark needs nginx (apt-get install nginx).
+# BENCH=--quick for a smoke run; the download benchmarks need nginx (apt-get install nginx),
+# bench/s3_tier.py the SeaweedFS binary (make s3-bin).
 bench: $(VENV)/.stamp-dev
 	$(BIN)/python bench/report.py $(BENCH)
 

@@ -40,6 +40,10 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
         ["--requests", "20", "--expired", "10000"],
         ["--requests", "5", "--expired", "500"],
     ),
+    "s3_tier": (
+        ["--size-mib", "1024", "--streams", "100", "200", "--seconds", "30", "--minutes", "4"],
+        "--size-mib 64 --repeat 1 --streams 10 --seconds 8 --minutes 0.5 --speed 6".split(),
+    ),
 }
 
 TITLES = {
@@ -48,6 +52,7 @@ TITLES = {
     "ingest_memory": "Memory: RSS per active stream, and over one long stream",
     "download": "Download (vs nginx)",
     "operator_bench": "Operator: compile request to Job, and TTL garbage collection",
+    "s3_tier": "Object tier (S3): download, ingest, volume bytes, time to MP4 (vs no tier)",
 }
 
 INTRO = """# Performance
