@@ -9,6 +9,7 @@ session's tracks, manifest and MP4.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -170,19 +171,33 @@ def test_two_replicas_over_the_bucket(
         assert sorted(s["codec_name"] for s in found["streams"]) == ["aac", "h264"], found
         assert float(found["format"]["duration"]) > 3
 
-    # The bucket holds each session's tracks, MP4 and manifest; the manifest names the owner.
+    # The bucket holds each session's tracks, MP4 and manifest (shipping runs behind the acks,
+    # so wait for it); the manifest names the owner.
     client: Any = node_weed.client()
-    for replica, session_id in owned.items():
+
+    def in_bucket(session_id: str) -> dict[str, Any] | None:
         base = f"{PREFIX}sessions/{session_id}/"
         listed = client.list_objects_v2(Bucket=BUCKET, Prefix=base).get("Contents", [])
         sizes = {o["Key"][len(base) :]: o["Size"] for o in listed}
-        assert sizes.get("video.webm") == len(video), sizes
-        assert sizes.get("audio.webm") == len(audio), sizes
-        assert sizes.get(f"{session_id}.mp4") == (tmp_path / f"{session_id}.mp4").stat().st_size
+        expected = {
+            "video.webm": len(video),
+            "audio.webm": len(audio),
+            f"{session_id}.mp4": (tmp_path / f"{session_id}.mp4").stat().st_size,
+        }
+        if any(sizes.get(k) != v for k, v in expected.items()) or "session.json" not in sizes:
+            return None
         body = client.get_object(Bucket=BUCKET, Key=f"{base}session.json")["Body"].read()
-        manifest = json.loads(body)
+        manifest: dict[str, Any] = json.loads(body)
+        return manifest if manifest.get("output") else None
+
+    for replica, session_id in owned.items():
+        try:
+            manifest = wait_until(
+                functools.partial(in_bucket, session_id), 120, f"{session_id} shipped", 1
+            )
+        except TimeoutError as err:
+            raise AssertionError(f"{err}\n{dump(node, chart.namespace)}") from None
         assert manifest["replica"] == replica, manifest
-        assert manifest["output"] is not None, manifest
 
     # The api lists both from the bucket's listing, newest first.
     listing = httpx.get(f"{api}/api/sessions", headers=headers, timeout=60)
