@@ -20,21 +20,28 @@ from typing import Any
 import httpx
 import pytest
 
-from cluster.helpers import api_token, create_secret, delete_namespace, pods, restarts, wait_until
+from cluster.helpers import (
+    CHART,
+    api_token,
+    create_secret,
+    pods,
+    restarts,
+    wait_until,
+)
 from cluster.node import (
     NODE_IP,
     InstalledChart,
     RealNode,
     dump,
     host_path_volume,
-    install,
+    image_values,
     restricted_namespace,
 )
 from cluster.test_node import record, service
 from s3_fixtures import REGION, WeedServer, need_weed
 from tapedeck.placement import place
 
-NAMESPACE, RELEASE, BUCKET, PREFIX = "tapedeck-s3", "tiered", "tapedeck-cluster", "rec/"
+NAMESPACE, RELEASE, BUCKET, PREFIX = "tapedeck-s3", "tapedeck", "tapedeck-cluster", "rec/"
 SECRET = "object-store"
 
 
@@ -72,22 +79,49 @@ def tiered_chart(real_node: RealNode, node_weed: WeedServer) -> Iterator[Install
     host_path_volume(node, NAMESPACE, RELEASE, index=1)
     chart = InstalledChart(node, NAMESPACE, RELEASE)
     try:
-        out = install(
-            node,
-            NAMESPACE,
+        host_path_volume(node, NAMESPACE, RELEASE)
+        args = [
             "--set=storage.replicas=2,ingest.replicas=1,api.replicas=1",
             f"--set=objectStore.bucket={BUCKET},objectStore.prefix={PREFIX}",
             f"--set=objectStore.endpoint={node_weed.endpoint},objectStore.region={REGION}",
             f"--set=objectStore.existingSecret={SECRET},objectStore.partSize={5 * 1024 * 1024}",
             f"--set=networkPolicy.objectStore.ports={{{node_weed.ports['s3']}}}",
             f"--set=networkPolicy.objectStore.cidrs={{{NODE_IP}/32}}",
-            release=RELEASE,
-        )
+        ]
+        try:  # two storage pods start one after the other: more time than one release
+            out = node.helm(
+                "install",
+                RELEASE,
+                str(CHART),
+                f"--namespace={NAMESPACE}",
+                *image_values(node),
+                *args,
+                "--wait",
+                "--timeout=600s",
+                check=False,
+                timeout=660,
+            )
+        except subprocess.TimeoutExpired as err:
+            raise AssertionError(f"{err}\n{dump(node, NAMESPACE)}") from None
         assert "STATUS: deployed" in out, out + dump(node, NAMESPACE)
         yield chart
     finally:
+        # The RecordingSessions first, while the operator runs: their finalizer deletes the
+        # data (docs/kubernetes.md); then the release, as `installed_chart` leaves it.
+        node.cluster.raw(
+            "DELETE", f"/apis/tapedeck.io/v1alpha1/namespaces/{NAMESPACE}/recordingsessions"
+        )
+        wait_until(
+            lambda: (
+                not node.cluster.request(
+                    "GET", f"/apis/tapedeck.io/v1alpha1/namespaces/{NAMESPACE}/recordingsessions"
+                )["items"]
+            ),
+            120,
+            "the RecordingSessions to be finalized",
+            1,
+        )
         node.helm("uninstall", RELEASE, f"--namespace={NAMESPACE}", "--wait", check=False)
-        delete_namespace(node.cluster, NAMESPACE, timeout=180)
 
 
 def compile_session(chart: InstalledChart, session_id: str, tmp_path: Path) -> None:
