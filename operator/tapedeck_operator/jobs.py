@@ -81,6 +81,13 @@ def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def replica_env(settings: Settings) -> list[dict[str, str]]:
+    """Several storage replicas: the job gets every address and finds the session's owner."""
+    if not settings.storage_addrs:
+        return []
+    return [{"name": "TAPEDECK_STORAGE_ADDRS", "value": ",".join(settings.storage_addrs)}]
+
+
 def build_job(
     owner: Mapping[str, Any],
     session_id: str,
@@ -145,10 +152,7 @@ def build_job(
                             "args": compile_args(session_id, output),
                             "env": [
                                 {"name": "TAPEDECK_STORAGE_ADDR", "value": settings.storage_addr},
-                                {  # several replicas: the job finds the session's owner
-                                    "name": "TAPEDECK_STORAGE_ADDRS",
-                                    "value": ",".join(settings.storage_addrs),
-                                },
+                                *replica_env(settings),
                                 {"name": "TMPDIR", "value": "/tmp"},
                                 {"name": "HOME", "value": "/tmp"},
                                 {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},

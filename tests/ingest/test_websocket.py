@@ -135,6 +135,9 @@ BAD_OPENINGS = [
     ("/ws/video?session={sid}&token=0.AAAA", None, 4401, "bad-token"),
     ("/ws/video?session={sid}", None, 4401, "bad-token"),
     ("/ws/video?session={other}&token={token}", None, 4401, "bad-token"),
+    # a token steered to another storage replica (its replica is signed)
+    ("/ws/video?session={sid}&token=1~{token}", None, 4401, "bad-token"),
+    ("/ws/video?session={sid}&token=x~{token}", None, 4401, "bad-token"),
 ]
 
 

@@ -322,3 +322,19 @@ def test_example_is_valid_and_its_job_is_in_the_docs() -> None:
     assert yaml.safe_load(printed) == example_job(example)
     docs = (ROOT / "docs/kubernetes.md").read_text()
     assert printed in docs, "docs/kubernetes.md: paste `python -m tapedeck_operator.jobs ...`"
+
+
+def test_a_job_gets_every_storage_replica() -> None:
+    """Several replicas: the compile pod gets every address and finds the session's owner;
+    with one, the job is what it was."""
+    output = OutputOptions()
+    single = Settings(storage_addr="storage:50051")
+    env = build_job(OWNER, "abcdefgh-1", 0, output, single)["spec"]["template"]["spec"][
+        "containers"
+    ][0]["env"]
+    assert "TAPEDECK_STORAGE_ADDRS" not in {e["name"] for e in env}
+    several = Settings(storage_addrs="s-0.h:50051,s-1.h:50051")  # type: ignore[arg-type]
+    env = build_job(OWNER, "abcdefgh-1", 0, output, several)["spec"]["template"]["spec"][
+        "containers"
+    ][0]["env"]
+    assert {"name": "TAPEDECK_STORAGE_ADDRS", "value": "s-0.h:50051,s-1.h:50051"} in env
