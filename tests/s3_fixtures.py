@@ -54,14 +54,14 @@ def need_weed() -> Path:
     return binary
 
 
-def free_ports(count: int) -> list[int]:
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     """Ports free right now, all distinct, none another's +10000 (weed's gRPC convention)."""
     sockets: list[socket.socket] = []
     ports: list[int] = []
     try:
         while len(ports) < count:
             s = socket.socket()
-            s.bind(("127.0.0.1", 0))
+            s.bind((host, 0))
             port = s.getsockname()[1]
             sockets.append(s)
             if port + 10000 > 65535 or any(abs(port - p) == 10000 for p in ports):
@@ -76,10 +76,12 @@ def free_ports(count: int) -> list[int]:
 @dataclass
 class WeedServer:
     """One `weed mini` process; `stop` and `start` again keep its data and ports, so fault
-    tests can take the store away and bring the same one back."""
+    tests can take the store away and bring the same one back. `host` is the one address it
+    binds (loopback; the cluster suite uses the real node's address, which pods reach)."""
 
     binary: Path
     root: Path
+    host: str = "127.0.0.1"
     access_key: str = field(default_factory=lambda: "td" + secrets.token_hex(8))
     secret_key: str = field(default_factory=lambda: secrets.token_hex(20))
     ports: dict[str, int] = field(default_factory=dict)
@@ -87,7 +89,7 @@ class WeedServer:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.ports['s3']}"
+        return f"http://{self.host}:{self.ports['s3']}"
 
     @property
     def log(self) -> Path:
@@ -125,7 +127,7 @@ class WeedServer:
             if not self.ports or attempt:
                 names = ["master", "master_grpc", "volume", "volume_grpc", "filer"]
                 names += ["filer_grpc", "s3", "s3_grpc"]
-                self.ports = dict(zip(names, free_ports(len(names)), strict=True))
+                self.ports = dict(zip(names, free_ports(len(names), self.host), strict=True))
             if self._start_once(timeout):
                 return
         raise RuntimeError(f"weed mini did not start; log:\n{self._log_tail()}")
@@ -138,8 +140,8 @@ class WeedServer:
             str(self.binary),
             "mini",
             f"-dir={data}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
+            f"-ip={self.host}",
+            f"-ip.bind={self.host}",
             f"-master.port={p['master']}",
             f"-master.port.grpc={p['master_grpc']}",
             f"-volume.port={p['volume']}",

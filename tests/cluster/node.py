@@ -250,14 +250,16 @@ def restricted_namespace(node: RealNode, name: str) -> None:
     assert status in (201, 409), reply
 
 
-def host_path_volume(node: RealNode, namespace: str, release: str, size: str = "20Gi") -> Path:
-    """A PersistentVolume on the node's disk, bound ahead to the storage pod's claim (the
-    chart's default claim names no storage class and the node has no provisioner). Owned by
-    the chart's uid: hostPath volumes ignore fsGroup."""
-    path = node.root / "pv" / namespace
+def host_path_volume(
+    node: RealNode, namespace: str, release: str, size: str = "20Gi", index: int = 0
+) -> Path:
+    """A PersistentVolume on the node's disk, bound ahead to storage replica `index`'s claim
+    (the chart's default claim names no storage class and the node has no provisioner). Owned
+    by the chart's uid: hostPath volumes ignore fsGroup."""
+    path = node.root / "pv" / (namespace if index == 0 else f"{namespace}-{index}")
     path.mkdir(parents=True, exist_ok=True)
     os.chown(path, 10001, 10001)
-    claim = f"data-{release}-storage-0"
+    claim = f"data-{release}-storage-{index}"
     status, reply = node.cluster.raw(
         "POST",
         "/api/v1/persistentvolumes",

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from cluster.helpers import CHART, CI_VALUES, Helm
-from tapedeck.settings import Settings
+from tapedeck.settings import S3Settings, Settings
 from tapedeck_operator.jobs import build_job
 
 EXTRA_APIS = ("gateway.networking.k8s.io/v1/HTTPRoute", "monitoring.coreos.com/v1")
@@ -568,3 +568,48 @@ def test_storage_replicas(helm: Helm) -> None:
     assert Settings(storage_addrs=addrs).replica_addrs() == addrs.split(",")  # type: ignore[arg-type]
     out = helm("template", "t", str(CHART), "--set=storage.replicas=0", check=False)
     assert "replicas" in out
+
+
+def test_object_store(helm: Helm) -> None:
+    """`objectStore.bucket` set: storage, ingest, api and the operator get the tier's settings
+    (credentials from the existing Secret), as S3Settings reads them, and egress to the store's
+    port; without a bucket, nothing of it is rendered."""
+    plain = render(helm)
+    for name in ("tapedeck-ingest", "tapedeck-api", "tapedeck-operator"):
+        assert not {k for k in container_env(plain, name) if "S3" in k or "AWS" in k}, name
+    assert "tapedeck-to-object-store" not in by_kind(plain, "NetworkPolicy")
+    docs = render(
+        helm,
+        "--set=objectStore.bucket=recordings,objectStore.prefix=td/,objectStore.existingSecret=s3",
+        "--set=objectStore.endpoint=http://seaweedfs-s3.storage:8333,objectStore.downloads=redirect",
+        "--set=objectStore.publicEndpoint=https://s3.example.com",
+        "--set=networkPolicy.objectStore.ports={8333}",
+    )
+    storage = by_kind(docs, "StatefulSet")["tapedeck-storage"]["spec"]["template"]["spec"]
+    envs = {"tapedeck-storage": {e["name"]: e for e in storage["containers"][0]["env"]}}
+    for name in ("tapedeck-ingest", "tapedeck-api", "tapedeck-operator"):
+        envs[name] = container_env(docs, name)
+    for name, env in envs.items():
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "s3", "key": key}, name
+        values = {k: e["value"] for k, e in env.items() if "value" in e}
+        values |= {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
+        with pytest.MonkeyPatch.context() as env_of:
+            for key, value in values.items():
+                env_of.setenv(key, value)
+            s3 = S3Settings()
+        assert (s3.bucket, s3.prefix, s3.downloads) == ("recordings", "td/", "redirect"), name
+        assert s3.endpoint_url == "http://seaweedfs-s3.storage:8333", name
+        assert s3.public_endpoint == "https://s3.example.com", name
+    policies = list(by_kind(docs, "NetworkPolicy").values())
+    labels = {
+        name.removeprefix("tapedeck-"): pod["metadata"]["labels"]
+        for name, pod in pod_specs(docs).items()
+    }
+    for src in ("storage", "ingest", "api", "operator"):
+        assert allowed(policies, labels[src], None, 8333), src
+        assert not allowed(policies, labels[src], None, 9000), src
+    assert not allowed(policies, labels["test-readyz"], None, 8333)
+    for bad in ("objectStore.bucket=Bad_Name", "objectStore.partSize=1024"):
+        out = helm("template", "t", str(CHART), f"--set={bad}", check=False)
+        assert "values don't meet the specifications of the schema" in out, out[-800:]

@@ -115,6 +115,7 @@ seccompProfile:
 - name: TAPEDECK_WEBHOOK_URL
   value: {{ join "," . | quote }}
 {{- end }}
+{{- include "tapedeck.objectStoreEnv" . }}
 {{- range $name, $value := .Values.config.extraEnv }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}
@@ -190,4 +191,47 @@ seccompProfile:
 - name: tmp
   emptyDir:
     sizeLimit: 256Mi
+{{- end }}
+
+{{/* The object tier (TAPEDECK_S3_* and the AWS conventions), when objectStore.bucket is set:
+  storage writes the bucket, every other process reads finished recordings from it. */}}
+{{- define "tapedeck.objectStoreEnv" -}}
+{{- with .Values.objectStore }}
+{{- if .bucket }}
+- name: TAPEDECK_S3_BUCKET
+  value: {{ .bucket | quote }}
+- name: TAPEDECK_S3_PREFIX
+  value: {{ .prefix | quote }}
+{{- if .endpoint }}
+- name: AWS_ENDPOINT_URL
+  value: {{ .endpoint | quote }}
+{{- end }}
+{{- if .publicEndpoint }}
+- name: TAPEDECK_S3_PUBLIC_ENDPOINT
+  value: {{ .publicEndpoint | quote }}
+{{- end }}
+- name: AWS_REGION
+  value: {{ .region | quote }}
+- name: TAPEDECK_S3_ADDRESSING_STYLE
+  value: {{ .addressingStyle | quote }}
+- name: TAPEDECK_S3_PART_SIZE
+  value: {{ .partSize | int64 | quote }}
+- name: TAPEDECK_S3_DOWNLOADS
+  value: {{ .downloads | quote }}
+- name: TAPEDECK_S3_LIFECYCLE_DAYS
+  value: {{ .lifecycleDays | int64 | quote }}
+{{- with .existingSecret }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: AWS_ACCESS_KEY_ID
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: AWS_SECRET_ACCESS_KEY
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
