@@ -41,7 +41,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
         ["--requests", "5", "--expired", "500"],
     ),
     "s3_tier": (
-        ["--size-mib", "1024", "--streams", "100", "200", "--seconds", "30", "--minutes", "4"],
+        "--size-mib 1024 --streams 100 200 300 --seconds 60 --minutes 4".split(),
         "--size-mib 64 --repeat 1 --streams 10 --seconds 8 --minutes 0.5 --speed 6".split(),
     ),
 }

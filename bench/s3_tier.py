@@ -12,7 +12,7 @@
    the allocated blocks (st_blocks) of the data directory, sampled every 0.5 s, tier vs none.
 4. Time to MP4 after stop, tier vs none (the same recording as 3.).
 
-    python bench/s3_tier.py [--size-mib 1024] [--streams 100 200] [--seconds 30]
+    python bench/s3_tier.py [--size-mib 1024] [--streams 100 200 300] [--seconds 60]
                             [--minutes 4] [--speed 4]
 """
 
@@ -306,8 +306,8 @@ def main() -> None:
     )
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--streams", type=int, nargs="+", default=[100, 200])
-    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--streams", type=int, nargs="+", default=[100, 200, 300])
+    parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--minutes", type=float, default=4)
     parser.add_argument("--speed", type=float, default=4)
