@@ -18,6 +18,7 @@ from tapedeck.compiler.scratch import (
     ensure_root,
     make_run_dir,
     parse_run_name,
+    remove_tree,
     run_alive,
     run_directory,
     run_name,
@@ -60,25 +61,30 @@ def test_run_names(name: str, parsed: tuple[str, int] | None) -> None:
 
 
 def test_only_runs_whose_process_is_gone_are_stale() -> None:
-    alive = {("aaaaaaaa-1", 10), ("cccccccc-3", 30)}
+    alive = {"aaaaaaaa-1.10", "cccccccc-3.30"}
     names = ["aaaaaaaa-1.10", "bbbbbbbb-2.20", "cccccccc-3.31", "notes", "UPPER-CASE.20"]
-    assert stale_runs(names, lambda s, p: (s, p) in alive) == ["bbbbbbbb-2.20", "cccccccc-3.31"]
+    assert stale_runs(names, lambda name: name in alive) == ["bbbbbbbb-2.20", "cccccccc-3.31"]
 
 
-def test_a_process_is_the_run_only_while_it_runs_that_session() -> None:
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", SID])
+def test_a_run_is_alive_while_its_process_holds_the_lock(tmp_path: Path) -> None:
+    code = (
+        "import sys, time; from pathlib import Path; "
+        "from tapedeck.compiler.scratch import make_run_dir; "
+        f"print(make_run_dir(Path(sys.argv[1]), {SID!r}), flush=True); time.sleep(60)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE)
     try:
-        # Between fork and exec the child still has our command line: wait for its own.
-        wait_for(lambda: run_alive(SID, sleeper.pid), 20, "the child to run")
-        assert not run_alive("other-session-id", sleeper.pid)  # a pid reused by another run
-        assert not run_alive(SID, gone.pid)
-        assert not run_alive(SID, 0)
+        assert child.stdout is not None
+        run = Path(child.stdout.readline().decode().strip())
+        assert run.name == run_name(SID, child.pid)
+        assert run_alive(run)
     finally:
-        sleeper.kill()
-        sleeper.wait()
-    assert not run_alive(SID, sleeper.pid)
+        child.kill()
+        child.wait()
+    assert not run_alive(run)  # the kernel released the lock with the process
+    leftover = tmp_path / run_name(SID, 7)
+    leftover.mkdir()
+    assert not run_alive(leftover)  # no lock file: left by a run from before the locks
 
 
 def test_the_root_is_created_private_and_a_run_directory_removed_on_the_way_out(
@@ -87,6 +93,7 @@ def test_the_root_is_created_private_and_a_run_directory_removed_on_the_way_out(
     root = tmp_path / "deep" / "scratch"
     with pytest.raises(RuntimeError), run_directory(root, SID) as run:
         assert run == root / f"{SID}.{os.getpid()}"
+        assert run_alive(run) and sweep(root) == []
         assert (root.stat().st_mode & 0o777, run.stat().st_mode & 0o777) == (0o700, 0o700)
         (run / "video.webm").write_bytes(b"media")
         raise RuntimeError("the compile failed")
@@ -97,7 +104,9 @@ def test_a_leftover_with_our_pid_is_replaced_by_an_empty_run(tmp_path: Path) -> 
     old = tmp_path / f"{SID}.{os.getpid()}"
     old.mkdir(parents=True)
     (old / "video.webm").write_bytes(b"someone else's")
-    assert list(make_run_dir(tmp_path, SID).iterdir()) == []
+    run = make_run_dir(tmp_path, SID)
+    assert [p.name for p in run.iterdir()] == [".run.lock"]
+    remove_tree(run)
 
 
 def test_a_root_that_is_not_a_private_directory_is_refused_or_made_private(tmp_path: Path) -> None:
@@ -118,7 +127,7 @@ def test_sweep_removes_stale_runs_and_nothing_else(tmp_path: Path) -> None:
         (tmp_path / name).mkdir()
         (tmp_path / name / "f").write_bytes(b"x")
     (tmp_path / "cccccccc-3.30").write_text("a file, not a run directory")
-    assert sweep(tmp_path, lambda s, p: p == 10) == ["bbbbbbbb-2.20"]
+    assert sweep(tmp_path, lambda run: run.name.endswith(".10")) == ["bbbbbbbb-2.20"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "Foreign.20",
         "aaaaaaaa-1.10",
@@ -136,3 +145,34 @@ def test_the_default_root_is_per_user_under_the_temporary_directory(
     monkeypatch.delenv("TAPEDECK_SCRATCH_DIR")
     root = Settings().scratch_root()
     assert root.name == f"tapedeck-scratch-{os.getuid()}"
+
+
+def test_a_live_run_in_another_pid_namespace_is_not_swept(tmp_path: Path) -> None:
+    """A worker and a run need not share a PID namespace (containers, `unshare`, a second test
+    run): liveness is the run's lock, which the kernel keeps for whoever holds it, wherever."""
+    probe = subprocess.run(["unshare", "--pid", "--fork", "true"], capture_output=True)
+    if probe.returncode:
+        pytest.skip("needs unshare --pid (root)")
+    code = (
+        "import sys, time; from pathlib import Path; "
+        "from tapedeck.compiler.scratch import make_run_dir; "
+        f"print(make_run_dir(Path(sys.argv[1]), {SID!r}).name, flush=True); time.sleep(60)"
+    )
+    run = subprocess.Popen(
+        ["unshare", "--pid", "--fork", sys.executable, "-c", code, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert run.stdout is not None
+        name = run.stdout.readline().strip()
+        assert name == f"{SID}.1"  # PID 1 of its namespace: another process out here
+        assert sweep(tmp_path) == []
+        assert (tmp_path / name).is_dir()
+    finally:
+        run.kill()
+        run.wait()
+    # The namespace's PID 1 ignores SIGTERM from out here: SIGKILL.
+    subprocess.run(["pkill", "-KILL", "-f", str(tmp_path)], check=False)
+    wait_for(lambda: sweep(tmp_path) == [name], 20, "the dead run to be swept")
+    assert not (tmp_path / name).exists()

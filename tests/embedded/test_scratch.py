@@ -275,18 +275,21 @@ def test_the_worker_removes_what_dead_runs_left_at_start(tmp_path: Path) -> None
     left = root / f"deleted-session-1.{dead.pid}"
     left.mkdir()
     (left / "video.webm").write_bytes(b"a deleted session's media")
-    alive = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(300)", "running-session-2"]
+    code = (
+        "import sys, time; from pathlib import Path; "
+        "from tapedeck.compiler.scratch import make_run_dir; "
+        "run = make_run_dir(Path(sys.argv[1]), 'running-session-2'); "
+        "(run / 'audio.webm').write_bytes(b'in use'); print(run, flush=True); time.sleep(300)"
     )
-    running = root / f"running-session-2.{alive.pid}"
-    running.mkdir()
-    (running / "audio.webm").write_bytes(b"in use")
+    alive = subprocess.Popen([sys.executable, "-c", code, str(root)], stdout=subprocess.PIPE)
+    assert alive.stdout is not None
+    running = Path(alive.stdout.readline().decode().strip())
     # Not runs: the name says whose they are not (an id, a dot, a process id).
     foreign = [root / "notes.txt", root / f"Not-An-Id.{dead.pid}", root / "lost+found"]
     foreign[0].write_text("kept")
     foreign[1].mkdir()
     foreign[2].mkdir()
-    reused = root / f"other-session-3.{os.getpid()}"  # alive, but not running that session
+    reused = root / f"other-session-3.{os.getpid()}"  # a live pid, but no run holds its lock
     reused.mkdir()
     try:
         stack = start_stack(tmp_path, scratch_dir=str(root))

@@ -7,6 +7,12 @@ to remove its own copies, which may be a deleted session's media. The name says 
 directory is: the embedded worker removes a run's directory once that process has exited,
 and at start every run directory whose process is gone (`stale_runs`).
 
+Whether a run's process is gone is asked of the kernel, not of PIDs: the run holds an
+exclusive `flock` on `LOCK` inside its directory for as long as it lives, and the directory
+appears under its run name only once that lock is held. A PID says nothing across PID
+namespaces (a worker in a container, a run under `unshare`) and can be reused; a lock is
+released exactly when its holder dies, whatever namespace either side is in.
+
 The root is private to its user (0700, owned by us, not a symlink): the system's temporary
 directory is shared, and the copies are people's recordings.
 """
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import re
 import shutil
@@ -26,6 +33,8 @@ from pathlib import Path
 from tapedeck.sessions import is_valid_session_id, validate_session_id
 
 _PID = re.compile(r"[0-9]{1,10}", re.ASCII)
+LOCK = ".run.lock"
+_held: dict[Path, int] = {}  # run directory → the descriptor holding its lock, in this process
 
 
 class ScratchError(OSError):
@@ -45,37 +54,26 @@ def parse_run_name(name: str) -> tuple[str, int] | None:
     return session_id, int(pid)
 
 
-def stale_runs(names: Iterable[str], alive: Callable[[str, int], bool]) -> list[str]:
-    """Names of run directories whose process is gone: `alive(session_id, pid)` is False.
+def stale_runs(names: Iterable[str], alive: Callable[[str], bool]) -> list[str]:
+    """Names of run directories whose process is gone: `alive(name)` is False.
     Names that are not runs are never stale (they are not ours to remove)."""
-    stale = []
-    for name in names:
-        run = parse_run_name(name)
-        if run is not None and not alive(*run):
-            stale.append(name)
-    return stale
+    return [name for name in names if parse_run_name(name) is not None and not alive(name)]
 
 
-def run_alive(session_id: str, pid: int) -> bool:
-    """Whether process `pid` is still the run for `session_id`.
-
-    A pid that was reused by a process that is not running this session (its command line
-    does not name it, where /proc says) counts as gone; a process we may not inspect counts
-    as alive.
-    """
-    if pid <= 0:
-        return False
+def run_alive(run_dir: Path) -> bool:
+    """Whether a process still holds the lock of the run in `run_dir` (a run without a lock
+    file is a leftover: dead)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        fd = os.open(run_dir / LOCK, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
-        return True  # no /proc, or it just exited: keep it, a later start removes it
-    return session_id.encode() in argv
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def ensure_root(root: Path) -> Path:
@@ -94,13 +92,19 @@ def ensure_root(root: Path) -> Path:
 
 def make_run_dir(root: Path, session_id: str) -> Path:
     """This process's run directory for `session_id`, new and empty."""
-    path = ensure_root(root) / run_name(session_id, os.getpid())
-    try:
-        path.mkdir(mode=0o700)
-    except FileExistsError:
-        # Left by a dead process that had our pid (we are alive, and make one run per id).
-        shutil.rmtree(path, ignore_errors=True)
-        path.mkdir(mode=0o700)
+    name = run_name(session_id, os.getpid())
+    path = ensure_root(root) / name
+    # Left by a dead process that had our pid (we are alive, and make one run per id).
+    shutil.rmtree(path, ignore_errors=True)
+    # Built under a name that is not a run's, locked, then renamed: a sweeper never sees the
+    # run directory unlocked.
+    staging = root / f".{name}.new"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(mode=0o700)
+    fd = os.open(staging / LOCK, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    staging.rename(path)
+    _held[path] = fd
     return path
 
 
@@ -115,8 +119,12 @@ def run_directory(root: Path, session_id: str) -> Iterator[Path]:
 
 
 def remove_tree(path: Path) -> None:
-    """Remove `path` and everything below it; a few tries, since a killed run's FFmpeg may
-    still be dying (it is killed with its parent) and create a file meanwhile."""
+    """Remove `path` and everything below it (releasing our lock if it is our run); a few
+    tries, since a killed run's FFmpeg may still be dying (it is killed with its parent) and
+    create a file meanwhile."""
+    fd = _held.pop(path, None)
+    if fd is not None:
+        os.close(fd)
     for attempt in range(3):
         shutil.rmtree(path, ignore_errors=True)
         if not path.exists():
@@ -129,13 +137,13 @@ def remove_run(root: Path, session_id: str, pid: int) -> None:
     remove_tree(root / run_name(session_id, pid))
 
 
-def sweep(root: Path, alive: Callable[[str, int], bool] = run_alive) -> list[str]:
+def sweep(root: Path, alive: Callable[[Path], bool] = run_alive) -> list[str]:
     """Remove run directories whose process is gone; returns their names."""
     try:
         names = [entry.name for entry in os.scandir(root) if entry.is_dir(follow_symlinks=False)]
     except FileNotFoundError:
         return []
-    stale = stale_runs(names, alive)
+    stale = stale_runs(names, lambda name: alive(root / name))
     for name in stale:
         remove_tree(root / name)
     return stale
