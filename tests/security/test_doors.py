@@ -365,3 +365,28 @@ async def test_a_non_ascii_upload_token_is_refused(guarded: Stack) -> None:
             )
         assert refused.value.code == 4401, (token, refused.value)
         assert refused.value.error and refused.value.error["code"] == "bad-token"
+
+
+def test_cors_lets_another_site_post_json(tmp_path: Path) -> None:
+    """A cross-site `fetch` with a JSON body (POST /api/sessions with a title) is preflighted
+    for Content-Type; a preflight refused for it fails the call in the browser."""
+    stack = make_stack(tmp_path, cors_origins="https://app.example").start()
+    try:
+        preflight = httpx.options(
+            stack.base_url + "/api/sessions",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+        )
+        assert preflight.status_code == 200, preflight.text
+        allowed = preflight.headers["access-control-allow-headers"].lower()
+        assert "content-type" in allowed and "authorization" in allowed
+        other = httpx.options(
+            stack.base_url + "/api/sessions",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert "access-control-allow-origin" not in other.headers
+    finally:
+        stack.stop()
