@@ -82,3 +82,32 @@ async def test_the_registry_records_every_transition(tmp_path: Path) -> None:
         ("compile.failed", made.id),
         ("session.deleted", made.id),
     ]
+
+
+class BrokenOutbox(Outbox):
+    """An outbox whose next write fails after the manifest was saved: what a crash (SIGKILL, a
+    power cut) or a failing disk between the two leaves behind."""
+
+    broken = True
+
+    def append(self, events: list) -> None:  # type: ignore[type-arg]
+        if self.broken:
+            raise OSError(5, "Input/output error")
+        super().append(events)
+
+
+async def test_an_event_whose_outbox_write_failed_is_appended_by_the_next_start(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(data_dir=tmp_path)
+    registry = SessionRegistry(LocalBackend(tmp_path), settings, BrokenOutbox(tmp_path, 1000))
+    made = await registry.create("abcdefgh-1")
+    await registry.update(made.id, Change(finish_tracks=True))
+    assert Outbox(tmp_path, limit=1000).pending(100) == []  # both writes failed
+    # A restart: the manifest says which events of its last change may be missing.
+    SessionRegistry(LocalBackend(tmp_path), settings, Outbox(tmp_path, limit=1000))
+    got = [e.type for e in Outbox(tmp_path, limit=1000).pending(100)]
+    assert got == ["session.created", "recording.finished"]
+    # ... once: a second start finds nothing left to append.
+    SessionRegistry(LocalBackend(tmp_path), settings, Outbox(tmp_path, limit=1000))
+    assert [e.type for e in Outbox(tmp_path, limit=1000).pending(100)] == got

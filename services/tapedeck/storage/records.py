@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -67,6 +68,10 @@ class SessionRecord(BaseModel):
     """What the current compile generation published beside the MP4 (poster, storyboard, HLS)."""
     replica: int = 0
     """The storage replica the session was placed on, its only writer (docs/decisions.md)."""
+    pending_events: list[dict[str, Any]] = Field(default_factory=list)
+    """Webhook events of the changes saved here that may not be in the outbox yet: saved with
+    the change itself, cleared once the outbox has them, appended by the next start if a crash
+    or a failed outbox write came between (a transactional outbox, at least once)."""
 
 
 def to_pb(record: SessionRecord, sizes: dict[str, int], writing: bool) -> pb.Session:

@@ -284,6 +284,11 @@ class Opening:
     compile_generation: int = 0
 
 
+def pending(record: SessionRecord) -> list[Event]:
+    """The webhook events a record's manifest holds as not yet in the outbox."""
+    return [Event.model_validate(e) for e in record.pending_events]
+
+
 # --- the registry -----------------------------------------------------------------------------
 
 
@@ -294,6 +299,10 @@ class SessionRegistry:
         self.outbox = outbox
         """Webhook events of every transition go here (None: no webhooks configured)."""
         self.records: dict[str, SessionRecord] = {r.id: r for r in backend.load_all()}
+        if outbox is not None:
+            for record in list(self.records.values()):
+                if record.pending_events:
+                    self.records[record.id] = self._flush_pending(record)
         self.sizes: dict[tuple[str, str], int] = {}
         started = now_ms()
         for record in self.records.values():
@@ -376,30 +385,53 @@ class SessionRegistry:
         return self._locks.setdefault(session_id, asyncio.Lock())
 
     async def _save(self, record: SessionRecord) -> None:
+        """Saves a change with its webhook events (`pending_events`), then puts them in the
+        outbox, durable before the caller's answer (under the session's lock, so a session's
+        events are in the order of its changes). An outbox that cannot be written keeps them
+        pending in the manifest for the next save or start, rather than failing a change that
+        is already made."""
         record.updated_at_ms = now_ms()
         before = self.records.get(record.id)
+        if self.outbox is not None:
+            new = transition_events(before, record)
+            record.pending_events += [event.model_dump(mode="json") for event in new]
         try:
             await in_thread(self.backend.save, record.model_copy(deep=True))
         except (errors.StorageError, OSError) as exc:
             raise backend_error(exc) from None
         self.records[record.id] = record
-        await self._emit(transition_events(before, record))
+        if self.outbox is not None and record.pending_events:
+            self.records[record.id] = await in_thread(self._flush_pending, record)
 
-    async def _emit(self, events: list[Event]) -> None:
-        """Webhook events of a change just saved, durable before the caller's answer (under
-        the session's lock, so a session's events are in the order of its changes). An outbox
-        that cannot be written loses the event, loudly, rather than failing a change that is
-        already made."""
-        if self.outbox is None or not events:
-            return
+    def _flush_pending(self, record: SessionRecord) -> SessionRecord:
+        """`record` after its pending events went to the outbox (blocking). When the outbox or
+        the manifest cannot be written, the record as it was: the events stay pending (a
+        manifest that still lists appended events appends them again: the same webhook-id,
+        which receivers deduplicate)."""
+        if not self._append(pending(record)):
+            return record
+        cleared = record.model_copy(deep=True, update={"pending_events": []})
         try:
-            await in_thread(self.outbox.append, events)
+            self.backend.save(cleared.model_copy(deep=True))
+        except (errors.StorageError, OSError) as exc:
+            log.warning("webhook events of %s stay pending in its manifest: %s", record.id, exc)
+            return record
+        return cleared
+
+    def _append(self, events: list[Event]) -> bool:
+        """Puts `events` in the outbox (blocking); False, logged, when it cannot be written."""
+        assert self.outbox is not None
+        try:
+            self.outbox.append(events)
         except OSError as exc:
             log.error(
-                "webhook outbox: %s lost (%s)", ", ".join(e.type for e in events), exc.strerror
+                "webhook outbox: %s not written (%s)",
+                ", ".join(e.type for e in events),
+                exc.strerror,
             )
-            return
+            return False
         metrics.webhook_outbox_events.set(len(self.outbox))
+        return True
 
     async def create(
         self, session_id: str = "", ttl_seconds: int = 0, title: str = ""
@@ -468,8 +500,9 @@ class SessionRegistry:
             for obj in TRACKS:
                 self.sizes.pop((session_id, obj), None)
             metrics.storage_sessions.set(len(self.records))
-            if gone is not None:
-                await self._emit(gone_events(gone, now_ms()))
+            if gone is not None and self.outbox is not None:
+                # The manifest is gone: an event that cannot be written now is lost (logged).
+                await in_thread(self._append, [*pending(gone), *gone_events(gone, now_ms())])
         self._locks.pop(session_id, None)
 
     # --- write streams ---------------------------------------------------------------------
