@@ -199,6 +199,9 @@ class Settings(BaseSettings):
     compile_job_ttl: Duration = timedelta(hours=1)
     """How long a finished compile Job (and its pod's log) is kept."""
     operator_liveness: str = "http://0.0.0.0:8080/healthz"
+    operator_metrics_port: int = 0
+    """The operator's /metrics (compile queue, running, durations, outcomes from the compile
+    Jobs); 0: none. The chart sets 9090."""
     speculative_compiles: int = 2
     """Embedded mode: recordings compiled while they record, at most this many at once
     (0: compile only when asked). See compiler/follow.py."""
