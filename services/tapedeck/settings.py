@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     """A storage process's own index among the replicas, recorded in the manifests it creates
     (the chart passes the StatefulSet's pod index)."""
     storage_metrics_port: int = 0
+    storage_min_free_bytes: int = Field(default=0, ge=0)
+    """A storage replica with less free space than this refuses new sessions (StorageFull; the
+    api places them on another replica, or answers 503 + Retry-After when all are full);
+    sessions already recording keep writing into the reserve. 0: never refuse (the chart sets
+    1 GiB)."""
     session_ttl: Duration = timedelta(hours=24)
     idle_finalize: Duration = timedelta(minutes=5)
     sweep_interval: Duration = timedelta(seconds=30)

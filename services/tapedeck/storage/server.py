@@ -29,6 +29,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tapedeck import metrics
 from tapedeck._proto import storage_pb2 as pb
 from tapedeck._proto import storage_pb2_grpc as pb_grpc
+from tapedeck.placement import has_room
 from tapedeck.settings import Settings
 from tapedeck.storage import errors
 from tapedeck.storage.backend import Backend, close_backend, open_backend
@@ -128,6 +129,7 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
         if self.outbox is not None:
             metrics.webhook_outbox_events.set(len(self.outbox))  # what a restart found
         self.registry = SessionRegistry(backend, settings, self.outbox)
+        self.settings = settings
 
     def add_to(self, server: grpc.aio.Server) -> None:
         """Registers the Storage service, and the outbox's when there is one."""
@@ -145,6 +147,13 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
     async def CreateSession(
         self, request: pb.CreateSessionRequest, context: grpc.aio.ServicerContext
     ) -> pb.Session:
+        free, reserve = free_bytes(self.settings.data_dir), self.settings.storage_min_free_bytes
+        if not has_room(free, reserve):
+            raise errors.StorageFull(
+                f"storage replica {self.settings.storage_replica} has {free:.0f} bytes free, "
+                f"below its reserve of {reserve} (TAPEDECK_STORAGE_MIN_FREE_BYTES): "
+                "no new sessions here"
+            )
         return self._pb(
             await self.registry.create(request.session_id, request.ttl_seconds, request.title)
         )
