@@ -8,6 +8,7 @@ exits on its own; the clients resume on the other replica and every byte is stor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import httpx
 import pytest
 from test_websocket import expect_close, new_session, start
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from harness import Service, Stack, free_port, make_stack, wait_for
 from tapedeck.ingest.admission import admit, drained
@@ -216,4 +218,36 @@ async def test_full_replica_refuses_with_1013_then_admits(tmp_path: Path) -> Non
         assert 'tapedeck_ingest_closes_total{code="1013"}' in metrics
         api.close()
     finally:
+        stack.stop()
+
+
+async def test_drain_is_bounded_when_storage_never_answers(tmp_path: Path) -> None:
+    """Storage stopped for good: the drain gives up after TAPEDECK_DRAIN_TIMEOUT, the socket is
+    still closed with 1012 and the process exits; what was acknowledged is stored."""
+    stack = make_stack(tmp_path, drain_timeout="2s")
+    try:
+        stack.start()
+        assert stack.web.process is not None and stack.storage.process is not None
+        api = httpx.Client(base_url=stack.base_url, timeout=30)
+        sid, token = new_session(api)
+        api.close()
+        async with connect(f"{stack.ws_base}/ws/video?session={sid}&token={token}") as ws:
+            await ws.send(start())
+            assert json.loads(await ws.recv())["type"] == "ready"
+            await ws.send(b"a" * 1000)
+            assert json.loads(await ws.recv()) == {"type": "ack", "committed": 1000}
+            os.kill(stack.storage.process.pid, signal.SIGSTOP)
+            await ws.send(b"b" * 1000)  # never acknowledged
+            await asyncio.sleep(0.5)
+            stack.web.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(ws.recv(), 120)
+        assert ws.close_code == 1012
+        stack.web.process.wait(120)  # exits although storage never answered
+        os.kill(stack.storage.process.pid, signal.SIGCONT)
+        assert (stack.data_dir / sid / "video.webm").read_bytes()[:1000] == b"a" * 1000
+    finally:
+        if stack.storage.process is not None and stack.storage.process.poll() is None:
+            os.kill(stack.storage.process.pid, signal.SIGCONT)
         stack.stop()
