@@ -27,7 +27,7 @@ from tapedeck_operator.tally import JobTally
 TALLY = JobTally()
 
 
-def _count(uid: str, job: JobView, deleted: bool) -> None:
+def count_job(uid: str, job: JobView, deleted: bool) -> None:
     """The compile Jobs → `tapedeck_compile_*` (tally.py says why not a Pushgateway)."""
     finished = TALLY.observe(uid, job, deleted)
     metrics.compile_queue_depth.set(TALLY.queued)
@@ -107,7 +107,7 @@ async def refresh(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})
 async def job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    _count(str(body["metadata"].get("uid", "")), job_view(body), type == "DELETED")
+    count_job(str(body["metadata"].get("uid", "")), job_view(body), type == "DELETED")
     if type == "DELETED":
         return  # a finished Job's outcome was mirrored when it finished; timers cover the rest
     owner = next(

@@ -53,3 +53,23 @@ def test_bad_times_give_no_duration() -> None:
     tally = JobTally()
     broken = {**DONE, "completionTime": "yesterday"}
     assert tally.observe("d", job(broken)) == Finished("ready", None)
+
+
+def test_the_operator_publishes_the_tally() -> None:
+    from prometheus_client import REGISTRY
+
+    from tapedeck_operator import handlers
+
+    def value(name: str, **labels: str) -> float:
+        found = REGISTRY.get_sample_value(name, labels)
+        return 0.0 if found is None else found
+
+    failed_before = value("tapedeck_compile_total", outcome="failed")
+    took_before = value("tapedeck_compile_duration_seconds_count", outcome="ready")
+    handlers.count_job("uid-published-1", job(RUNNING), deleted=False)
+    assert value("tapedeck_compile_running") >= 1
+    handlers.count_job("uid-published-1", job(DONE), deleted=False)
+    handlers.count_job("uid-published-2", job(FAILED), deleted=False)
+    handlers.count_job("uid-published-2", job(FAILED), deleted=True)
+    assert value("tapedeck_compile_total", outcome="failed") == failed_before + 1
+    assert value("tapedeck_compile_duration_seconds_count", outcome="ready") == took_before + 1
