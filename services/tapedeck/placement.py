@@ -28,6 +28,13 @@ def ranking(session_id: str, replicas: int) -> list[int]:
     return sorted(range(replicas), key=lambda r: (-_weight(session_id, r), r))
 
 
+def has_room(free_bytes: float, min_free_bytes: int) -> bool:
+    """Whether a replica takes new sessions: its volume has more than `min_free_bytes` free
+    (`TAPEDECK_STORAGE_MIN_FREE_BYTES`; 0: always). Live sessions keep writing below it: the
+    reserve is theirs. An unknown free space (NaN) is no reason to refuse."""
+    return not min_free_bytes or not free_bytes < min_free_bytes
+
+
 def place(session_id: str, replicas: int) -> int:
     """The replica a new session goes to, among `replicas` (indexes 0..replicas-1)."""
     return ranking(session_id, replicas)[0]

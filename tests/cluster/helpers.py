@@ -168,3 +168,9 @@ def restarts(cluster: ControlPlane, namespace: str) -> dict[str, int]:
         )
         for p in pods(cluster, namespace)
     }
+
+
+def keda_crd() -> Path:
+    """KEDA's ScaledObject CRD, copied by build-tools.sh from its Go module."""
+    version = module_version("keda", "github.com/kedacore/keda/v2")
+    return bin_cache() / f"keda-{version}" / "scaledobjects.yaml"

@@ -47,7 +47,7 @@ from tapedeck.sessions import (
 )
 from tapedeck.settings import Settings
 from tapedeck.storage.client import StorageClient
-from tapedeck.storage.errors import NotFound
+from tapedeck.storage.errors import NotFound, StorageFull
 from tapedeck.storage.records import PB_TO_STATE, STATE_TO_PB
 from tapedeck.storage.session_client import SessionClient
 
@@ -55,6 +55,8 @@ if TYPE_CHECKING:
     from tapedeck.storage.objectstore import Presigner
 
 MAX_LIMIT = 1000
+FULL_RETRY_AFTER = 60
+"""Seconds a client waits before asking again for a session when every replica is full."""
 
 
 class CompileDispatcher(Protocol):
@@ -233,7 +235,15 @@ def build_router(
     )
     async def create_session(body: NewSessionBody | None = None) -> CreatedSession:
         title = checked_title(body.title) if body is not None and body.title is not None else ""
-        session = await storage.create_session(title=title)
+        try:
+            session = await storage.create_session(title=title)
+        except StorageFull:
+            raise ApiError(
+                503,
+                "storage-full",
+                "every storage replica is full; try again later",
+                {"Retry-After": str(FULL_RETRY_AFTER)},
+            ) from None
         if directory:
             try:
                 await directory.created(session.id)

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 import grpc
 
 from tapedeck._proto import storage_pb2 as pb
-from tapedeck.placement import place, ranking
+from tapedeck.placement import ranking
 from tapedeck.sessions import OUTPUT, InvalidSessionId, State, new_session_id, validate_session_id
 from tapedeck.settings import S3Settings, Settings
 from tapedeck.storage import errors
@@ -234,11 +234,21 @@ class ReplicatedStorage(StorageClient):
     async def create_session(
         self, session_id: str = "", ttl_seconds: int = 0, title: str = ""
     ) -> pb.Session:
+        """On the replica the rule places it on; when that one is full (StorageFull: below its
+        free-space reserve), on the next in the rule's order, where a lookup finds it too.
+        StorageFull when every replica is."""
         session_id = session_id or new_session_id()
-        replica = place(session_id, self.count)
-        session = await self._plain(replica).create_session(session_id, ttl_seconds, title)
-        self.pin(session_id, replica)
-        return session
+        full: errors.StorageFull | None = None
+        for replica in ranking(session_id, self.count):
+            try:
+                session = await self._plain(replica).create_session(session_id, ttl_seconds, title)
+            except errors.StorageFull as err:
+                full = err
+                continue
+            self.pin(session_id, replica)
+            return session
+        assert full is not None
+        raise full
 
     async def get_session(self, session_id: str) -> pb.Session:
         """From the owner; while it is down, the bucket's copy (a finished session's is

@@ -17,8 +17,10 @@ import asyncio
 import contextlib
 import functools
 import logging
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import NoReturn, TypeVar
 
 import grpc
@@ -27,6 +29,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tapedeck import metrics
 from tapedeck._proto import storage_pb2 as pb
 from tapedeck._proto import storage_pb2_grpc as pb_grpc
+from tapedeck.placement import has_room
 from tapedeck.settings import Settings
 from tapedeck.storage import errors
 from tapedeck.storage.backend import Backend, close_backend, open_backend
@@ -126,6 +129,7 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
         if self.outbox is not None:
             metrics.webhook_outbox_events.set(len(self.outbox))  # what a restart found
         self.registry = SessionRegistry(backend, settings, self.outbox)
+        self.settings = settings
 
     def add_to(self, server: grpc.aio.Server) -> None:
         """Registers the Storage service, and the outbox's when there is one."""
@@ -143,6 +147,13 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
     async def CreateSession(
         self, request: pb.CreateSessionRequest, context: grpc.aio.ServicerContext
     ) -> pb.Session:
+        free, reserve = free_bytes(self.settings.data_dir), self.settings.storage_min_free_bytes
+        if not has_room(free, reserve):
+            raise errors.StorageFull(
+                f"storage replica {self.settings.storage_replica} has {free:.0f} bytes free, "
+                f"below its reserve of {reserve} (TAPEDECK_STORAGE_MIN_FREE_BYTES): "
+                "no new sessions here"
+            )
         return self._pb(
             await self.registry.create(request.session_id, request.ttl_seconds, request.title)
         )
@@ -298,6 +309,19 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
+def free_bytes(directory: Path) -> float:
+    """Free space where recordings go, as a writer without root's reserve sees it."""
+    try:
+        return float(shutil.disk_usage(directory).free)
+    except OSError:
+        return float("nan")  # the volume is gone: no number rather than a wrong one
+
+
+def watch_free_space(directory: Path, replica: int) -> None:
+    """`tapedeck_storage_free_bytes{replica}`, computed when scraped (a statvfs, cheap)."""
+    metrics.storage_free_bytes.labels(str(replica)).set_function(lambda: free_bytes(directory))
+
+
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Run the storage server until cancelled."""
     # Every stream's group commit waits in a thread for its fdatasync; with hundreds of
@@ -317,6 +341,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     if settings.storage_metrics_port:
         from prometheus_client import start_http_server
 
+        watch_free_space(settings.data_dir, settings.storage_replica)
         start_http_server(settings.storage_metrics_port, addr=settings.host)
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
