@@ -177,9 +177,9 @@ async def test_storage_killed_mid_stream_loses_nothing_acknowledged(
 
         original = uploader._collect
 
-        async def spy(ws: Any, result: Any) -> Any:
+        async def spy(ws: Any, result: Any, *rest: Any) -> Any:
             result.acks = result_acks
-            return await original(ws, result)
+            return await original(ws, result, *rest)
 
         uploader._collect = spy  # type: ignore[assignment]
         try:

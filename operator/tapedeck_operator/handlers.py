@@ -15,11 +15,28 @@ from typing import Any
 
 import kopf
 
+from tapedeck import metrics
 from tapedeck.cluster.resources import FINALIZER, GROUP, KIND, PLURAL, VERSION
 from tapedeck.settings import Settings
 from tapedeck_operator import _sessions
 from tapedeck_operator._context import MEMO_KEY, Context, context
 from tapedeck_operator.jobs import LABEL_MANAGED_BY, MANAGED_BY
+from tapedeck_operator.status import JobView, job_view
+from tapedeck_operator.tally import JobTally
+
+TALLY = JobTally()
+
+
+def _count(uid: str, job: JobView, deleted: bool) -> None:
+    """The compile Jobs → `tapedeck_compile_*` (tally.py says why not a Pushgateway)."""
+    finished = TALLY.observe(uid, job, deleted)
+    metrics.compile_queue_depth.set(TALLY.queued)
+    metrics.compile_running.set(TALLY.running)
+    if finished is not None:
+        metrics.compile_outcomes.labels(finished.outcome).inc()
+        if finished.seconds is not None:
+            metrics.compile_duration.labels(finished.outcome).observe(finished.seconds)
+
 
 # Read once, when kopf loads this module: timers' intervals are part of their registration.
 SWEEP_INTERVAL = Settings().sweep_interval.total_seconds()
@@ -45,6 +62,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # The CRD comes with the chart, before the operator: no need to watch for CRDs (nor the
     # cluster-wide RBAC that would take).
     settings.scanning.disabled = True
+    port = Settings().operator_metrics_port
+    if port:  # the compile metrics above (and kopf's process), for Prometheus
+        from prometheus_client import start_http_server
+
+        start_http_server(port)
     if MEMO_KEY not in memo:
         memo[MEMO_KEY] = Context.from_environment()
     context(memo).start_sweeper()
@@ -85,6 +107,7 @@ async def refresh(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})
 async def job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _count(str(body["metadata"].get("uid", "")), job_view(body), type == "DELETED")
     if type == "DELETED":
         return  # a finished Job's outcome was mirrored when it finished; timers cover the rest
     owner = next(

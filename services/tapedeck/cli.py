@@ -129,11 +129,13 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "serve":
         import uvicorn
 
+        from tapedeck.drain import Drain, DrainingServer
         from tapedeck.webapp import create_app
 
         parts = ("api", "ingest") if args.role == "web" else (args.role,)
-        uvicorn.run(
-            create_app(settings, parts),
+        drain = Drain(settings.drain_timeout.total_seconds())
+        config = uvicorn.Config(
+            create_app(settings, parts, drain),
             host=settings.host,
             port=settings.port,
             ws_per_message_deflate=False,  # media is already compressed (SPEC §6)
@@ -145,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
             proxy_headers=bool(settings.trusted_proxies),
             forwarded_allow_ips=settings.trusted_proxies or None,
         )
+        DrainingServer(config, drain).run()
     elif args.command == "compile":
         from tapedeck.compiler.exits import EXIT_RETRY
         from tapedeck.compiler.job import main as compile_main

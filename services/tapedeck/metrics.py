@@ -17,6 +17,11 @@ storage_fsync_seconds = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 storage_sessions = Gauge("tapedeck_storage_sessions", "Sessions known to storage")
+storage_free_bytes = Gauge(
+    "tapedeck_storage_free_bytes",
+    "Free bytes on the replica's volume (to an unprivileged writer), read at each scrape",
+    ["replica"],
+)
 
 # ingest
 ingest_active_streams = Gauge("tapedeck_ingest_active_streams", "Open WebSocket media streams")
@@ -33,7 +38,7 @@ ingest_ack_latency = Histogram(
 )
 ingest_closes = Counter("tapedeck_ingest_closes_total", "WebSocket closes by code", ["code"])
 
-# compile
+# compile: the embedded worker's, and in a cluster the operator's, from the compile Jobs' status
 compile_queue_depth = Gauge("tapedeck_compile_queue_depth", "Compiles waiting for a worker")
 compile_running = Gauge("tapedeck_compile_running", "Compiles running")
 compile_duration = Histogram(

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     socket_idle_timeout: Duration = timedelta(seconds=60)
     """A media socket that sends nothing this long while it owes nothing is closed (4408),
     so its session stops `writing` and can be finalized; MediaRecorder sends every second."""
+    drain_timeout: Duration = timedelta(seconds=20)
+    """On SIGTERM, how long ingest waits for storage to acknowledge what its sockets sent before
+    it closes them with 1012 (the chart's `terminationGracePeriodSeconds` is this plus 10 s)."""
+    ingest_max_streams: int = Field(default=200, ge=0)
+    """Media sockets one ingest process takes at once; more are refused with 1013 (0: no limit).
+    200 is two thirds of the 300 streams docs/performance.md measured on 2 shared cores."""
     ffmpeg: str | None = None
     compile_concurrency: int = 1
     compile_max_attempts: int = 3
@@ -193,6 +199,9 @@ class Settings(BaseSettings):
     compile_job_ttl: Duration = timedelta(hours=1)
     """How long a finished compile Job (and its pod's log) is kept."""
     operator_liveness: str = "http://0.0.0.0:8080/healthz"
+    operator_metrics_port: int = 0
+    """The operator's /metrics (compile queue, running, durations, outcomes from the compile
+    Jobs); 0: none. The chart sets 9090."""
     speculative_compiles: int = 2
     """Embedded mode: recordings compiled while they record, at most this many at once
     (0: compile only when asked). See compiler/follow.py."""

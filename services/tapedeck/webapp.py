@@ -24,6 +24,7 @@ from tapedeck import metrics
 from tapedeck.api import errors
 from tapedeck.api.models import ErrorBody
 from tapedeck.api.routes import build_router
+from tapedeck.drain import Drain
 from tapedeck.durable import fsync_dir
 from tapedeck.embedded.sweeper import run_sweeper
 from tapedeck.embedded.worker import LocalCompileWorker
@@ -207,8 +208,13 @@ async def storage_serving(storage_addr: str) -> bool:
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-def create_app(settings: Settings, parts: Iterable[str] = ("api", "ingest")) -> FastAPI:
+def create_app(
+    settings: Settings, parts: Iterable[str] = ("api", "ingest"), drain: Drain | None = None
+) -> FastAPI:
+    """`drain`: started by the server on SIGTERM (cli.DrainingServer); /readyz answers 503
+    from then on and ingest hands its sockets over."""
     parts = set(parts)
+    drain = drain or Drain(settings.drain_timeout.total_seconds())
     storage = replicas.connect(settings)
     secret = resolve_secret(settings)
     worker = LocalCompileWorker(storage, settings)
@@ -275,9 +281,11 @@ def create_app(settings: Settings, parts: Iterable[str] = ("api", "ingest")) -> 
         "/readyz",
         tags=["health"],
         response_model=None,
-        responses={503: {"model": ErrorBody, "description": "storage is not serving"}},
+        responses={503: {"model": ErrorBody, "description": "draining, or storage is not serving"}},
     )
     async def readyz() -> JSONResponse | dict[str, str]:
+        if drain.draining:  # out of the Service's endpoints before the sockets close
+            return errors.error_response(503, "draining", "shutting down (SIGTERM)")
         if not await storage_serving(settings.storage_addr):
             return errors.error_response(503, "storage-unavailable", "storage is not serving")
         return {"status": "ready"}
@@ -290,7 +298,7 @@ def create_app(settings: Settings, parts: Iterable[str] = ("api", "ingest")) -> 
 
     app.mount("/metrics", make_asgi_app())
     if "ingest" in parts:
-        app.include_router(Ingest(storage, settings, secret).router())
+        app.include_router(Ingest(storage, settings, secret, drain).router())
     if "api" in parts:
         if settings.mode == "cluster":
             from tapedeck.cluster.api import ClusterSessions

@@ -24,6 +24,7 @@ K8S_VERSION="$(version kubernetes k8s.io/kubernetes)"
 ETCD_VERSION="$(version etcd go.etcd.io/etcd/server/v3)"
 HELM_VERSION="$(version helm helm.sh/helm/v3)"
 GATEWAY_VERSION="$(version gateway-api sigs.k8s.io/gateway-api)"
+KEDA_VERSION="$(version keda github.com/kedacore/keda/v2)"
 
 # name|dir|version|binaries
 WANT=(
@@ -31,6 +32,7 @@ WANT=(
     "helm|$CACHE/helm-$HELM_VERSION|helm"
     "kubernetes|$CACHE/kubernetes-$K8S_VERSION|kube-apiserver kube-controller-manager"
     "gateway-api|$CACHE/gateway-api-$GATEWAY_VERSION|httproutes.yaml"
+    "keda|$CACHE/keda-$KEDA_VERSION|scaledobjects.yaml"
 )
 
 # shellcheck source=tests/cluster/cache-lib.sh
@@ -95,6 +97,18 @@ if missing "$CACHE/gateway-api-$GATEWAY_VERSION" httproutes.yaml; then
     rm -rf "$CACHE/gateway-api-$GATEWAY_VERSION"
     mv "$CACHE/gateway-api-$GATEWAY_VERSION.tmp.$$" "$CACHE/gateway-api-$GATEWAY_VERSION"
     echo "--- gateway-api $GATEWAY_VERSION: HTTPRoute CRD copied" >&2
+fi
+
+if missing "$CACHE/keda-$KEDA_VERSION" scaledobjects.yaml; then
+    # KEDA's own ScaledObject CRD, from its Go module (the chart's keda.enabled renders one).
+    dir="$(cd "$TOOLS/keda" && "$GO" mod download -json github.com/kedacore/keda/v2 |
+        sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+    mkdir -p "$CACHE/keda-$KEDA_VERSION.tmp.$$"
+    cp "$dir/config/crd/bases/keda.sh_scaledobjects.yaml" \
+        "$CACHE/keda-$KEDA_VERSION.tmp.$$/scaledobjects.yaml"
+    rm -rf "$CACHE/keda-$KEDA_VERSION"
+    mv "$CACHE/keda-$KEDA_VERSION.tmp.$$" "$CACHE/keda-$KEDA_VERSION"
+    echo "--- keda $KEDA_VERSION: ScaledObject CRD copied" >&2
 fi
 
 echo "$CACHE"

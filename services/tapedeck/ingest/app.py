@@ -22,8 +22,10 @@ from starlette.types import Message
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from tapedeck import metrics, tokens
+from tapedeck.drain import Drain
 from tapedeck.guards import client_key, creation_limiter, origin_allowed
 from tapedeck.ingest import protocol
+from tapedeck.ingest.admission import DRAINING, admit, drained
 from tapedeck.ingest.protocol import Close, ProtocolError, StartMessage, TrackStream
 from tapedeck.sessions import TRACKS, is_valid_session_id
 from tapedeck.settings import Settings
@@ -64,7 +66,7 @@ def storage_close(err: StorageError) -> ProtocolError:
 SUPERSEDED = "a newer connection took over this track"
 
 
-@dataclass
+@dataclass(eq=False)  # compared (and hashed, in `Ingest.sockets`) by identity
 class _Connection:
     ws: WebSocket
     track: str
@@ -75,6 +77,8 @@ class _Connection:
     progress: asyncio.Condition = field(default_factory=asyncio.Condition)
     arrivals: deque[tuple[int, float]] = field(default_factory=deque)
     closed: bool = False
+    draining: asyncio.Task[bool] | None = None
+    """Ends when a drain begins: one waiter for the connection, not one per message."""
 
     async def send(self, text: str) -> None:
         async with self.send_lock:
@@ -95,11 +99,19 @@ class _Connection:
 
 
 class Ingest:
-    def __init__(self, storage: StorageClient, settings: Settings, secret: str) -> None:
+    def __init__(
+        self, storage: StorageClient, settings: Settings, secret: str, drain: Drain | None = None
+    ) -> None:
         self.storage = storage
         self.settings = settings
         self.secret = secret
+        self.drain = drain or Drain(settings.drain_timeout.total_seconds())
+        self.drain.on_drain(self.settled)
         self.active: dict[tuple[str, str], _Connection] = {}
+        self.sockets: set[_Connection] = set()
+        """Every accepted socket, streaming or not: what admission counts and a drain waits for."""
+        self._empty = asyncio.Event()
+        self._empty.set()
         self._accepted = itertools.count()
         # One takeover at a time per track, storage's open included: storage hands a track to
         # the Write stream that reaches it last, so an older connection must never get there
@@ -121,10 +133,20 @@ class Ingest:
             metrics.ingest_closes.labels("403").inc()
             await ws.close(code=4403)  # before accept: the handshake is refused with HTTP 403
             return
+        refusal = admit(
+            draining=self.drain.draining,
+            open_sockets=len(self.sockets),
+            max_streams=self.settings.ingest_max_streams,
+        )
         await ws.accept()
         conn = _Connection(
             ws, track, TrackStream(self.settings.max_frame_bytes), next(self._accepted)
         )
+        if refusal is not None:  # before any frame is read
+            await conn.close(refusal.close, refusal)
+            return
+        self.sockets.add(conn)
+        self._empty.clear()
         metrics.ingest_active_streams.inc()
         writer: TrackWriter | None = None
         key: tuple[str, str] | None = None
@@ -153,7 +175,12 @@ class Ingest:
                 ),
             )
         finally:
+            if conn.draining is not None:
+                conn.draining.cancel()
             metrics.ingest_active_streams.dec()
+            self.sockets.discard(conn)
+            if not self.sockets:
+                self._empty.set()
             if writer is not None:
                 writer.cancel()
             if key is not None and self.active.get(key) is conn:
@@ -238,13 +265,37 @@ class Ingest:
         ttl = self.settings.upload_token_ttl.total_seconds()
         return session.id, tokens.upload_token(self.secret, session.id, ttl, session.replica)
 
+    async def settled(self) -> None:
+        """Returns once no socket is open (the drain's wait for ingest)."""
+        await self._empty.wait()
+
+    async def _receive_or_drain(self, conn: _Connection, within: float | None) -> Message | None:
+        """The socket's next message; None once a drain began (a message that arrived is still
+        returned); TimeoutError after `within` seconds of silence."""
+        if conn.draining is None:
+            conn.draining = asyncio.create_task(self.drain.started.wait())
+        receiving = asyncio.ensure_future(conn.ws.receive())
+        try:
+            done, _ = await asyncio.wait(
+                {receiving, conn.draining}, timeout=within, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            receiving.cancel()
+        if receiving in done:
+            return receiving.result()
+        if conn.draining in done:
+            return None
+        raise TimeoutError
+
     async def _await_start(self, conn: _Connection) -> StartMessage:
         try:
-            message = await asyncio.wait_for(conn.ws.receive(), START_TIMEOUT)
+            message = await self._receive_or_drain(conn, START_TIMEOUT)
         except TimeoutError:
             raise ProtocolError(
                 Close.BAD_MESSAGE, "start-timeout", f"no start message within {START_TIMEOUT:.0f} s"
             ) from None
+        if message is None or self.drain.draining:
+            raise ProtocolError(Close.RESTART, "draining", DRAINING)
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", 1000))
         if message.get("bytes") is not None:
@@ -273,6 +324,10 @@ class Ingest:
         limit = self.settings.max_inflight_bytes
         while True:
             message = await self._next_message(conn)
+            if message is None:  # draining: what storage has, it acknowledges; then 1012
+                async with conn.progress:
+                    await conn.progress.wait_for(lambda: drained(inflight=stream.inflight))
+                raise ProtocolError(Close.RESTART, "draining", DRAINING)
             if message["type"] == "websocket.disconnect":
                 raise WebSocketDisconnect(message.get("code", 1000))
             data = message.get("bytes")
@@ -291,27 +346,22 @@ class Ingest:
                 await self._send(writer, stream.offset, b"", finish=True)
                 return
 
-    async def _next_message(self, conn: _Connection) -> Message:
-        """The socket's next message; closes with 4408 a client that stays silent for
-        `socket_idle_timeout` while nothing is owed to it (`TrackStream.silence_is_idle`).
-        Time spent not reading (a full inflight window) never counts: only this wait does."""
-        timeout = self.settings.socket_idle_timeout.total_seconds()
-        if not timeout:
-            return await conn.ws.receive()
-        receiving = asyncio.ensure_future(conn.ws.receive())
-        try:
-            while True:
-                done, _ = await asyncio.wait({receiving}, timeout=timeout)
-                if done:
-                    return receiving.result()
+    async def _next_message(self, conn: _Connection) -> Message | None:
+        """The socket's next message, None once a drain began; closes with 4408 a client that
+        stays silent for `socket_idle_timeout` while nothing is owed to it
+        (`TrackStream.silence_is_idle`). Time spent not reading (a full inflight window) never
+        counts: only this wait does."""
+        timeout = self.settings.socket_idle_timeout.total_seconds() or None
+        while True:
+            try:
+                return await self._receive_or_drain(conn, timeout)
+            except TimeoutError:
                 if conn.stream.silence_is_idle(acks_stuck=conn.send_lock.locked()):
                     raise ProtocolError(
                         Close.IDLE,
                         "idle-timeout",
                         f"nothing received for {timeout:g} s; reconnect and resume",
-                    )
-        finally:
-            receiving.cancel()
+                    ) from None
 
     async def _send(
         self, writer: TrackWriter, offset: int, data: bytes, finish: bool = False

@@ -20,6 +20,10 @@ MAX_TEXT_BYTES = 4096
 
 class Close(IntEnum):
     NORMAL = 1000
+    RESTART = 1012
+    """Service restart: this replica is draining (SIGTERM); reconnect at once, elsewhere."""
+    TRY_LATER = 1013
+    """Try again later: this replica is at `TAPEDECK_INGEST_MAX_STREAMS`; back off, retry."""
     BAD_MESSAGE = 4400
     BAD_TOKEN = 4401
     NOT_FOUND = 4404

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,9 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-RETRY_CODES = {1001, 1006, 1011, 1012, 4408, 4503}
+RETRY_CODES = {1001, 1006, 1011, 1012, 1013, 4408, 4503}
+"""1012: the replica drains (SIGTERM), 1013: it is full; both: reconnect (through a Service,
+to another replica) and resume from `committed`."""
 
 
 class UploadRejected(Exception):
@@ -29,6 +32,17 @@ class UploadRejected(Exception):
 
 
 @dataclass
+class Attempt:
+    """One connection: where it went, what `ready` and the last `ack` said, how it ended."""
+
+    base: str
+    ready: int | None = None
+    last_ack: int | None = None
+    close: int | None = None
+    error: str | None = None
+
+
+@dataclass
 class UploadResult:
     session_id: str
     committed: int
@@ -36,6 +50,7 @@ class UploadResult:
     upload_token: str | None = None
     acks: list[int] = field(default_factory=list)
     error: dict[str, Any] | None = None  # the server's last `error` message
+    attempts: list[Attempt] = field(default_factory=list)
     sent: int = 0  # the furthest byte ever sent (what the recorder had produced)
 
 
@@ -53,7 +68,7 @@ async def _recv_json(ws: ClientConnection) -> dict[str, Any]:
 
 
 async def upload_track(
-    base: str,
+    base: str | Callable[[], str],
     track: str,
     data: bytes,
     *,
@@ -68,14 +83,18 @@ async def upload_track(
     stop: asyncio.Event | None = None,
 ) -> UploadResult:
     """Send `data` as one track and finish it, surviving drops. `after_frame(ws, offset)` lets a
-    test cut the connection at a chosen point. `stop` set is the recorder stopping: the track
-    ends with the bytes sent so far (`result.sent`), resent from `committed` after a drop."""
+    test cut the connection at a chosen point. `base` may be a function asked before every
+    connection (a test's stand-in for a Service in front of several replicas). `stop` set is
+    the recorder stopping: the track ends with the bytes sent so far (`result.sent`), resent
+    from `committed` after a drop."""
     result = UploadResult(session_id or "", 0, 0)
     last: tuple[int, dict[str, Any] | None] = (1006, None)
     while result.connections < max_connections:
         result.connections += 1
         result.error = None
-        url = ws_url(base, track, result.session_id or None, token or result.upload_token)
+        attempt = Attempt(base if isinstance(base, str) else base())
+        result.attempts.append(attempt)
+        url = ws_url(attempt.base, track, result.session_id or None, token or result.upload_token)
         try:
             async with connect(url, compression=None, max_size=2**24) as ws:
                 try:
@@ -88,6 +107,7 @@ async def upload_track(
                     if ready.get("type") == "error":
                         result.error = ready
                     elif ready.get("type") == "ready":
+                        attempt.ready = ready["committed"]
                         result.session_id = ready["sessionId"]
                         result.upload_token = ready.get("uploadToken") or result.upload_token
                         final = await _send_from(
@@ -98,6 +118,7 @@ async def upload_track(
                             frame_bytes,
                             after_frame,
                             frame_interval,
+                            attempt,
                             stop,
                         )
                         if final.get("type") == "finished":
@@ -109,9 +130,12 @@ async def upload_track(
                 last = (ws.close_code or 1006, error)
         except (OSError, websockets.InvalidHandshake) as exc:
             last = (1006, {"message": f"cannot connect: {exc}"})
+        attempt.close, attempt.error = last[0], (last[1] or {}).get("code")
         if last[0] not in RETRY_CODES:
             raise UploadRejected(*last)
-        await asyncio.sleep(min(1.0, 0.05 * result.connections))
+        # Jitter: clients a replica refused (1013) or drained (1012) together do not all come
+        # back at the same instant.
+        await asyncio.sleep(min(1.0, 0.05 * result.connections) * random.uniform(0.5, 1.5))
     code, error = last
     raise UploadRejected(
         1006,
@@ -130,11 +154,12 @@ async def _send_from(
     frame_bytes: int,
     after_frame: Callable[[ClientConnection, int], Awaitable[None]] | None,
     frame_interval: float,
+    attempt: Attempt,
     stop: asyncio.Event | None,
 ) -> dict[str, Any]:
     """Send the bytes from `committed` on, then `finish`; returns the server's last message."""
     offset = result.committed = committed
-    acks = asyncio.create_task(_collect(ws, result))
+    acks = asyncio.create_task(_collect(ws, result, attempt))
 
     def end() -> int:
         return result.sent if stop is not None and stop.is_set() else len(data)
@@ -169,11 +194,12 @@ async def _error_received(ws: ClientConnection, result: UploadResult) -> dict[st
     return result.error
 
 
-async def _collect(ws: ClientConnection, result: UploadResult) -> dict[str, Any]:
+async def _collect(ws: ClientConnection, result: UploadResult, attempt: Attempt) -> dict[str, Any]:
     """Reads acks until `finished` or `error`; the connection closing raises ConnectionClosed."""
     while True:
         message = await _recv_json(ws)
         if message.get("type") == "ack":
+            attempt.last_ack = message["committed"]
             result.committed = message["committed"]
             result.acks.append(message["committed"])
         else:

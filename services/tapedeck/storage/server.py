@@ -17,8 +17,10 @@ import asyncio
 import contextlib
 import functools
 import logging
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import NoReturn, TypeVar
 
 import grpc
@@ -298,6 +300,19 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
+def free_bytes(directory: Path) -> float:
+    """Free space where recordings go, as a writer without root's reserve sees it."""
+    try:
+        return float(shutil.disk_usage(directory).free)
+    except OSError:
+        return float("nan")  # the volume is gone: no number rather than a wrong one
+
+
+def watch_free_space(directory: Path, replica: int) -> None:
+    """`tapedeck_storage_free_bytes{replica}`, computed when scraped (a statvfs, cheap)."""
+    metrics.storage_free_bytes.labels(str(replica)).set_function(lambda: free_bytes(directory))
+
+
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Run the storage server until cancelled."""
     # Every stream's group commit waits in a thread for its fdatasync; with hundreds of
@@ -317,6 +332,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     if settings.storage_metrics_port:
         from prometheus_client import start_http_server
 
+        watch_free_space(settings.data_dir, settings.storage_replica)
         start_http_server(settings.storage_metrics_port, addr=settings.host)
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
