@@ -93,6 +93,17 @@ K
     chmod 600 "$1"
 }
 kubeconfig "$W/admin.kubeconfig" "$ADMIN_TOKEN"
+# The aggregation layer's front proxy: the API server presents this client certificate to
+# extension API servers (metrics-server), which trust its X-Remote-User headers by this CA.
+if [[ ! -f "$W/pki/front-proxy-client.crt" ]]; then
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=front-proxy-ca \
+        -keyout "$W/pki/front-proxy-ca.key" -out "$W/pki/front-proxy-ca.crt" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj /CN=front-proxy-client \
+        -keyout "$W/pki/front-proxy-client.key" -out "$W/pki/front-proxy-client.csr" 2>/dev/null
+    openssl x509 -req -days 2 -in "$W/pki/front-proxy-client.csr" -CA "$W/pki/front-proxy-ca.crt" \
+        -CAkey "$W/pki/front-proxy-ca.key" -CAcreateserial -out "$W/pki/front-proxy-client.crt" \
+        -extfile <(echo extendedKeyUsage=clientAuth) 2>/dev/null
+fi
 kubeconfig "$W/node.kubeconfig" tapedeck-node-token
 kubeconfig "$W/proxy.kubeconfig" tapedeck-proxy-token
 
@@ -107,7 +118,11 @@ start kube-apiserver "${BIN[kube-apiserver]}" --etcd-servers=http://127.0.0.1:23
     --service-account-key-file="$W/pki/sa.key" --service-account-signing-key-file="$W/pki/sa.key" \
     --service-cluster-ip-range="$SERVICES" --authorization-mode=Node,RBAC --token-auth-file="$W/tokens.csv" \
     --enable-admission-plugins=NodeRestriction,OwnerReferencesPermissionEnforcement \
-    --allow-privileged=false --kubelet-preferred-address-types=InternalIP
+    --allow-privileged=false --kubelet-preferred-address-types=InternalIP \
+    --requestheader-client-ca-file="$W/pki/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- --enable-aggregator-routing=true \
+    --proxy-client-cert-file="$W/pki/front-proxy-client.crt" --proxy-client-key-file="$W/pki/front-proxy-client.key"
 wait_for kube-apiserver 120 curl -sf --cacert "$W/pki/apiserver.crt" -H "Authorization: Bearer $ADMIN_TOKEN" \
     "https://$NODE_IP:6443/readyz"
 common=(--kubeconfig="$W/admin.kubeconfig" --authentication-kubeconfig="$W/admin.kubeconfig"

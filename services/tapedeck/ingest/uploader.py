@@ -51,6 +51,7 @@ class UploadResult:
     acks: list[int] = field(default_factory=list)
     error: dict[str, Any] | None = None  # the server's last `error` message
     attempts: list[Attempt] = field(default_factory=list)
+    sent: int = 0  # the furthest byte ever sent (what the recorder had produced)
 
 
 def ws_url(base: str, track: str, session_id: str | None, token: str | None) -> str:
@@ -79,10 +80,13 @@ async def upload_track(
     max_connections: int = 100,
     after_frame: Callable[[ClientConnection, int], Awaitable[None]] | None = None,
     frame_interval: float = 0.0,
+    stop: asyncio.Event | None = None,
 ) -> UploadResult:
     """Send `data` as one track and finish it, surviving drops. `after_frame(ws, offset)` lets a
     test cut the connection at a chosen point. `base` may be a function asked before every
-    connection (a test's stand-in for a Service in front of several replicas)."""
+    connection (a test's stand-in for a Service in front of several replicas). `stop` set is
+    the recorder stopping: the track ends with the bytes sent so far (`result.sent`), resent
+    from `committed` after a drop."""
     result = UploadResult(session_id or "", 0, 0)
     last: tuple[int, dict[str, Any] | None] = (1006, None)
     while result.connections < max_connections:
@@ -115,6 +119,7 @@ async def upload_track(
                             after_frame,
                             frame_interval,
                             attempt,
+                            stop,
                         )
                         if final.get("type") == "finished":
                             result.committed = final["committed"]
@@ -150,15 +155,21 @@ async def _send_from(
     after_frame: Callable[[ClientConnection, int], Awaitable[None]] | None,
     frame_interval: float,
     attempt: Attempt,
+    stop: asyncio.Event | None,
 ) -> dict[str, Any]:
     """Send the bytes from `committed` on, then `finish`; returns the server's last message."""
     offset = result.committed = committed
     acks = asyncio.create_task(_collect(ws, result, attempt))
+
+    def end() -> int:
+        return result.sent if stop is not None and stop.is_set() else len(data)
+
     try:
-        while offset < len(data):
-            frame = data[offset : offset + frame_bytes]
+        while offset < end():
+            frame = data[offset : min(offset + frame_bytes, end())]
             await ws.send(frame)
             offset += len(frame)
+            result.sent = max(result.sent, offset)
             if after_frame is not None:
                 await after_frame(ws, offset)
             if frame_interval:
