@@ -47,7 +47,7 @@ cluster-images: cluster-tools
 # The suite starts a real node (root: bridges, iptables) and installs the chart on it.
 test-cluster: $(VENV)/.stamp-cluster cluster-images
 	TAPEDECK_REQUIRE_CLUSTER=1 $(BIN)/pytest tests/cluster --ignore=tests/cluster/test_object_tier.py \
-		--ignore=tests/cluster/test_autoscale.py
+		--ignore=tests/cluster/test_hpa_on_node.py
 
 # Issue 17 at length on the real node: the HPA adding ingest replicas under load (metrics-server
 # built from its Go module into ~/.cache/tapedeck/metrics-server), then ROUNDS rounds of rolling
@@ -56,7 +56,7 @@ ROUNDS ?= 3
 ROLLING_CLIENTS ?= 16
 test-cluster-long: $(VENV)/.stamp-cluster cluster-images metrics-server
 	TAPEDECK_REQUIRE_CLUSTER=1 TAPEDECK_ROLLING_ROUNDS=$(ROUNDS) TAPEDECK_ROLLING_CLIENTS=$(ROLLING_CLIENTS) \
-		$(BIN)/pytest -rP tests/cluster/test_autoscale.py tests/cluster/test_rolling.py
+		$(BIN)/pytest -rP tests/cluster/test_hpa_on_node.py tests/cluster/test_rolling.py
 
 metrics-server:
 	tests/cluster/build-metrics-server.sh
