@@ -19,14 +19,16 @@ test: $(VENV)/.stamp-dev $(VENV)/.stamp-powercut frontend test-frontend
 	else echo "cluster suite skipped: no binaries yet (make cluster-tools, then make test-cluster)"; fi
 
 # etcd, kube-apiserver, kube-controller-manager, helm, and the real node's kubelet,
-# kube-scheduler, kube-proxy, kubectl, containerd, CNI plugins, CoreDNS and pause, and Traefik
-# (the ingress controller of the browser test): built once per machine from pinned Go modules,
-# cached in ~/.cache/tapedeck/cluster-bin, node-bin and traefik (tens of minutes cold, instant
+# kube-scheduler, kube-proxy, kubectl, containerd, CNI plugins, CoreDNS and pause, Traefik
+# (the ingress controller of the browser test) and kube-network-policies (the NetworkPolicy
+# enforcer of test_network_policy.py): built once per machine from pinned Go modules, cached in
+# ~/.cache/tapedeck/cluster-bin, node-bin, traefik and netpol (tens of minutes cold, instant
 # warm).
 cluster-tools:
 	tests/cluster/build-tools.sh
 	tests/cluster/build-node.sh
 	tests/cluster/build-traefik.sh
+	tests/cluster/build-netpol.sh
 
 # The browser suite's Firefox tests drive Debian's firefox-esr through geckodriver, built once
 # per machine with `cargo install` (pinned) into ~/.cache/tapedeck/geckodriver; without it

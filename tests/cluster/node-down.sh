@@ -26,6 +26,8 @@ stop() { # stop <name>: the process node-up.sh started, by its PID
     rm -f "$file"
 }
 
+# NetworkPolicy enforcement, if netpol-up.sh started it: its queue rules, then its process.
+"$HERE/netpol-down.sh" "$W"
 stop kubelet
 stop kube-proxy
 if [[ -S "$W/containerd.sock" ]] && [[ -f "$W/pid/containerd" ]]; then

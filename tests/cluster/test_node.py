@@ -127,8 +127,16 @@ def record(chart: InstalledChart, video: bytes, audio: bytes) -> str:
 def test_record_compile_download(
     installed_chart: InstalledChart, h264_webm: Path, opus_webm: Path, tmp_path: Path
 ) -> None:
-    chart, node = installed_chart, installed_chart.node
-    session_id = record(chart, h264_webm.read_bytes(), opus_webm.read_bytes())
+    record_compile_download(installed_chart, h264_webm, opus_webm, tmp_path)
+
+
+def record_compile_download(
+    chart: InstalledChart, video: Path, audio: Path, tmp_path: Path
+) -> None:
+    """A session recorded over the ingest Service, compiled by the operator's Job on the compile
+    image, and its MP4 downloaded from the api Service and checked with ffprobe."""
+    node = chart.node
+    session_id = record(chart, video.read_bytes(), audio.read_bytes())
     manifest = tmp_path / "session.yaml"
     manifest.write_text(
         json.dumps(
