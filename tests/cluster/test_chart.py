@@ -536,6 +536,34 @@ def test_network_policies(helm: Helm) -> None:
     assert not by_kind(off, "NetworkPolicy")
 
 
+def test_metrics_from_reaches_every_metrics_port(helm: Helm) -> None:
+    """`networkPolicy.metricsFrom` lets a scraper (a pod labelled `app: prometheus`) reach each
+    port a ServiceMonitor or PodMonitor names, the operator's compile metrics included."""
+    docs = render(helm, "--set=networkPolicy.metricsFrom[0].podSelector.matchLabels.app=prometheus")
+    policies = list(by_kind(docs, "NetworkPolicy").values())
+    pods = {name.removeprefix("tapedeck-"): pod for name, pod in pod_specs(docs).items()}
+    scraper = {"app": "prometheus"}
+    for name in ("storage", "ingest", "api", "operator"):
+        ports = [
+            p
+            for c in pods[name]["spec"]["containers"]
+            for p in c.get("ports", [])
+            if p["name"] in ("metrics", "http")
+        ]
+        assert ports, name
+        for port in ports:
+            assert allowed(
+                policies,
+                scraper,
+                pods[name]["metadata"]["labels"],
+                port["containerPort"],
+                port["name"],
+            ), (name, port)
+    assert not allowed(
+        policies, {"app": "other"}, pods["operator"]["metadata"]["labels"], 9090, "metrics"
+    )
+
+
 def test_schema_is_json(helm: Helm) -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     values = yaml.safe_load((CHART / "values.yaml").read_text())
