@@ -3,7 +3,9 @@
 Two tasks per connection: `_receive` takes frames from the socket and hands them to storage,
 `_acks` relays durable sizes back. `_receive` stops reading while more than
 `max_inflight_bytes` are unacknowledged, so a slow disk slows the client (TCP backpressure)
-instead of growing our memory.
+instead of growing our memory; and every connection stops reading while the process's
+receive pool (`receive_pool_bytes`, ingest/pool.py) is full, so hundreds of streams falling
+behind together do not either.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from tapedeck import metrics, tokens
 from tapedeck.guards import client_key, creation_limiter, origin_allowed
 from tapedeck.ingest import protocol
+from tapedeck.ingest.pool import ReceivePool
 from tapedeck.ingest.protocol import Close, ProtocolError, StartMessage, TrackStream
 from tapedeck.sessions import TRACKS, is_valid_session_id
 from tapedeck.settings import Settings
@@ -75,6 +78,8 @@ class _Connection:
     progress: asyncio.Condition = field(default_factory=asyncio.Condition)
     arrivals: deque[tuple[int, float]] = field(default_factory=deque)
     closed: bool = False
+    pooled: int = 0
+    """Bytes of this connection in the receive pool: received, not yet acknowledged."""
 
     async def send(self, text: str) -> None:
         async with self.send_lock:
@@ -108,6 +113,7 @@ class Ingest:
             weakref.WeakValueDictionary()
         )
         self.creation = creation_limiter(settings.sessions_per_minute)
+        self.pool = ReceivePool(settings.receive_pool_bytes)
 
     def router(self) -> APIRouter:
         router = APIRouter()
@@ -154,6 +160,8 @@ class Ingest:
             )
         finally:
             metrics.ingest_active_streams.dec()
+            self.pool.give_back(conn.pooled)
+            conn.pooled = 0
             if writer is not None:
                 writer.cancel()
             if key is not None and self.active.get(key) is conn:
@@ -272,6 +280,7 @@ class Ingest:
         stream = conn.stream
         limit = self.settings.max_inflight_bytes
         while True:
+            await self.pool.room()
             message = await self._next_message(conn)
             if message["type"] == "websocket.disconnect":
                 raise WebSocketDisconnect(message.get("code", 1000))
@@ -279,6 +288,8 @@ class Ingest:
             if data is not None:
                 size = len(data)
                 at = stream.on_frame(size)
+                self.pool.take(size)
+                conn.pooled += size
                 metrics.ingest_bytes_received.labels(conn.track).inc(size)
                 async with conn.progress:
                     await conn.progress.wait_for(
@@ -286,6 +297,7 @@ class Ingest:
                     )
                 conn.arrivals.append((stream.offset, time.perf_counter()))
                 await self._send(writer, at, data)
+                del message, data  # not held while the next frame is awaited (a second)
             else:
                 stream.on_text(message.get("text") or "")  # only finish is valid here
                 await self._send(writer, stream.offset, b"", finish=True)
@@ -327,6 +339,9 @@ class Ingest:
             async for response in writer.acks():
                 before = stream.committed
                 if stream.on_ack(response.committed_size):
+                    durable = min(stream.committed - before, conn.pooled)
+                    self.pool.give_back(durable)
+                    conn.pooled -= durable
                     now = time.perf_counter()
                     while conn.arrivals and conn.arrivals[0][0] <= stream.committed:
                         metrics.ingest_ack_latency.observe(now - conn.arrivals.popleft()[1])
