@@ -127,10 +127,26 @@ class Sink(Server):
 class Tapedeck(Server):
     name = "Tapedeck"
 
+    def __init__(self, ingest_processes: int = 1) -> None:
+        self.ingest_processes = ingest_processes
+        """1: the web process alone; more: `tapedeck serve ingest` processes beside it, in
+        front of the same storage, each taking every n-th stream."""
+        if ingest_processes > 1:
+            self.name = f"Tapedeck, {ingest_processes} ingest"
+
     def start(self, tmp: Path) -> None:
         self.stack = harness.make_stack(
             tmp, sessions_per_minute="0", max_open_sessions="100000"
         ).start()
+        self.ws_bases = [self.stack.ws_base]
+        for k in range(1, self.ingest_processes):
+            port = harness.free_port()
+            env = {**self.stack.env, "TAPEDECK_PORT": str(port)}
+            service = harness.Service(["serve", "ingest"], env, tmp / f"ingest-{k}.log")
+            service.start()
+            self.stack.extra.append(service)
+            wait_until(lambda p=port: _connectable(p), 60, f"ingest {k} listening")
+            self.ws_bases.append(f"ws://127.0.0.1:{port}")
         self.sessions: dict[int, str] = {}
 
     def targets(self, n: int) -> list[Target]:
@@ -139,10 +155,10 @@ class Tapedeck(Server):
             for i in range(n):
                 created = api.post("/api/sessions").json()
                 self.sessions[i] = created["id"]
+                base = self.ws_bases[i % len(self.ws_bases)]
                 targets.append(
                     Target(
-                        f"{self.stack.ws_base}/ws/video?session={created['id']}"
-                        f"&token={created['uploadToken']}",
+                        f"{base}/ws/video?session={created['id']}&token={created['uploadToken']}",
                         i,
                     )
                 )
@@ -150,7 +166,11 @@ class Tapedeck(Server):
 
     def pids(self) -> dict[str, int]:
         assert self.stack.web.process and self.stack.storage.process
-        return {"ingest+api": self.stack.web.process.pid, "storage": self.stack.storage.process.pid}
+        pids = {"ingest+api": self.stack.web.process.pid, "storage": self.stack.storage.process.pid}
+        for k, service in enumerate(self.stack.extra, start=2):
+            assert service.process
+            pids[f"ingest {k}"] = service.process.pid
+        return pids
 
     def stored(self, target: Target) -> Path:
         return self.stack.data_dir / self.sessions[target.stream] / "video.webm"
@@ -285,6 +305,10 @@ def main() -> None:
     parser.add_argument("--storm-seconds", type=float, default=15)
     parser.add_argument("--sat-streams", type=int, default=32)
     parser.add_argument("--sat-seconds", type=float, default=20, help="0: no saturation part")
+    parser.add_argument(
+        "--scale", type=int, nargs="*", default=[], help="ingest processes in front of storage"
+    )
+    parser.add_argument("--scale-streams", type=int, default=300)
     parser.add_argument("--json", type=Path, help="also write the levels here (bench/report.py)")
     args = parser.parse_args()
     paced: list[Level] = []
@@ -299,6 +323,14 @@ def main() -> None:
         for server in (Sink(), Tapedeck()):
             print(f"{server.name}: storm of {n} ...", file=sys.stderr, flush=True)
             storms.append(run_level(server, n, "storm", args.storm_seconds, args.processes, 2))
+    scaled: list[Level] = []
+    for processes in args.scale:
+        print(f"Tapedeck: {processes} ingest processes ...", file=sys.stderr, flush=True)
+        scaled.append(
+            run_level(
+                Tapedeck(processes), args.scale_streams, "paced", args.seconds, args.processes, 2
+            )
+        )
     sat: list[Level] = []
     for server in (Sink(), Tapedeck()) if args.sat_seconds else ():
         print(f"{server.name}: saturation ...", file=sys.stderr, flush=True)
@@ -318,6 +350,12 @@ def main() -> None:
             f"{args.storm_seconds:g} s\n"
         )
         print(table(STORM_HEADERS, [storm_row(level) for level in storms]))
+    if scaled:
+        print(
+            f"\n### Replicas: {args.scale_streams} paced streams through N ingest processes "
+            f"in front of one storage, {args.seconds:g} s\n"
+        )
+        print(table(HEADERS, [row(level) for level in scaled]))
     if sat:
         print(
             f"\n### Saturation: {args.sat_streams} streams sending back to back "
@@ -327,9 +365,9 @@ def main() -> None:
     print(f"\nload average (1, 5, 15 min) at the end: {_load_average()}")
     if args.json:
         args.json.write_text(
-            json.dumps([as_json(level) for level in (*paced, *storms, *sat)], indent=1)
+            json.dumps([as_json(level) for level in (*paced, *storms, *scaled, *sat)], indent=1)
         )
-    print(f"\nsummary: {summary(paced, storms, sat)}")
+    print(f"\nsummary: {summary(paced, storms, sat, scaled)}")
 
 
 def _load_average() -> str:
@@ -338,7 +376,7 @@ def _load_average() -> str:
     return ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def summary(paced: list[Level], storms: list[Level], sat: list[Level]) -> str:
+def summary(paced: list[Level], storms: list[Level], sat: list[Level], scaled: list[Level]) -> str:
     parts = []
     if paced:
         parts.append(paced_summary(paced))
@@ -352,6 +390,8 @@ def summary(paced: list[Level], storms: list[Level], sat: list[Level]) -> str:
             f"{percentile(ours.ready, 0.99) * 1000:.0f} ms; {ours.lost} B lost, "
             f"{ours.errors} stream errors"
         )
+    if scaled:
+        parts.append(scale_summary(scaled))
     if sat:
         ratio = sat[1].throughput / sat[0].throughput if sat[0].throughput else 0.0
         parts.append(
@@ -359,6 +399,22 @@ def summary(paced: list[Level], storms: list[Level], sat: list[Level]) -> str:
             f"{sat[0].throughput:.0f} MiB/s = {ratio:.0%} of the baseline (target >= 60%)"
         )
     return "; ".join(parts)
+
+
+def scale_summary(scaled: list[Level]) -> str:
+    """Per ingest process: its CPU, storage's, and the streams at which storage (one process,
+    one core at most: the GIL) would be saturated at this run's cost per stream."""
+    figures = []
+    for lv in scaled:
+        ingest = sum(c for name, (c, _) in lv.usage.items() if name.startswith("ingest"))
+        storage = lv.usage.get("storage", (0.0, 0.0))[0]
+        wall = lv.streams * 100 / storage if storage else 0
+        figures.append(
+            f"{len(lv.usage) - 1} ingest: p99 {percentile(lv.latencies, 0.99) * 1000:.0f} ms "
+            f"(steady {percentile(lv.steady, 0.99) * 1000:.0f}), ingest CPU {ingest:.0f}% in "
+            f"all, storage {storage:.0f}% (one core at ~{wall:.0f} streams), {lv.lost} B lost"
+        )
+    return f"{scaled[0].streams} streams through N ingest processes: " + "; ".join(figures)
 
 
 def paced_summary(paced: list[Level]) -> str:

@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -209,7 +210,9 @@ async def main() -> None:
         finally:
             for service in (stack.web, stack.storage) if args.memray else ():
                 if service.process and service.process.poll() is None:
-                    service.process.terminate()  # memray writes its file as the process ends
+                    # memray writes its file as the process ends; uvicorn re-raises SIGTERM
+                    # after its shutdown (killed before memray writes), SIGINT is an exception.
+                    service.process.send_signal(signal.SIGINT)
                     service.process.wait(300)
             stack.stop()
         if args.memray:
