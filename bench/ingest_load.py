@@ -221,6 +221,12 @@ def run_level(
             server.stop()
             shutil.rmtree(tmp, ignore_errors=True)
     duration = seconds if mode == "saturate" else min(elapsed, seconds)
+    kinds: dict[str, int] = {}
+    for r in results:
+        if r.error:
+            kinds[r.error[:120]] = kinds.get(r.error[:120], 0) + 1
+    for error, count in sorted(kinds.items(), key=lambda kv: -kv[1])[:3]:
+        print(f"  {server.name}: {count} streams failed: {error}", file=sys.stderr, flush=True)
     return Level(server.name, n, results, duration, lost, usage, mode)
 
 

@@ -3,9 +3,9 @@
 Two tasks per connection: `_receive` takes frames from the socket and hands them to storage,
 `_acks` relays durable sizes back. `_receive` stops reading while more than
 `max_inflight_bytes` are unacknowledged, so a slow disk slows the client (TCP backpressure)
-instead of growing our memory; and every connection stops reading while the process's
-receive pool (`receive_pool_bytes`, ingest/pool.py) is full, so hundreds of streams falling
-behind together do not either.
+instead of growing our memory; and, when `receive_pool_bytes` is set, every connection stops
+reading while the process's receive pool (ingest/pool.py) is full, so hundreds of streams
+falling behind together do not either.
 """
 
 from __future__ import annotations
