@@ -32,7 +32,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "ingest_load": (
         "--streams 100 200 300 400 --seconds 60 --storm 300 --storm-seconds 30 "
         "--scale 1 2 3 --scale-streams 300 --sat-seconds 30".split(),
-        "--streams 50 150 --seconds 15 --storm 150 --storm-seconds 8 --scale 2 "
+        "--streams 50 150 --seconds 10 --storm 150 --storm-seconds 6 --scale 2 "
         "--scale-streams 150 --sat-seconds 10".split(),
     ),
     "time_to_mp4": (
