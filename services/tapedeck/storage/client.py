@@ -207,7 +207,8 @@ class StorageClient:
     def _write_call(
         self,
     ) -> grpc.aio.StreamStreamCall[pb.WriteRequest | bytes, pb.WriteResponse]:
-        self._stub  # noqa: B018 -- makes the channel and the Write method on first use
+        if self._write is None:
+            _ = self._stub  # the channel and its Write method, made together on first use
         assert self._write is not None
         return self._write(wait_for_ready=True)
 
