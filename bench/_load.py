@@ -4,6 +4,9 @@ The client runs in separate processes (so its CPU is not the server's), each an 
 with many connections. A connection sends `start`, waits for `ready`, then one frame every
 second (`paced`) or back to back within a window of unacknowledged frames (`saturate`), then
 `finish`, and measures each frame's ack latency: from sending it to the first `ack` covering it.
+In `storm` mode a connection is not opened ahead: connect, `start` and the first frame all fall
+within the same second for every stream (an ingest restart's reconnect storm), and a stream
+resumes from the `committed` that `ready` reports (`prefill` left one frame there, unfinished).
 Frame k of stream s is `k` (8 bytes) + stream s's own random bytes, so the stored files can be
 checked byte for byte afterwards.
 
@@ -64,6 +67,7 @@ class StreamResult:
     frames: int = 0
     latencies: list[float] = field(default_factory=list)
     error: str = ""
+    ready: float = 0.0  # connect → `ready`, seconds
 
 
 async def _one(
@@ -75,7 +79,13 @@ async def _one(
     body = stream_body(target.stream)
     pending: deque[tuple[int, float]] = deque()  # (end offset, sent at)
     acked = asyncio.Event()
+    # Wall-clock start shared by every process; each stream gets its own phase.
+    phase = random.Random(target.stream).random() if mode in ("paced", "storm") else 0.0
+    t0 = time.perf_counter() + max(0.0, start_at - time.time()) + phase
+    if mode == "storm":  # connect only now: the whole handshake falls in the storm's second
+        await asyncio.sleep(max(0.0, t0 - time.perf_counter()))
     try:
+        connecting = time.perf_counter()
         async with connect(
             target.url, compression=None, max_size=2**24, open_timeout=60, ping_interval=None
         ) as ws:
@@ -83,6 +93,16 @@ async def _one(
             ready = json.loads(await ws.recv())
             if ready.get("type") != "ready":
                 raise RuntimeError(f"not ready: {ready}")
+            result.ready = time.perf_counter() - connecting
+            first = int(ready.get("committed", 0)) // FRAME_BYTES  # resumed: from committed on
+            result.sent = result.committed = first * FRAME_BYTES
+            if mode == "prefill":  # one frame, durable, then away without `finish`
+                await ws.send(frame(body, 0))
+                while json.loads(await ws.recv()).get("committed", 0) < FRAME_BYTES:
+                    pass
+                result.sent = result.committed = FRAME_BYTES
+                result.frames = 1
+                return result
 
             async def reader() -> dict[str, Any]:
                 while True:
@@ -97,13 +117,12 @@ async def _one(
                         return dict(message)
 
             acks = asyncio.create_task(reader())
-            # Wall-clock start shared by every process; each stream gets its own phase.
-            phase = random.Random(target.stream).random() if mode == "paced" else 0.0
-            t0 = time.perf_counter() + max(0.0, start_at - time.time()) + phase
+            if mode == "storm":  # the first frame right after `ready`, then one a second
+                t0 = time.perf_counter() - first
             await asyncio.sleep(max(0.0, t0 - time.perf_counter()))
-            k = 0
+            k = first
             while True:
-                if mode == "paced":
+                if mode in ("paced", "storm"):
                     if k >= seconds:
                         break
                     await asyncio.sleep(max(0.0, t0 + k - time.perf_counter()))
@@ -118,7 +137,7 @@ async def _one(
                 result.sent += len(data)
                 pending.append((result.sent, time.perf_counter()))
                 k += 1
-            result.frames = k
+            result.frames = k - first
             await ws.send(json.dumps({"type": "finish"}))
             final = await asyncio.wait_for(acks, 120)
             if final.get("type") != "finished":
@@ -164,7 +183,8 @@ def run_clients(
     """Runs the load in `processes` client processes; returns one result per target."""
     ctx = multiprocessing.get_context("spawn")
     queue: multiprocessing.Queue[list[tuple[int, StreamResult]]] = ctx.Queue()
-    start_at = time.time() + 3.0 + len(targets) * 0.01  # time to connect everyone first
+    # Time to connect everyone first (in `storm` mode, to start the client processes).
+    start_at = time.time() + 3.0 + len(targets) * 0.01
     shares = [targets[i::processes] for i in range(processes)]
     procs = [
         ctx.Process(target=_client_main, args=(share, mode, seconds, start_at, window, queue))
@@ -197,7 +217,7 @@ async def _sink(directory: Path, port: int) -> None:
         start = json.loads(await ws.recv())
         assert start["type"] == "start"
         fd = os.open(directory / f"{name}.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-        committed = 0
+        committed = os.fstat(fd).st_size  # a reconnect resumes where the file ends
 
         def append(data: bytes) -> None:
             view = memoryview(data)
@@ -206,7 +226,7 @@ async def _sink(directory: Path, port: int) -> None:
             os.fdatasync(fd)
 
         try:
-            await ws.send(json.dumps({"type": "ready", "sessionId": name, "committed": 0}))
+            await ws.send(json.dumps({"type": "ready", "sessionId": name, "committed": committed}))
             async for message in ws:
                 if isinstance(message, bytes):
                     await asyncio.to_thread(append, message)

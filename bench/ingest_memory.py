@@ -10,6 +10,11 @@
 
     python bench/ingest_memory.py [--streams 200 --seconds 30] [--minutes 10] [--speed 10]
     python bench/ingest_memory.py --minutes 60 --speed 1     # the 60-minute, real-time run
+    python bench/ingest_memory.py --streams 300 --minutes 0.1 --memray /tmp/m   # who holds it
+
+`--memray DIR` runs both services under memray (native frames, aggregated) and prints, after
+they stop, what was allocated at each one's high-water mark: where the bytes live, by call
+site (the RSS figures are then memray's too, so do not quote them).
 
 Frames of the long stream are paced at `speed` times real time (1 = as a browser sends them;
 0 = unpaced, which measures the backpressure window rather than a recording).
@@ -19,7 +24,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,14 +42,17 @@ from tapedeck.ingest.uploader import upload_track
 
 BITRATE = 2_500_000 // 8  # bytes per second of media
 MiB = 1024 * 1024
+MEMRAY_SUMMARY = [sys.executable, "-m", "memray", "summary", "-s", "3", "-r", "12"]  # by own bytes
 
 
 def rss(pid: int) -> int:
     return int(psutil.Process(pid).memory_info().rss)
 
 
-def per_stream(stack: harness.Stack, streams: int, seconds: float) -> tuple[str, str]:
-    """Idle vs active RSS of both processes; returns (table, summary)."""
+def per_stream(
+    stack: harness.Stack, streams: int, seconds: float
+) -> tuple[str, str, dict[str, object]]:
+    """Idle vs active RSS of both processes; returns (table, summary, figures)."""
     assert stack.web.process and stack.storage.process
     pids = {"ingest+api": stack.web.process.pid, "storage": stack.storage.process.pid}
     idle = {name: rss(pid) for name, pid in pids.items()}
@@ -87,7 +99,8 @@ def per_stream(stack: harness.Stack, streams: int, seconds: float) -> tuple[str,
         f"{costs['storage']:.0f} KiB in storage (target <= 256 KiB: "
         f"{'met' if worst <= 256 else 'MISSED'}; {errors} stream errors)"
     )
-    return text, summary
+    figures: dict[str, object] = {"streams": streams, "kib_per_stream": costs, "errors": errors}
+    return text, summary, figures
 
 
 async def main() -> None:
@@ -98,12 +111,20 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=30, help="how long they stream")
     parser.add_argument("--minutes", type=float, default=10, help="the long stream (part 2)")
     parser.add_argument("--speed", type=float, default=10, help="times real time; 0: unpaced")
+    parser.add_argument("--memray", type=Path, help="profile both services into this directory")
+    parser.add_argument("--json", type=Path, help="also write the figures here (bench/report.py)")
     args = parser.parse_args()
-    seconds = int(args.minutes * 60)
+    seconds = max(1, int(args.minutes * 60))
     with tempfile.TemporaryDirectory() as tmp:
-        stack = harness.make_stack(
-            Path(tmp), sessions_per_minute="0", max_open_sessions="100000"
-        ).start()
+        stack = harness.make_stack(Path(tmp), sessions_per_minute="0", max_open_sessions="100000")
+        if args.memray:
+            args.memray.mkdir(parents=True, exist_ok=True)
+            for name, service in (("web", stack.web), ("storage", stack.storage)):
+                out = args.memray / f"{name}.bin"
+                out.unlink(missing_ok=True)
+                service.python_args = ["-m", "memray", "run", "--native", "--aggregate"]
+                service.python_args += ["-q", "-o", str(out)]
+        stack.start()
         try:
             assert stack.web.process and stack.storage.process
             web, storage = stack.web.process.pid, stack.storage.process.pid
@@ -118,7 +139,9 @@ async def main() -> None:
                     frame_bytes=BITRATE,
                 )
             print(f"### RSS per active stream: {args.streams} streams x {args.seconds:g} s\n")
-            streams_table, streams_summary = per_stream(stack, args.streams, args.seconds)
+            streams_table, streams_summary, per_stream_figures = per_stream(
+                stack, args.streams, args.seconds
+            )
             print(streams_table)
             with httpx.Client(base_url=stack.base_url) as api:
                 created = api.post("/api/sessions").json()
@@ -162,6 +185,22 @@ async def main() -> None:
                 f"({len(data) / MiB / elapsed:.1f} MiB/s, {seconds / elapsed:.0f}x real time)"
             )
             flat = growth < 1 and storage_growth < 1
+            if args.json:
+                args.json.write_text(
+                    json.dumps(
+                        {
+                            "per_stream": per_stream_figures,
+                            "long": {
+                                "speed": args.speed,
+                                "media_s": [o / BITRATE for o, _, _ in samples] + [seconds],
+                                "ingest_mib": [w / MiB for _, w, _ in samples] + [end_web / MiB],
+                                "storage_mib": [s / MiB for _, _, s in samples]
+                                + [end_storage / MiB],
+                            },
+                        },
+                        indent=1,
+                    )
+                )
             print(
                 f"\nsummary: {streams_summary}; over {args.minutes:g} min of one stream ingest RSS "
                 f"{base_web / MiB:.1f} -> {end_web / MiB:.1f} MiB ({growth:+.2f}), storage "
@@ -169,7 +208,21 @@ async def main() -> None:
                 f"{'flat' if flat else 'NOT flat'} (target: growth < 1 MiB)"
             )
         finally:
+            for service in (stack.web, stack.storage) if args.memray else ():
+                if service.process and service.process.poll() is None:
+                    # memray writes its file as the process ends; uvicorn re-raises SIGTERM
+                    # after its shutdown (killed before memray writes), SIGINT is an exception.
+                    service.process.send_signal(signal.SIGINT)
+                    service.process.wait(300)
             stack.stop()
+        if args.memray:
+            for name in ("web", "storage"):
+                print(f"\n### memray: {name} at its high-water mark\n", flush=True)
+                subprocess.run(
+                    [*MEMRAY_SUMMARY, str(args.memray / f"{name}.bin")],
+                    check=False,
+                    env={**os.environ, "COLUMNS": "200"},
+                )
 
 
 if __name__ == "__main__":

@@ -7,25 +7,33 @@ script's tables and its summary line (`make bench`).
 
 Each benchmark runs its baseline in the same run on the same machine and prints ratios; this
 script only collects their output. A benchmark that fails is reported as failed, and the
-others still run.
+others still run. The charts (bench/charts.py) are drawn from the JSON the benchmarks write
+(`--json`) into docs/images/, beside the tables of the benchmark that ran.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import charts
 from _common import ROOT, machine
 
 # name → (arguments of the documented run, arguments of the quick run)
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "ingest_load": (
-        ["--streams", "100", "200", "300", "400", "--seconds", "60", "--sat-seconds", "30"],
-        ["--streams", "50", "150", "--seconds", "15", "--sat-seconds", "10"],
+        "--streams 100 200 300 400 --seconds 60 --storm 300 --storm-seconds 30 "
+        "--scale 1 2 3 --scale-streams 300 --sat-seconds 30".split(),
+        "--streams 50 150 --seconds 10 --storm 150 --storm-seconds 6 --scale 2 "
+        "--scale-streams 150 --sat-seconds 10".split(),
     ),
     "time_to_mp4": (
         ["--minutes", "1", "10", "60", "--speed", "1", "1", "4"],
@@ -53,6 +61,19 @@ TITLES = {
     "download": "Download (vs nginx)",
     "operator_bench": "Operator: compile request to Job, and TTL garbage collection",
     "s3_tier": "Object tier (S3): download, ingest, volume bytes, time to MP4 (vs no tier)",
+}
+
+# name → [(chart file, alt text, draw(json, path))]: what each benchmark's JSON is drawn into.
+CHARTS: dict[str, list[tuple[str, str, Callable[[Any, Path], Path]]]] = {
+    "ingest_load": [
+        ("ack-latency.svg", "p99 ack latency against concurrent streams", charts.ack_latency)
+    ],
+    "ingest_memory": [
+        ("rss-long.svg", "RSS over one long recording", lambda d, p: charts.rss_long(d["long"], p))
+    ],
+    "time_to_mp4": [
+        ("time-to-mp4.svg", "time from stop to MP4 against recording length", charts.time_to_mp4)
+    ],
 }
 
 INTRO = """# Performance
@@ -94,13 +115,18 @@ def main() -> None:
     previous = _sections(kept)  # with --only, the other benchmarks' last figures stay
     sections: dict[str, str] = {}
     summaries: dict[str, str] = {}
+    images = args.out.parent / "images"
+    scratch = Path(tempfile.mkdtemp(prefix="tapedeck-bench-"))
     for name in names:
         full, quick = BENCHMARKS[name]
         bench_args = quick if args.quick else full
         command = " ".join(["python", f"bench/{name}.py", *bench_args])
         print(f"--- {command}", flush=True)
-        out, seconds, code = run(name, bench_args)
+        data = scratch / f"{name}.json"
+        json_args = ["--json", str(data)] if name in CHARTS else []
+        out, seconds, code = run(name, [*bench_args, *json_args])
         print(out, flush=True)
+        out += _draw(name, data, images)
         summary = next(
             (
                 line.removeprefix("summary: ")
@@ -133,6 +159,23 @@ def main() -> None:
     analysis = kept[kept.index(MARKER) :] if MARKER in kept else f"{MARKER}\n\n## Analysis\n"
     args.out.write_text(f"{text}\n{analysis}")
     print(f"wrote {args.out}")
+
+
+def _draw(name: str, data: Path, images: Path) -> str:
+    """The benchmark's charts, as Markdown image links (nothing when it wrote no JSON)."""
+    if name not in CHARTS or not data.exists():
+        return ""
+    images.mkdir(parents=True, exist_ok=True)
+    figures = json.loads(data.read_text())
+    links = []
+    for file, alt, draw in CHARTS[name]:
+        try:
+            draw(figures, images / file)
+        except (KeyError, ValueError) as exc:  # a chart never fails the report
+            print(f"chart {file}: {exc!r}", file=sys.stderr)
+            continue
+        links.append(f"![{alt}](images/{file})")
+    return "\n\n" + "\n\n".join(links) + "\n" if links else ""
 
 
 def _sections(text: str) -> dict[str, tuple[str, str]]:

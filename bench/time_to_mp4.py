@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import json
 import subprocess
 import tempfile
 import time
@@ -139,6 +140,7 @@ async def main() -> None:
     )
     parser.add_argument("--kinds", nargs="+", default=["h264", "vp8"], choices=["h264", "vp8"])
     parser.add_argument("--no-check", action="store_true", help="skip the one-shot comparison")
+    parser.add_argument("--json", type=Path, help="also write the cases here (bench/report.py)")
     args = parser.parse_args()
     if len(args.speed) not in (1, len(args.minutes)):
         parser.error("--speed takes one value, or one per --minutes")
@@ -192,6 +194,17 @@ async def main() -> None:
         f"({c.naive / c.tapedeck:.0f}x faster than naive)"
         for c in cases
     ]
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                [
+                    {"kind": c.kind, "minutes": c.minutes, "speed": c.speed,
+                     "tapedeck_s": c.tapedeck, "naive_s": c.naive}
+                    for c in cases
+                ],
+                indent=1,
+            )
+        )  # fmt: skip
     print(f"\nsummary: time to MP4 after stop: {'; '.join(parts)}")
 
 

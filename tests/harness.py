@@ -52,11 +52,13 @@ class Service:
     env: dict[str, str]
     log: Path
     process: subprocess.Popen[bytes] | None = None
+    python_args: list[str] = field(default_factory=list)
+    """Before `-m tapedeck`: a profiler's (`-m memray run ...`) for the benchmarks."""
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "tapedeck", *self.args],
+                [sys.executable, *self.python_args, "-m", "tapedeck", *self.args],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

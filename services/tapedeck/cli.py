@@ -14,7 +14,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tapedeck.settings import get_settings
+from tapedeck.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from tapedeck.compiler.plan import OutputOptions
@@ -134,19 +134,7 @@ def main(argv: list[str] | None = None) -> None:
 
         parts = ("api", "ingest") if args.role == "web" else (args.role,)
         drain = Drain(settings.drain_timeout.total_seconds())
-        config = uvicorn.Config(
-            create_app(settings, parts, drain),
-            host=settings.host,
-            port=settings.port,
-            ws_per_message_deflate=False,  # media is already compressed (SPEC §6)
-            ws_max_size=2 * settings.max_frame_bytes + 1024 * 1024,
-            log_level="info",
-            access_log=False,
-            timeout_graceful_shutdown=5,
-            # Who the client is (rate limits): the peer, unless it is a trusted proxy.
-            proxy_headers=bool(settings.trusted_proxies),
-            forwarded_allow_ips=settings.trusted_proxies or None,
-        )
+        config = uvicorn.Config(create_app(settings, parts, drain), **web_server_options(settings))
         DrainingServer(config, drain).run()
     elif args.command == "compile":
         from tapedeck.compiler.exits import EXIT_RETRY
@@ -165,6 +153,26 @@ def main(argv: list[str] | None = None) -> None:
             clusterwide=args.all_namespaces,
             liveness=args.liveness,
         )
+
+
+def web_server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for the web process (tests/ingest/test_memory.py runs the same)."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        # wsproto, not uvicorn's default (websockets' parser): that parser keeps each
+        # connection's last frame until the next arrives, a frame per stream (314 KiB at
+        # 2.5 Mbit/s; docs/performance.md measures both).
+        "ws": settings.ws_implementation,
+        "ws_per_message_deflate": False,  # media is already compressed (SPEC §6)
+        "ws_max_size": 2 * settings.max_frame_bytes + 1024 * 1024,
+        "log_level": "info",
+        "access_log": False,
+        "timeout_graceful_shutdown": 5,
+        # Who the client is (rate limits): the peer, unless it is a trusted proxy.
+        "proxy_headers": bool(settings.trusted_proxies),
+        "forwarded_allow_ips": settings.trusted_proxies or None,
+    }
 
 
 def _output_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> OutputOptions:

@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     max_frame_bytes: int = 8 * MiB
     max_session_bytes: int = 16 * 1024 * MiB
     max_inflight_bytes: int = 16 * MiB
+    ws_implementation: Literal["wsproto", "websockets-sansio"] = "wsproto"
+    """uvicorn's WebSocket protocol for /ws (docs/performance.md compares them)."""
+    receive_pool_bytes: int = 0
+    """Frames an ingest process holds unacknowledged across all its streams before every
+    stream stops reading (0: no bound; ingest/pool.py). Off by default: a pool that stays
+    full longer than uvicorn's keepalive ping timeout (20 s) gets sockets closed with 1011
+    (docs/performance.md: 183 of 300 streams in an overloaded reconnect storm)."""
     socket_idle_timeout: Duration = timedelta(seconds=60)
     """A media socket that sends nothing this long while it owes nothing is closed (4408),
     so its session stops `writing` and can be finalized; MediaRecorder sends every second."""

@@ -259,3 +259,47 @@ async def test_a_stale_connection_never_takes_over_a_newer_one(
                 pass
             assert message == {"type": "finished", "committed": len(data)}
     assert (stack.data_dir / sid / "video.webm").read_bytes() == data
+
+
+async def test_streams_share_a_tiny_receive_pool_and_dropped_ones_give_their_bytes_back(
+    tmp_path: Path,
+) -> None:
+    """With a receive pool of one byte every frame fills it: streams take turns, and a
+    connection cut with frames unacknowledged must return them, or every stream stalls."""
+    tiny = make_stack(tmp_path, receive_pool_bytes="1").start()
+    try:
+        with httpx.Client(base_url=tiny.base_url) as api:
+            sessions = [new_session(api) for _ in range(4)]
+        payloads = [os.urandom(1_000_000) for _ in sessions]
+        cut_done = False
+
+        async def cut(ws: ClientConnection, offset: int) -> None:
+            nonlocal cut_done
+            if not cut_done and offset >= 400_000:
+                cut_done = True
+                ws.transport.abort()
+                await asyncio.sleep(0)
+
+        results = await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    upload_track(
+                        tiny.ws_base,
+                        "video",
+                        data,
+                        session_id=sid,
+                        token=token,
+                        frame_bytes=100_000,
+                        after_frame=cut if i == 0 else None,
+                    )
+                    for i, ((sid, token), data) in enumerate(zip(sessions, payloads, strict=True))
+                )
+            ),
+            120,
+        )
+        assert cut_done and results[0].connections >= 2
+        for (sid, _), data, result in zip(sessions, payloads, results, strict=True):
+            assert result.committed == len(data)
+            assert (tiny.data_dir / sid / "video.webm").read_bytes() == data
+    finally:
+        tiny.stop()

@@ -7,7 +7,6 @@ the gRPC adapter's reader task does.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,13 +21,13 @@ from tapedeck.storage.registry import (
     Append,
     Change,
     Opening,
-    QueueItem,
     SessionRegistry,
     Stream,
+    WriteQueue,
     apply_change,
     page,
 )
-from tapedeck.storage.writer import QUEUE_DEPTH, Ack, commit_loop
+from tapedeck.storage.writer import QUEUE_BYTES, Ack, commit_loop
 
 
 def record(state: State = State.RECORDING, generation: int = 0, **tracks: bool) -> SessionRecord:
@@ -150,7 +149,7 @@ class Writer:
 async def open_writer(
     registry: SessionRegistry, sid: str, obj: str = "video", generation: int = 0
 ) -> Writer:
-    queue: asyncio.Queue[QueueItem] = asyncio.Queue(QUEUE_DEPTH)
+    queue = WriteQueue(QUEUE_BYTES)
     opening = Opening(sid, obj, "video/webm", 1.0, compile_generation=generation)
     return Writer(registry, await registry.open_stream(opening, queue))
 

@@ -3,7 +3,9 @@
 Two tasks per connection: `_receive` takes frames from the socket and hands them to storage,
 `_acks` relays durable sizes back. `_receive` stops reading while more than
 `max_inflight_bytes` are unacknowledged, so a slow disk slows the client (TCP backpressure)
-instead of growing our memory.
+instead of growing our memory; and, when `receive_pool_bytes` is set, every connection stops
+reading while the process's receive pool (ingest/pool.py) is full, so hundreds of streams
+falling behind together do not either.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from tapedeck.drain import Drain
 from tapedeck.guards import client_key, creation_limiter, origin_allowed
 from tapedeck.ingest import protocol
 from tapedeck.ingest.admission import DRAINING, admit, drained
+from tapedeck.ingest.pool import ReceivePool
 from tapedeck.ingest.protocol import Close, ProtocolError, StartMessage, TrackStream
 from tapedeck.sessions import TRACKS, is_valid_session_id
 from tapedeck.settings import Settings
@@ -80,6 +83,9 @@ class _Connection:
     draining: asyncio.Task[bool] | None = None
     """Ends when a drain begins: one waiter for the connection, not one per message."""
 
+    pooled: int = 0
+    """Bytes of this connection in the receive pool: received, not yet acknowledged."""
+
     async def send(self, text: str) -> None:
         async with self.send_lock:
             if not self.closed:
@@ -120,6 +126,7 @@ class Ingest:
             weakref.WeakValueDictionary()
         )
         self.creation = creation_limiter(settings.sessions_per_minute)
+        self.pool = ReceivePool(settings.receive_pool_bytes)
 
     def router(self) -> APIRouter:
         router = APIRouter()
@@ -181,6 +188,9 @@ class Ingest:
             self.sockets.discard(conn)
             if not self.sockets:
                 self._empty.set()
+
+            self.pool.give_back(conn.pooled)
+            conn.pooled = 0
             if writer is not None:
                 writer.cancel()
             if key is not None and self.active.get(key) is conn:
@@ -323,6 +333,7 @@ class Ingest:
         stream = conn.stream
         limit = self.settings.max_inflight_bytes
         while True:
+            await self.pool.room()
             message = await self._next_message(conn)
             if message is None:  # draining: what storage has, it acknowledges; then 1012
                 async with conn.progress:
@@ -334,6 +345,8 @@ class Ingest:
             if data is not None:
                 size = len(data)
                 at = stream.on_frame(size)
+                self.pool.take(size)
+                conn.pooled += size
                 metrics.ingest_bytes_received.labels(conn.track).inc(size)
                 async with conn.progress:
                     await conn.progress.wait_for(
@@ -341,6 +354,7 @@ class Ingest:
                     )
                 conn.arrivals.append((stream.offset, time.perf_counter()))
                 await self._send(writer, at, data)
+                del message, data  # not held while the next frame is awaited (a second)
             else:
                 stream.on_text(message.get("text") or "")  # only finish is valid here
                 await self._send(writer, stream.offset, b"", finish=True)
@@ -377,6 +391,9 @@ class Ingest:
             async for response in writer.acks():
                 before = stream.committed
                 if stream.on_ack(response.committed_size):
+                    durable = min(stream.committed - before, conn.pooled)
+                    self.pool.give_back(durable)
+                    conn.pooled -= durable
                     now = time.perf_counter()
                     while conn.arrivals and conn.arrivals[0][0] <= stream.committed:
                         metrics.ingest_ack_latency.observe(now - conn.arrivals.popleft()[1])

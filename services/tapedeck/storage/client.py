@@ -16,6 +16,7 @@ from tapedeck._proto import storage_pb2_grpc as pb_grpc
 from tapedeck.sessions import OUTPUT
 from tapedeck.storage import errors
 from tapedeck.storage.status import REASON_KEY, error_class
+from tapedeck.storage.wire import encode_append, serialize_write
 
 UPLOAD_CHUNK = 4 * 1024 * 1024
 READ_AHEAD = 4  # chunks of a Read received before the consumer asks for them
@@ -105,7 +106,9 @@ class TrackWriter:
     the call's status.
     """
 
-    def __init__(self, call: grpc.aio.StreamStreamCall[pb.WriteRequest, pb.WriteResponse]) -> None:
+    def __init__(
+        self, call: grpc.aio.StreamStreamCall[pb.WriteRequest | bytes, pb.WriteResponse]
+    ) -> None:
         self._call = call
         self.committed = 0
         self.refusal: StorageError | None = None
@@ -154,9 +157,7 @@ class TrackWriter:
         if self.refusal is not None:
             raise self.refusal
         try:
-            await self._call.write(
-                pb.WriteRequest(write_offset=offset, data=data, finish_write=finish)
-            )
+            await self._call.write(encode_append(offset, data, finish))  # one copy of `data`
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
             raise await self._ended() from None  # the stream already ended
 
@@ -177,6 +178,9 @@ class StorageClient:
         self.addr = addr
         self._channel: grpc.aio.Channel | None = None
         self._stub_instance: pb_grpc.StorageStub | None = None
+        self._write: (
+            grpc.aio.StreamStreamMultiCallable[pb.WriteRequest | bytes, pb.WriteResponse] | None
+        ) = None
 
     @property
     def _stub(self) -> pb_grpc.StorageStub:
@@ -192,7 +196,21 @@ class StorageClient:
                 ],
             )
             self._stub_instance = pb_grpc.StorageStub(self._channel)
+            # Write with appends encoded by us (storage/wire.py): one copy of each frame.
+            self._write = self._channel.stream_stream(
+                "/tapedeck.v1.Storage/Write",
+                request_serializer=serialize_write,
+                response_deserializer=pb.WriteResponse.FromString,
+            )
         return self._stub_instance
+
+    def _write_call(
+        self,
+    ) -> grpc.aio.StreamStreamCall[pb.WriteRequest | bytes, pb.WriteResponse]:
+        if self._write is None:
+            _ = self._stub  # the channel and its Write method, made together on first use
+        assert self._write is not None
+        return self._write(wait_for_ready=True)
 
     async def __aenter__(self) -> Self:
         return self
@@ -205,7 +223,7 @@ class StorageClient:
     async def close(self) -> None:
         if self._channel is not None:
             await self._channel.close()
-            self._channel = self._stub_instance = None
+            self._channel = self._stub_instance = self._write = None
 
     async def _unary(self, method: str, request: object) -> object:
         try:
@@ -262,7 +280,7 @@ class StorageClient:
         started_at: float = 0.0,
         compile_generation: int = 0,
     ) -> TrackWriter:
-        writer = TrackWriter(self._stub.Write(wait_for_ready=True))
+        writer = TrackWriter(self._write_call())
         try:
             await writer.open(
                 pb.WriteRequest(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -246,11 +247,61 @@ QueueItem = Append | Stop | None
 """None: the client half-closed."""
 
 
+class WriteQueue:
+    """A Write stream's queue between its reader and its commit loop, bounded in bytes.
+
+    A bound in messages held eight 312 KiB frames or eight 4 MiB upload chunks per stream
+    alike (docs/performance.md); in bytes, hundreds of streams cost a known amount however
+    their clients cut the data. `put` waits while the queued bytes would pass `max_bytes`,
+    except into an empty queue (one message of any allowed size always fits); `put_nowait`
+    never waits, for the end markers and the first message."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.queued_bytes = 0
+        self._items: deque[QueueItem] = deque()
+        self._added = asyncio.Event()
+        self._taken = asyncio.Event()
+
+    @staticmethod
+    def _size(item: QueueItem) -> int:
+        return len(item.data) if isinstance(item, Append) else 0
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def put_nowait(self, item: QueueItem) -> None:
+        self._items.append(item)
+        self.queued_bytes += self._size(item)
+        self._added.set()
+
+    async def put(self, item: QueueItem) -> None:
+        size = self._size(item)
+        while self._items and self.queued_bytes + size > self.max_bytes:
+            self._taken.clear()
+            await self._taken.wait()
+        self.put_nowait(item)
+
+    def get_nowait(self) -> QueueItem:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        item = self._items.popleft()
+        self.queued_bytes -= self._size(item)
+        self._taken.set()
+        return item
+
+    async def get(self) -> QueueItem:
+        while not self._items:
+            self._added.clear()
+            await self._added.wait()
+        return self.get_nowait()
+
+
 @dataclass
 class Lease:
     """The one Write stream allowed to append to an object."""
 
-    queue: asyncio.Queue[QueueItem]
+    queue: WriteQueue
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     stopped: Stop | None = None
 
@@ -507,7 +558,7 @@ class SessionRegistry:
 
     # --- write streams ---------------------------------------------------------------------
 
-    async def open_stream(self, first: Opening, queue: asyncio.Queue[QueueItem]) -> Stream:
+    async def open_stream(self, first: Opening, queue: WriteQueue) -> Stream:
         """Takes the object's lease (stopping an older writer) and opens its sink."""
         record = self.get(first.session_id)
         obj = checked_object(first.obj)

@@ -38,13 +38,13 @@ from tapedeck.storage.registry import (
     Append,
     Change,
     Opening,
-    QueueItem,
     SessionRegistry,
     Stop,
     Stream,
+    WriteQueue,
 )
 from tapedeck.storage.status import REASON_KEY, code_of
-from tapedeck.storage.writer import QUEUE_DEPTH, commit_loop
+from tapedeck.storage.writer import QUEUE_BYTES, commit_loop
 from tapedeck.webhooks.outbox import Outbox, OutboxService
 
 log = logging.getLogger(__name__)
@@ -233,12 +233,13 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
     async def Write(
         self, request_iterator: AsyncIterator[pb.WriteRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WriteResponse]:
-        requests = aiter(request_iterator)
-        try:
-            first = await anext(requests)
-        except StopAsyncIteration:
+        # Requests are read with `context.read()`, not `request_iterator`: gRPC's iterator
+        # keeps the last parsed request (a whole frame) alive until the next one arrives.
+        first = await context.read()
+        if first is grpc.aio.EOF:
             return
-        queue: asyncio.Queue[QueueItem] = asyncio.Queue(QUEUE_DEPTH)
+        assert isinstance(first, pb.WriteRequest)
+        queue = WriteQueue(QUEUE_BYTES)
         reader: asyncio.Task[None] | None = None
         stream: Stream | None = None
         metrics.storage_active_writes.inc()
@@ -255,7 +256,7 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
                     queue,
                 )
                 yield pb.WriteResponse(committed_size=stream.sink.size)
-                reader = asyncio.create_task(self._read_into(requests, queue))
+                reader = asyncio.create_task(self._read_into(context, queue))
                 if first.data or first.finish_write:
                     queue.put_nowait(Append(first.write_offset, first.data, first.finish_write))
                 async for ack in commit_loop(self.registry, stream):
@@ -264,7 +265,7 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
                 # In-band first, then the status once the client has nothing in flight.
                 yield pb.WriteResponse(error=write_error(error))
                 if reader is None:
-                    reader = asyncio.create_task(self._read_into(requests, queue))
+                    reader = asyncio.create_task(self._read_into(context, queue))
                 await self._drain(queue, reader)
                 await abort(context, error)
         finally:
@@ -275,16 +276,20 @@ class StorageService(pb_grpc.StorageServicer):  # type: ignore[misc]  # generate
                 self.registry.close_stream(stream)
 
     @staticmethod
-    async def _read_into(
-        requests: AsyncIterator[pb.WriteRequest], queue: asyncio.Queue[QueueItem]
-    ) -> None:
-        async for request in requests:
-            # Each read of a bytes field is a copy: read it once, and hold the bytes alone.
-            await queue.put(Append(request.write_offset, request.data, request.finish_write))
+    async def _read_into(context: grpc.aio.ServicerContext, queue: WriteQueue) -> None:
+        while (request := await context.read()) is not grpc.aio.EOF:
+            assert isinstance(request, pb.WriteRequest)
+            # Each read of a bytes field is a copy: read it once, and hold the bytes alone,
+            # not the parsed message too while the queue is full (memray: 94 of 322 MB in
+            # protobuf's arenas at storage's peak with 300 streams).
+            append = Append(request.write_offset, request.data, request.finish_write)
+            del request
+            await queue.put(append)
+            del append  # not held while the next request is awaited
         await queue.put(None)
 
     @staticmethod
-    async def _drain(queue: asyncio.Queue[QueueItem], reader: asyncio.Task[None]) -> None:
+    async def _drain(queue: WriteQueue, reader: asyncio.Task[None]) -> None:
         """Discard what a refused client still sends until it half-closes, is taken over or
         deleted (a `Stop`), or DRAIN_SECONDS pass; a client that cancels ends the call."""
         with contextlib.suppress(TimeoutError):

@@ -1,6 +1,6 @@
 """The stream writer: a Write stream's group commit, between its queue and the backend's sink.
 
-The gRPC adapter's reader task pulls requests off the wire into a small bounded queue; the
+The gRPC adapter's reader task pulls requests off the wire into a queue bounded in bytes; the
 commit loop drains whatever is queued, checks offsets and limits, hands the batch to the sink
 (`append` returns once it is durable) and yields one ack. The queue bound is what keeps
 memory flat under a slow disk: when it is full the reader stops reading and HTTP/2 flow
@@ -19,7 +19,8 @@ from tapedeck.storage import errors
 from tapedeck.storage.registry import SessionRegistry, Stop, Stream, backend_error
 from tapedeck.storage.threads import in_thread
 
-QUEUE_DEPTH = 8
+QUEUE_BYTES = 1024 * 1024
+"""A stream's queued requests (registry.WriteQueue): three 2.5 Mbit/s frames, one upload chunk."""
 
 
 @dataclass
@@ -34,7 +35,7 @@ async def commit_loop(registry: SessionRegistry, stream: Stream) -> AsyncIterato
     limit = registry.settings.max_session_bytes
     while True:
         batch = [await lease.queue.get()]
-        while not lease.queue.empty() and len(batch) < QUEUE_DEPTH:
+        while not lease.queue.empty():  # bounded by the queue's bytes
             batch.append(lease.queue.get_nowait())
         chunks: list[bytes] = []
         finish = ended = False
@@ -59,7 +60,9 @@ async def commit_loop(registry: SessionRegistry, stream: Stream) -> AsyncIterato
             if item.finish:
                 finish = True
                 break
-        del batch  # their bytes are in `chunks` now: hold each frame once
+        # Their bytes are in `chunks` now: hold each frame once, and nothing of it once
+        # durable (the loop variable would keep the last frame until the next one arrives).
+        del batch, item
         stop = stop or lease.stopped
         if stop is not None:
             raise stop.error
@@ -75,6 +78,7 @@ async def commit_loop(registry: SessionRegistry, stream: Stream) -> AsyncIterato
                     raise lease.stopped.error
                 registry.check_writable(stream)
                 await _commit(registry, stream, chunks)
+            del chunks  # whatever a sink left in it: not kept while we wait for more
             if finish:
                 await registry.finish(stream)
             yield Ack(sink.size, finish)
