@@ -77,3 +77,16 @@ def test_a_stale_lock_is_caught() -> None:
     """The check can fail: a dependency pyproject.toml gained, a raised lower bound."""
     stale = [Requirement("tomli-w>=1"), Requirement("kubernetes>=999")]
     assert len(problems(pins("service"), declared("cluster") + stale)) == 2
+
+
+@pytest.mark.parametrize("role", ["service", "embedded"])
+def test_the_web_roles_websocket_library_is_locked(role: str) -> None:
+    """uvicorn imports the WebSocket library the web process names only when it starts: a
+    library that only the dev lock holds passes every test in the dev venv and leaves the
+    image's and `make run`'s web process unable to serve /ws."""
+    from tapedeck.settings import Settings
+
+    library = {"wsproto": "wsproto", "websockets-sansio": "websockets"}[
+        Settings.model_fields["ws_implementation"].default
+    ]
+    assert library in pins(role), f"{role}.txt lacks {library}: declare it in pyproject.toml"
