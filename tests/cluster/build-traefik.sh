@@ -10,6 +10,8 @@
 #
 #   tests/cluster/build-traefik.sh            build it if missing, print the cache directory
 #   tests/cluster/build-traefik.sh --check    exit 1 (and build nothing) if it is missing
+#   tests/cluster/build-traefik.sh --download only download the modules the build needs (CI
+#                                             overlaps this with other builds)
 set -euo pipefail
 TRAEFIK_MODULE=github.com/traefik/traefik/v3
 TRAEFIK_VERSION=v3.6.12
@@ -34,11 +36,18 @@ trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
 rm -rf "$tmp"
 mkdir -p "$tmp"
 start=$SECONDS
-echo "--- $("$GO" version); building traefik $TRAEFIK_VERSION into $DEST ($(date -u +%H:%M:%S))" >&2
+doing=$([[ "${1:-}" == "--download" ]] && echo "fetching the modules of" || echo building)
+echo "--- $("$GO" version); $doing traefik $TRAEFIK_VERSION for $DEST ($(date -u +%H:%M:%S))" >&2
 dir="$(cd "$tmp" && GOFLAGS=-mod=mod "$GO" mod download -json "$TRAEFIK_MODULE@$TRAEFIK_VERSION" |
     awk -F'"' '$2 == "Dir" {print $4}')"
 cp -r "$dir" "$src"
 chmod -R u+w "$src"
+if [[ "${1:-}" == "--download" ]]; then
+    # Loading the packages fetches exactly the modules `go build` would, and compiles nothing.
+    (cd "$src" && CGO_ENABLED=0 GOFLAGS=-mod=mod "$GO" list -deps ./cmd/traefik >/dev/null)
+    echo "--- traefik $TRAEFIK_VERSION: modules downloaded in $((SECONDS - start)) s" >&2
+    exit 0
+fi
 pkg=github.com/traefik/traefik/v3/pkg/version
 (cd "$src" && CGO_ENABLED=0 nice -n 19 "$GO" build -trimpath -mod=mod \
     -ldflags "-s -w -X $pkg.Version=$TRAEFIK_VERSION -X $pkg.Codename=tapedeck-test" \

@@ -161,13 +161,19 @@ def https_status(port: int, host: str, path: str, ca_file: Path) -> int:
     return int(match.group(1))
 
 
+# The entry point's respondingTimeouts.readTimeout (Traefik's default: 60 s). Go's server clears
+# the connection's deadline when Traefik takes it over for a WebSocket, so it bounds requests,
+# not recordings; the browser test records several times this long to prove it. Set shorter
+# than the default only so that proof takes seconds instead of minutes of the suite.
+READ_TIMEOUT_SECONDS = 10
+
+
 def traefik_process(binary: Path, workdir: Path, port: int) -> Process:
     """Traefik with one TLS entry point on 127.0.0.1:`port` and the Kubernetes Ingress provider,
-    otherwise its defaults (the entry point's 60 s readTimeout included: Go's server clears the
-    connection's deadline when Traefik takes it over for a WebSocket, so it bounds requests, not
-    recordings). No TLS on the entry point itself: the Ingress's router.tls annotation (the chart
-    sets it with ingress.tls) is what makes its routes answer over TLS. No version check, no
-    usage report: nothing leaves the machine."""
+    otherwise its defaults except the entry point's readTimeout (READ_TIMEOUT_SECONDS). No TLS
+    on the entry point itself: the Ingress's router.tls annotation (the chart sets it with
+    ingress.tls) is what makes its routes answer over TLS. No version check, no usage report:
+    nothing leaves the machine."""
     workdir.mkdir(parents=True, exist_ok=True)
     return Process(
         "traefik",
@@ -176,6 +182,7 @@ def traefik_process(binary: Path, workdir: Path, port: int) -> Process:
             "--global.checkNewVersion=false",
             "--global.sendAnonymousUsage=false",
             f"--entryPoints.websecure.address=127.0.0.1:{port}",
+            f"--entryPoints.websecure.transport.respondingTimeouts.readTimeout={READ_TIMEOUT_SECONDS}s",
             "--providers.kubernetesingress=true",
             "--providers.kubernetesingress.ingressClass=traefik",
             "--log.level=INFO",

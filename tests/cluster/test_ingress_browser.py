@@ -5,9 +5,9 @@ charts/tapedeck/ci/ingress-traefik-values.yaml by `helm upgrade`; Traefik (a rea
 a host process, see cluster/ingress.py) serves it on a loopback port with a certificate from the
 test's own CA, which Chromium trusts through its NSS database. The page is a secure origin, so
 the fake camera and microphone capture; the recording's WebSockets stay open through the
-controller for over two minutes without a reconnect; the session compiles on the node (operator
-Job on the compile image) and the MP4, downloaded through the ingress, plays (ffprobe).
-"""
+controller for three times its read timeout without a reconnect; the session compiles on the
+node (operator Job on the compile image) and the MP4, downloaded through the ingress, plays
+(ffprobe)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ from cluster.conftest import need, required
 from cluster.controlplane import free_port
 from cluster.helpers import CHART, wait_until
 from cluster.ingress import (
+    READ_TIMEOUT_SECONDS,
     TRAEFIK_CONTROLLER,
     IngressTls,
     https_status,
@@ -48,7 +49,7 @@ from cluster.node import InstalledChart, RealNode
 
 HOST = "tapedeck.ci.example"  # charts/tapedeck/ci/ingress-traefik-values.yaml's ingress.host
 TLS_SECRET = "tapedeck-tls"
-RECORD_SECONDS = 125.0  # at least two minutes (Traefik's default readTimeout is 60 s)
+RECORD_SECONDS = 3.0 * READ_TIMEOUT_SECONDS  # well past the entry point's readTimeout
 
 
 @dataclass(frozen=True)
