@@ -257,3 +257,39 @@ def test_a_volume_from_before_the_tier_keeps_its_outputs_and_ships_its_tracks(
     assert b"".join(backend.read(record.id, "output", 4, 0)) == b"mp4"
     wait_until(lambda: state_file(volume, record.id, "video").get("completed"), what="shipped")
     assert b"".join(backend.read(record.id, "video", 0, 0)) == b"old recording"
+
+
+def test_appends_below_a_part_do_not_wake_the_shipper(
+    tier: Callable[..., S3TieredBackend], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Hundreds of live tracks ack several times a second each: an append that does not
+    complete a part must not cost a shipper round (a task and a thread hop). The rounds are
+    counted by wrapping the tier's own `_ship`."""
+    backend = tier()
+    rounds: list[tuple[str, str]] = []
+    ship = S3TieredBackend._ship
+
+    async def counted(self: S3TieredBackend, key: tuple[str, str]) -> None:
+        rounds.append(key)
+        await ship(self, key)
+
+    monkeypatch.setattr(S3TieredBackend, "_ship", counted)
+    record = session(backend, "appends-below-a-part", "video")
+    sink = backend.open_track(record.id, "video", new=True)
+    try:
+        wait_until(lambda: rounds, what="the first round (the track is new to the shipper)")
+        time.sleep(0.5)
+        before = len(rounds)
+        for _ in range(200):
+            sink.append([b"x" * 1000])
+            time.sleep(0.002)  # acks come apart, as from many connections
+        time.sleep(1)
+        assert len(rounds) - before <= 2, f"{len(rounds) - before} rounds for 200 small appends"
+        # A whole part still wakes it: the part ships.
+        sink.append([os.urandom(PART)])
+        wait_until(
+            lambda: len(state_file(tmp_path / "volume", record.id, "video").get("parts", [])),
+            what="the part shipped",
+        )
+    finally:
+        sink.close()
