@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -293,3 +294,27 @@ def test_appends_below_a_part_do_not_wake_the_shipper(
         )
     finally:
         sink.close()
+
+
+def test_a_part_is_held_in_memory_once_while_it_ships(
+    tier: Callable[..., S3TieredBackend], tmp_path: Path
+) -> None:
+    """Hundreds of live tracks keep up to PARTS_IN_FLIGHT parts in the air: each must cost its
+    size once, not twice (a bytes body is wrapped in a BytesIO by botocore, which aiohttp then
+    copies to measure it). Python's own allocation tracer counts every thread's memory."""
+    backend = tier()
+    record = session(backend, "a-part-held-once", "video")
+    data = os.urandom(PART)
+    sink = backend.open_track(record.id, "video", new=True)
+    tracemalloc.start()
+    try:
+        sink.append([data])
+        wait_until(
+            lambda: len(state_file(tmp_path / "volume", record.id, "video").get("parts", [])),
+            what="the part shipped",
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        sink.close()
+    assert peak < 1.5 * PART, f"{peak / MiB:.1f} MiB traced at peak for one {PART // MiB} MiB part"

@@ -30,6 +30,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import io
 import logging
 import os
 import secrets
@@ -559,7 +560,7 @@ class S3TieredBackend:
                     data = await asyncio.to_thread(_pread, path, action.offset, action.length)
                     part = await store.upload_part(name, state.upload_id, action.number, data)
                 new.parts.append(
-                    shipping.ShippedPart(number=part.number, etag=part.etag, size=len(data))
+                    shipping.ShippedPart(number=part.number, etag=part.etag, size=action.length)
                 )
             elif isinstance(action, shipping.PutWhole):
                 data = await asyncio.to_thread(_pread, path, 0, action.length)
@@ -706,11 +707,20 @@ def _log_failure(done: Future[None]) -> None:
         log.warning("s3 tier: cannot set the bucket's lifecycle rule: %s", error)
 
 
-def _pread(path: Path, offset: int, length: int) -> bytes:
-    with open(path, "rb") as f:
-        data = os.pread(f.fileno(), length, offset)
-    if len(data) != length:
-        raise OSError(errno.EIO, f"{path.name}: {len(data)} of {length} bytes at {offset}")
+def _pread(path: Path, offset: int, length: int) -> io.BytesIO:
+    """The bytes as a BytesIO read straight into its own buffer: a bytes body is wrapped in a
+    BytesIO by botocore and copied by aiohttp to measure it (a bytearray is copied by the
+    socket transport instead), so every part in flight was held twice; this one is not
+    copied on its way out (hashed and sent in small chunks)."""
+    data = io.BytesIO()
+    if length:
+        data.seek(length - 1)
+        data.write(b"\0")  # sized once, exactly
+        with open(path, "rb") as f, data.getbuffer() as view:
+            got = os.preadv(f.fileno(), [view], offset)
+        if got != length:
+            raise OSError(errno.EIO, f"{path.name}: {got} of {length} bytes at {offset}")
+        data.seek(0)
     return data
 
 
