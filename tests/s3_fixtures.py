@@ -2,7 +2,11 @@
 
 `weed mini` runs master, volume server, filer and S3 gateway in one process. Every port it opens
 is given explicitly (free ports, so several test processes can run at once) and everything else
-it could open (WebDAV, admin UI, Iceberg/Lance catalogs, telemetry) is off. Without the binary
+it could open (WebDAV, admin UI, Iceberg/Lance catalogs, telemetry) is off. Its volume size and
+count are explicit too: left to itself it sizes both from the disk's free space, and on a nearly
+full shared disk it then has no room for a volume and answers InternalError to every upload
+(below 1 % free, a floor `mini` does not let us change, it refuses writes anyway; `disk_mb`
+gives it a file system of its own for that). Without the binary
 the S3 tests are skipped, except in CI (CI=true) or with TAPEDECK_REQUIRE_S3=1, where that is
 an error, like the cluster suite.
 """
@@ -20,6 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import botocore.session
 import pytest
@@ -77,11 +82,16 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 class WeedServer:
     """One `weed mini` process; `stop` and `start` again keep its data and ports, so fault
     tests can take the store away and bring the same one back. `host` is the one address it
-    binds (loopback; the cluster suite uses the real node's address, which pods reach)."""
+    binds (loopback; the cluster suite uses the real node's address, which pods reach).
+    `disk_mb` mounts a tmpfs of that size as its data dir (root only; `release` unmounts it),
+    so other processes filling the machine's disk cannot starve it."""
 
     binary: Path
     root: Path
     host: str = "127.0.0.1"
+    volume_size_mb: int = 64
+    max_volumes: int = 256
+    disk_mb: int | None = None
     access_key: str = field(default_factory=lambda: "td" + secrets.token_hex(8))
     secret_key: str = field(default_factory=lambda: secrets.token_hex(20))
     ports: dict[str, int] = field(default_factory=dict)
@@ -130,11 +140,39 @@ class WeedServer:
                 self.ports = dict(zip(names, free_ports(len(names), self.host), strict=True))
             if self._start_once(timeout):
                 return
-        raise RuntimeError(f"weed mini did not start; log:\n{self._log_tail()}")
+        raise RuntimeError(f"weed mini did not start; log:\n{self.log_tail()}")
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    def _prepare_data(self) -> None:
+        """The data dir, on a disk of its own when asked; refused early (with the reason)
+        when its disk has no room for one volume above SeaweedFS's 1 % free floor."""
+        self.data.mkdir(parents=True, exist_ok=True)
+        if self.disk_mb is not None and not os.path.ismount(self.data):
+            size = f"size={self.disk_mb}m"
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", size, "tmpfs", str(self.data)], check=True
+            )
+        disk = os.statvfs(self.data)
+        free, total = disk.f_bavail * disk.f_frsize, disk.f_blocks * disk.f_frsize
+        needed = total // 100 + self.volume_size_mb * 1024 * 1024
+        if free < needed:
+            raise RuntimeError(
+                f"weed mini: {self.data} has {free >> 20} MiB free; SeaweedFS refuses writes "
+                f"below 1 % free plus one {self.volume_size_mb} MiB volume ({needed >> 20} MiB)"
+            )
+
+    def release(self) -> None:
+        """Stops it and unmounts its own disk (its data goes with it)."""
+        self.stop()
+        if self.disk_mb is not None and os.path.ismount(self.data):
+            subprocess.run(["umount", str(self.data)], check=False)
 
     def _start_once(self, timeout: float) -> bool:
-        data = self.root / "data"
-        data.mkdir(parents=True, exist_ok=True)
+        data = self.data
+        self._prepare_data()
         p = self.ports
         args = [
             str(self.binary),
@@ -156,6 +194,9 @@ class WeedServer:
             "-admin.ui=false",
             "-admin.port.legacy=0",
             "-master.telemetry=false",
+            f"-master.volumeSizeLimitMB={self.volume_size_mb}",
+            "-master.volumePreallocate=false",
+            f"-volume.max={self.max_volumes}",
         ]
         env = {**os.environ, **self.env()}
         with open(self.log, "ab") as log:
@@ -173,7 +214,7 @@ class WeedServer:
             except (BotoCoreError, ClientError):
                 time.sleep(0.3)
         self.stop()
-        raise RuntimeError(f"weed mini: S3 not answering after {timeout}s:\n{self._log_tail()}")
+        raise RuntimeError(f"weed mini: S3 not answering after {timeout}s:\n{self.log_tail()}")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop it by its PID (SIGKILL after 20 s)."""
@@ -188,28 +229,38 @@ class WeedServer:
             process.wait()
 
     def create_bucket(self, name: str) -> None:
-        """Created through S3 itself, retried while the filer settles after start."""
-        client = self.client()
+        """Created through S3 itself, retried while the filer settles after start; a bucket
+        that is already there is fine (set-up may run again), a refusal is not retried."""
+        client: Any = self.client()
         deadline = time.monotonic() + 60
         while True:
             try:
-                client.create_bucket(Bucket=name)  # type: ignore[attr-defined]
+                client.create_bucket(Bucket=name)
                 return
             except ClientError as e:
-                if e.response["Error"]["Code"] in ("BucketAlreadyOwnedByYou",):
+                code = e.response["Error"]["Code"]
+                if code in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    client.head_bucket(Bucket=name)  # ours, not another owner's
                     return
+                if code in _REFUSALS or time.monotonic() > deadline:
+                    raise RuntimeError(f"create bucket {name}: {e}\n{self.log_tail()}") from e
+            except BotoCoreError as e:
                 if time.monotonic() > deadline:
-                    raise
-            except BotoCoreError:
-                if time.monotonic() > deadline:
-                    raise
+                    raise RuntimeError(f"create bucket {name}: {e}\n{self.log_tail()}") from e
             time.sleep(0.5)
 
-    def _log_tail(self) -> str:
+    def log_tail(self, chars: int = 4000) -> str:
+        """The end of weed's log, for failure messages."""
         try:
-            return self.log.read_text(errors="replace")[-4000:]
+            text = self.log.read_text(errors="replace")[-chars:]
         except OSError:
-            return "(no log)"
+            return "(no weed log)"
+        return f"--- {self.log} (tail) ---\n{text}"
+
+
+_REFUSALS = frozenset(
+    {"InvalidBucketName", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+)
 
 
 @dataclass

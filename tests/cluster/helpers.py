@@ -119,17 +119,18 @@ def delete_namespace(cluster: ControlPlane, name: str, timeout: float = 90) -> N
 
 
 def create_secret(cluster: ControlPlane, namespace: str, name: str, data: dict[str, str]) -> None:
-    status, reply = cluster.raw(
-        "POST",
-        f"/api/v1/namespaces/{namespace}/secrets",
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": name},
-            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
-        },
-    )
-    assert status in (201, 409), reply
+    """Created, or replaced when there (set-up may run again, with new credentials)."""
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name},
+        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+    }
+    status, reply = cluster.raw("POST", f"/api/v1/namespaces/{namespace}/secrets", secret)
+    if status == 409:
+        path = f"/api/v1/namespaces/{namespace}/secrets/{name}"
+        status, reply = cluster.raw("PUT", path, secret)
+    assert status in (200, 201), reply
 
 
 def api_token(cluster: ControlPlane, namespace: str, secret: str = "tapedeck-secret") -> str:

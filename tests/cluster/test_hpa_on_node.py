@@ -27,7 +27,7 @@ import pytest
 from cluster.controlplane import Process
 from cluster.helpers import api_token, pods, wait_until
 from cluster.ingress import make_tls
-from cluster.node import NODE_IP, InstalledChart, RealNode
+from cluster.node import NODE_IP, InstalledChart, RealNode, dump
 from cluster.recorders import (
     Media,
     Recorders,
@@ -36,7 +36,7 @@ from cluster.recorders import (
     make_media,
     new_sessions,
 )
-from cluster.test_node import dump, service
+from cluster.test_node import service
 
 HERE = Path(__file__).resolve().parent
 BUILD_SCRIPT = HERE / "build-metrics-server.sh"
@@ -260,7 +260,9 @@ def test_hpa_adds_ingest_replicas_and_recordings_go_on(
             keeps_recording(volume, recordings, "the scale-up")
             timeline.append(f"{time.monotonic() - started:4.0f} s {sample(node, ns, name)}")
         except (AssertionError, TimeoutError) as err:
-            raise AssertionError(f"{err}\n{chr(10).join(timeline)}\n{dump(chart)}") from None
+            raise AssertionError(
+                f"{err}\n{chr(10).join(timeline)}\n{dump(chart.node, chart.namespace)}"
+            ) from None
         finally:
             recorders.stop()
         checked = sum(sum(check_stored(r, media, volume).values()) for r in recordings)

@@ -14,6 +14,7 @@ import re
 import ssl
 import subprocess
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,7 @@ import pytest
 
 from cluster.controlplane import ADMIN_TOKEN
 from cluster.helpers import api_token, pods, restarts, wait_until
-from cluster.node import InstalledChart, RealNode
-from cluster.node import dump as node_dump
+from cluster.node import InstalledChart, RealNode, dump
 from tapedeck.ingest.uploader import upload_track
 
 T0 = 1_760_000_000_000.0
@@ -37,10 +37,6 @@ except OSError as err:
     root = type(err).__name__
 print(os.getuid(), os.getgid(), status["CapEff"].strip(), status["NoNewPrivs"].strip(), root)
 """
-
-
-def dump(chart: InstalledChart) -> str:
-    return node_dump(chart.node, chart.namespace)
 
 
 def service(chart: InstalledChart, component: str) -> str:
@@ -65,7 +61,7 @@ def test_node_runs_the_built_images(installed_chart: InstalledChart) -> None:
     [ready] = node.cluster.request("GET", "/api/v1/nodes")["items"]
     addresses = {a["type"]: a["address"] for a in ready["status"]["addresses"]}
     assert addresses["InternalIP"] == node.ip
-    assert set(restarts(node.cluster, ns).values()) <= {0}, dump(installed_chart)
+    assert set(restarts(node.cluster, ns).values()) <= {0}, dump(node, ns)
 
 
 def test_cluster_dns_answers_only_cluster_names(installed_chart: InstalledChart) -> None:
@@ -84,7 +80,9 @@ def test_helm_test_passes(installed_chart: InstalledChart) -> None:
         "--timeout=180s",
         check=False,
     )
-    assert re.search(r"Phase:\s+Succeeded", out), out + dump(installed_chart)
+    assert re.search(r"Phase:\s+Succeeded", out), out + dump(
+        installed_chart.node, installed_chart.namespace
+    )
 
 
 @pytest.mark.parametrize("component", ["storage", "ingest", "api", "operator"])
@@ -124,20 +122,13 @@ def record(chart: InstalledChart, video: bytes, audio: bytes) -> str:
     return asyncio.run(go())
 
 
-def test_record_compile_download(
-    installed_chart: InstalledChart, h264_webm: Path, opus_webm: Path, tmp_path: Path
+def compile_session(
+    chart: InstalledChart, session_id: str, tmp_path: Path, explain: Callable[[], str] = str
 ) -> None:
-    record_compile_download(installed_chart, h264_webm, opus_webm, tmp_path)
-
-
-def record_compile_download(
-    chart: InstalledChart, video: Path, audio: Path, tmp_path: Path
-) -> None:
-    """A session recorded over the ingest Service, compiled by the operator's Job on the compile
-    image, and its MP4 downloaded from the api Service and checked with ffprobe."""
+    """A RecordingSession asking for a compile; the operator runs the Job until Ready. A
+    failure shows the namespace's pods and logs, plus `explain()` (another server's log)."""
     node = chart.node
-    session_id = record(chart, video.read_bytes(), audio.read_bytes())
-    manifest = tmp_path / "session.yaml"
+    manifest = tmp_path / f"{session_id}.yaml"
     manifest.write_text(
         json.dumps(
             {
@@ -158,10 +149,28 @@ def record_compile_download(
         return got if got.get("status", {}).get("phase") in ("Ready", "Failed") else None
 
     try:
-        finished = wait_until(done, 300, "the compile", 1)
+        finished = wait_until(done, 300, f"the compile of {session_id}", 1)
     except TimeoutError as err:
-        raise AssertionError(f"{err}\n{dump(chart)}") from None
-    assert finished["status"]["phase"] == "Ready", f"{finished['status']}\n{dump(chart)}"
+        raise AssertionError(f"{err}\n{dump(node, chart.namespace)}\n{explain()}") from None
+    assert finished["status"]["phase"] == "Ready", (
+        f"{finished['status']}\n{dump(node, chart.namespace)}\n{explain()}"
+    )
+
+
+def test_record_compile_download(
+    installed_chart: InstalledChart, h264_webm: Path, opus_webm: Path, tmp_path: Path
+) -> None:
+    record_compile_download(installed_chart, h264_webm, opus_webm, tmp_path)
+
+
+def record_compile_download(
+    chart: InstalledChart, video: Path, audio: Path, tmp_path: Path
+) -> None:
+    """A session recorded over the ingest Service, compiled by the operator's Job on the compile
+    image, and its MP4 downloaded from the api Service and checked with ffprobe."""
+    node = chart.node
+    session_id = record(chart, video.read_bytes(), audio.read_bytes())
+    compile_session(chart, session_id, tmp_path)
 
     # The Job ran on the compile image.
     jobs = node.cluster.request("GET", f"/apis/batch/v1/namespaces/{chart.namespace}/jobs")

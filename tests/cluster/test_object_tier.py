@@ -37,7 +37,7 @@ from cluster.node import (
     image_values,
     restricted_namespace,
 )
-from cluster.test_node import record, service
+from cluster.test_node import compile_session, record, service
 from s3_fixtures import REGION, WeedServer, need_weed
 from tapedeck.placement import place
 
@@ -49,16 +49,25 @@ SECRET = "object-store"
 def node_weed(
     real_node: RealNode, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WeedServer]:
-    """`weed mini` on the node's address (it exists only while the node runs), stopped by PID."""
+    """`weed mini` on the node's address (it exists only while the node runs), stopped by PID.
+    Its data is on a 1 GiB tmpfs of its own with explicit volume settings: on the shared disk,
+    left to size itself, it once refused every upload (InternalError) with the disk 89 % full.
+    Its log stays beside it, and its tail goes into every failure message of this module."""
     root = tmp_path_factory.mktemp("weed")
-    server = WeedServer(need_weed(), root, host=NODE_IP)
-    server.start()
+    server = WeedServer(need_weed(), root, host=NODE_IP, disk_mb=1024, max_volumes=12)
     try:
+        server.start()
         server.create_bucket(BUCKET)
+        server.create_bucket(BUCKET)  # set-up may run again: a bucket already there is fine
         yield server
     finally:
-        server.stop()
+        server.release()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def explain(node: RealNode, namespace: str, weed: WeedServer) -> str:
+    """What to look at when this module fails: the pods, their logs, and weed's log."""
+    return f"{dump(node, namespace)}\n{weed.log_tail()}"
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +111,8 @@ def tiered_chart(real_node: RealNode, node_weed: WeedServer) -> Iterator[Install
                 timeout=660,
             )
         except subprocess.TimeoutExpired as err:
-            raise AssertionError(f"{err}\n{dump(node, NAMESPACE)}") from None
-        assert "STATUS: deployed" in out, out + dump(node, NAMESPACE)
+            raise AssertionError(f"{err}\n{explain(node, NAMESPACE, node_weed)}") from None
+        assert "STATUS: deployed" in out, out + explain(node, NAMESPACE, node_weed)
         yield chart
     finally:
         # The RecordingSessions first, while the operator runs: their finalizer deletes the
@@ -122,38 +131,6 @@ def tiered_chart(real_node: RealNode, node_weed: WeedServer) -> Iterator[Install
             1,
         )
         node.helm("uninstall", RELEASE, f"--namespace={NAMESPACE}", "--wait", check=False)
-
-
-def compile_session(chart: InstalledChart, session_id: str, tmp_path: Path) -> None:
-    """A RecordingSession asking for a compile; the operator runs the Job until Ready."""
-    node = chart.node
-    manifest = tmp_path / f"{session_id}.yaml"
-    manifest.write_text(
-        json.dumps(
-            {
-                "apiVersion": "tapedeck.io/v1alpha1",
-                "kind": "RecordingSession",
-                "metadata": {"name": session_id, "namespace": chart.namespace},
-                "spec": {"compile": True},
-            }
-        )
-    )
-    node.kubectl("apply", "-f", str(manifest))
-    resource = (
-        f"/apis/tapedeck.io/v1alpha1/namespaces/{chart.namespace}/recordingsessions/{session_id}"
-    )
-
-    def done() -> dict[str, Any] | None:
-        got: dict[str, Any] = node.cluster.request("GET", resource)
-        return got if got.get("status", {}).get("phase") in ("Ready", "Failed") else None
-
-    try:
-        finished = wait_until(done, 300, f"the compile of {session_id}", 1)
-    except TimeoutError as err:
-        raise AssertionError(f"{err}\n{dump(node, chart.namespace)}") from None
-    assert finished["status"]["phase"] == "Ready", (
-        f"{finished['status']}\n{dump(node, chart.namespace)}"
-    )
 
 
 def probe(mp4: Path) -> dict[str, Any]:
@@ -176,7 +153,8 @@ def test_two_replicas_over_the_bucket(
 ) -> None:
     chart, node = tiered_chart, tiered_chart.node
     storage = pods(node.cluster, chart.namespace, "app.kubernetes.io/component=storage")
-    assert len(storage) == 2, dump(node, chart.namespace)
+    why = functools.partial(explain, node, chart.namespace, node_weed)
+    assert len(storage) == 2, why()
 
     # Record until each replica owns a session (placement is a hash of the id: 1/2 each).
     video, audio = h264_webm.read_bytes(), opus_webm.read_bytes()
@@ -190,7 +168,7 @@ def test_two_replicas_over_the_bucket(
 
     # Each compiled by the operator's Job, through its owner.
     for session_id in owned.values():
-        compile_session(chart, session_id, tmp_path)
+        compile_session(chart, session_id, tmp_path, why)
 
     # Downloaded through the api Service, whichever replica owns them.
     name = f"{chart.release}-api.{chart.namespace}.svc.cluster.local"
@@ -198,7 +176,7 @@ def test_two_replicas_over_the_bucket(
     api = f"http://{service(chart, 'api')}:80"
     for session_id in owned.values():
         reply = httpx.get(f"{api}/api/download/{session_id}", headers=headers, timeout=60)
-        assert reply.status_code == 200, reply.text
+        assert reply.status_code == 200, f"{reply.text}\n{why()}"
         mp4 = tmp_path / f"{session_id}.mp4"
         mp4.write_bytes(reply.content)
         found = probe(mp4)
@@ -230,7 +208,7 @@ def test_two_replicas_over_the_bucket(
                 functools.partial(in_bucket, session_id), 120, f"{session_id} shipped", 1
             )
         except TimeoutError as err:
-            raise AssertionError(f"{err}\n{dump(node, chart.namespace)}") from None
+            raise AssertionError(f"{err}\n{why()}") from None
         assert manifest["replica"] == replica, manifest
 
     # The api lists both from the bucket's listing, newest first.
@@ -238,4 +216,4 @@ def test_two_replicas_over_the_bucket(
     assert listing.status_code == 200, listing.text
     listed_ids = {s["id"] for s in listing.json()["items"]}
     assert set(owned.values()) <= listed_ids, listing.json()
-    assert set(restarts(node.cluster, chart.namespace).values()) <= {0}, dump(node, chart.namespace)
+    assert set(restarts(node.cluster, chart.namespace).values()) <= {0}, why()

@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from cluster.helpers import api_token, pods, wait_until
-from cluster.node import InstalledChart, RealNode
+from cluster.node import InstalledChart, RealNode, dump
 from cluster.recorders import (
     T0,
     Media,
@@ -35,7 +35,7 @@ from cluster.recorders import (
     make_media,
     new_sessions,
 )
-from cluster.test_node import dump, service
+from cluster.test_node import service
 from media import ffmpeg_binary, packet_digest
 from tapedeck.compiler.plan import TrackInput, plan_compile
 from tapedeck.compiler.probe import probe
@@ -97,8 +97,8 @@ def compile_all(
     try:
         phases = wait_until(settled, 900, "every compile", 2)
     except TimeoutError as err:
-        raise AssertionError(f"{err}\n{dump(chart)}") from None
-    assert set(phases.values()) == {"Ready"}, f"{phases}\n{dump(chart)}"
+        raise AssertionError(f"{err}\n{dump(chart.node, chart.namespace)}") from None
+    assert set(phases.values()) == {"Ready"}, f"{phases}\n{dump(chart.node, chart.namespace)}"
 
 
 def one_shot(tracks: dict[str, Path], out: Path) -> str:
@@ -146,7 +146,7 @@ def one_round(chart: InstalledChart, media: Media, where: Path, clients: int) ->
             done.append(what)
             keeps_recording(volume, recordings, what)
     except (AssertionError, TimeoutError) as err:
-        raise AssertionError(f"after {done}: {err}\n{dump(chart)}") from None
+        raise AssertionError(f"after {done}: {err}\n{dump(chart.node, chart.namespace)}") from None
     finally:
         recorders.stop()
     compile_all(api, host, token, node, chart, [r.session_id for r in recordings])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -257,3 +258,63 @@ def test_a_volume_from_before_the_tier_keeps_its_outputs_and_ships_its_tracks(
     assert b"".join(backend.read(record.id, "output", 4, 0)) == b"mp4"
     wait_until(lambda: state_file(volume, record.id, "video").get("completed"), what="shipped")
     assert b"".join(backend.read(record.id, "video", 0, 0)) == b"old recording"
+
+
+def test_appends_below_a_part_do_not_wake_the_shipper(
+    tier: Callable[..., S3TieredBackend], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Hundreds of live tracks ack several times a second each: an append that does not
+    complete a part must not cost a shipper round (a task and a thread hop). The rounds are
+    counted by wrapping the tier's own `_ship`."""
+    backend = tier()
+    rounds: list[tuple[str, str]] = []
+    ship = S3TieredBackend._ship
+
+    async def counted(self: S3TieredBackend, key: tuple[str, str]) -> None:
+        rounds.append(key)
+        await ship(self, key)
+
+    monkeypatch.setattr(S3TieredBackend, "_ship", counted)
+    record = session(backend, "appends-below-a-part", "video")
+    sink = backend.open_track(record.id, "video", new=True)
+    try:
+        wait_until(lambda: rounds, what="the first round (the track is new to the shipper)")
+        time.sleep(0.5)
+        before = len(rounds)
+        for _ in range(200):
+            sink.append([b"x" * 1000])
+            time.sleep(0.002)  # acks come apart, as from many connections
+        time.sleep(1)
+        assert len(rounds) - before <= 2, f"{len(rounds) - before} rounds for 200 small appends"
+        # A whole part still wakes it: the part ships.
+        sink.append([os.urandom(PART)])
+        wait_until(
+            lambda: len(state_file(tmp_path / "volume", record.id, "video").get("parts", [])),
+            what="the part shipped",
+        )
+    finally:
+        sink.close()
+
+
+def test_a_part_is_held_in_memory_once_while_it_ships(
+    tier: Callable[..., S3TieredBackend], tmp_path: Path
+) -> None:
+    """Hundreds of live tracks keep up to PARTS_IN_FLIGHT parts in the air: each must cost its
+    size once, not twice (a bytes body is wrapped in a BytesIO by botocore, which aiohttp then
+    copies to measure it). Python's own allocation tracer counts every thread's memory."""
+    backend = tier()
+    record = session(backend, "a-part-held-once", "video")
+    data = os.urandom(PART)
+    sink = backend.open_track(record.id, "video", new=True)
+    tracemalloc.start()
+    try:
+        sink.append([data])
+        wait_until(
+            lambda: len(state_file(tmp_path / "volume", record.id, "video").get("parts", [])),
+            what="the part shipped",
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        sink.close()
+    assert peak < 1.5 * PART, f"{peak / MiB:.1f} MiB traced at peak for one {PART // MiB} MiB part"

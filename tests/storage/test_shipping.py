@@ -20,6 +20,7 @@ from tapedeck.storage.shipping import (
     plan,
     punch_to,
     read_source,
+    wake_at,
 )
 
 P = 100
@@ -120,3 +121,13 @@ def test_reads_come_from_the_volume_until_the_object_is_complete() -> None:
     assert read_source(state, 4095) == Shipped()
     state.completed = True
     assert read_source(state, 0) == FromBucket()
+
+
+def test_wake_at_is_the_next_whole_part_and_never_once_completed() -> None:
+    state = UploadState(part_size=100)
+    assert wake_at(state) == 100
+    state.parts.append(ShippedPart(number=1, etag="a", size=100))
+    assert wake_at(state) == 200
+    assert not isinstance(plan(state, 199, finished=False), UploadPart | CreateUpload)
+    assert isinstance(plan(state, wake_at(state) or 0, finished=False), UploadPart | CreateUpload)
+    assert wake_at(state.model_copy(update={"completed": True})) is None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -202,7 +203,7 @@ class ObjectStore:
 
     # --- small objects (manifests) ---
 
-    async def put(self, name: str, data: bytes, content_type: str = "") -> str:
+    async def put(self, name: str, data: bytes | io.BytesIO, content_type: str = "") -> str:
         """Whole object in one request; returns its ETag."""
         extra: dict[str, Any] = {"ContentType": content_type} if content_type else {}
         with _errors():
@@ -307,7 +308,9 @@ class ObjectStore:
             )
         return answer["UploadId"]
 
-    async def upload_part(self, name: str, upload_id: str, number: int, data: bytes) -> Part:
+    async def upload_part(
+        self, name: str, upload_id: str, number: int, data: bytes | io.BytesIO
+    ) -> Part:
         with _errors():
             answer = await self.client.upload_part(
                 Bucket=self.bucket,

@@ -30,6 +30,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import io
 import logging
 import os
 import secrets
@@ -223,6 +224,9 @@ class S3TieredBackend:
         self._shipper = _Shipper(settings)
         self._states: dict[Key, shipping.UploadState] = {}
         self._durable: dict[Key, int] = {}
+        self._wake_at: dict[Key, int | None] = {}
+        """Per track, the durable size that gives the shipper work (shipping.wake_at); a
+        track not in it wakes it at every new size."""
         self._finished: set[Key] = set()
         self._pumps: dict[Key, asyncio.Task[None]] = {}
         self._dirty: set[Key] = set()
@@ -357,6 +361,7 @@ class S3TieredBackend:
             with self._lock:
                 self._states.pop(key, None)
                 self._durable.pop(key, None)
+                self._wake_at.pop(key, None)
                 self._finished.discard(key)
             try:
                 self._state_path(key).unlink(missing_ok=True)
@@ -458,10 +463,16 @@ class S3TieredBackend:
     # --- the shipper ----------------------------------------------------------------------
 
     def _durable_seen(self, key: Key, size: int) -> None:
+        """Every ack passes here: it wakes the shipper only when a part is due (or the track
+        is new to it), not at every append of hundreds of live tracks."""
         with self._lock:
             if size <= self._durable.get(key, -1):
                 return
             self._durable[key] = size
+            if key in self._wake_at:
+                due = self._wake_at[key]
+                if due is None or size < due:
+                    return
         self._wake(key)
 
     def _follow(self, record: SessionRecord) -> None:
@@ -536,6 +547,10 @@ class S3TieredBackend:
                 finished = key in self._finished
             action = shipping.plan(state, durable, finished)
             if isinstance(action, shipping.Idle):
+                with self._lock:  # from here only a whole part (or the finish) wakes it
+                    due = self._wake_at[key] = shipping.wake_at(state)
+                    if due is not None and self._durable.get(key, 0) >= due:
+                        self._dirty.add(key)  # a part became due meanwhile: another round
                 return
             new = state.model_copy(deep=True)
             if isinstance(action, shipping.CreateUpload):
@@ -545,7 +560,7 @@ class S3TieredBackend:
                     data = await asyncio.to_thread(_pread, path, action.offset, action.length)
                     part = await store.upload_part(name, state.upload_id, action.number, data)
                 new.parts.append(
-                    shipping.ShippedPart(number=part.number, etag=part.etag, size=len(data))
+                    shipping.ShippedPart(number=part.number, etag=part.etag, size=action.length)
                 )
             elif isinstance(action, shipping.PutWhole):
                 data = await asyncio.to_thread(_pread, path, 0, action.length)
@@ -620,6 +635,8 @@ class S3TieredBackend:
                 del self._states[key]
             for key in [k for k in self._durable if k[0] == session_id]:
                 del self._durable[key]
+            for key in [k for k in self._wake_at if k[0] == session_id]:
+                del self._wake_at[key]
             self._finished -= {k for k in self._finished if k[0] == session_id}
         await self._shipper.store.delete_prefix(f"sessions/{session_id}/")
 
@@ -690,11 +707,20 @@ def _log_failure(done: Future[None]) -> None:
         log.warning("s3 tier: cannot set the bucket's lifecycle rule: %s", error)
 
 
-def _pread(path: Path, offset: int, length: int) -> bytes:
-    with open(path, "rb") as f:
-        data = os.pread(f.fileno(), length, offset)
-    if len(data) != length:
-        raise OSError(errno.EIO, f"{path.name}: {len(data)} of {length} bytes at {offset}")
+def _pread(path: Path, offset: int, length: int) -> io.BytesIO:
+    """The bytes as a BytesIO read straight into its own buffer: a bytes body is wrapped in a
+    BytesIO by botocore and copied by aiohttp to measure it (a bytearray is copied by the
+    socket transport instead), so every part in flight was held twice; this one is not
+    copied on its way out (hashed and sent in small chunks)."""
+    data = io.BytesIO()
+    if length:
+        data.seek(length - 1)
+        data.write(b"\0")  # sized once, exactly
+        with open(path, "rb") as f, data.getbuffer() as view:
+            got = os.preadv(f.fileno(), [view], offset)
+        if got != length:
+            raise OSError(errno.EIO, f"{path.name}: {got} of {length} bytes at {offset}")
+        data.seek(0)
     return data
 
 

@@ -91,6 +91,15 @@ def plan(state: UploadState, durable: int, finished: bool) -> Action:
     return Idle()
 
 
+def wake_at(state: UploadState) -> int | None:
+    """The durable size from which `plan` has work for a live track (the next whole part);
+    None once completed. Below it an append need not wake the shipper (a track's finish
+    wakes it whatever its size)."""
+    if state.completed:
+        return None
+    return state.shipped + state.part_size
+
+
 def punch_to(state: UploadState, keep: int, page: int = 4096) -> int:
     """Where the volume's copy may start now: all of it goes once the object is complete;
     before that, shipped bytes older than the last `keep` (whole pages only)."""
