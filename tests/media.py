@@ -159,16 +159,22 @@ def packets(path: Path, kind: str) -> list[bytes]:
 
 
 def packet_digest(path: Path) -> str:
-    """Streams, and every packet's bytes, pts and dts: equal digests, equal media content."""
-    h = hashlib.sha256()
+    """Streams, and each stream's packets (bytes, pts, dts) in order: equal digests, equal media
+    content. How the muxer interleaves the streams is layout, not content: a staged compile and
+    a one-shot one place a track's last packets differently when the other track runs on."""
     with av.open(str(path)) as container:
-        for stream in container.streams:
-            h.update(f"{stream.type}:{stream.codec_context.name}:{stream.time_base}".encode())
+        streams = {
+            s.index: hashlib.sha256(f"{s.type}:{s.codec_context.name}:{s.time_base}".encode())
+            for s in container.streams
+        }
         for packet in container.demux():
             if packet.size:
-                h.update(f"{packet.stream.index}:{packet.pts}:{packet.dts}".encode())
+                h = streams[packet.stream.index]
+                h.update(f"{packet.pts}:{packet.dts}".encode())
                 h.update(bytes(packet))
-    return h.hexdigest()
+    return hashlib.sha256(
+        "".join(h.hexdigest() for _, h in sorted(streams.items())).encode()
+    ).hexdigest()
 
 
 def top_level_boxes(path: Path) -> list[str]:
