@@ -33,6 +33,7 @@ from tapedeck.sessions import (
 from tapedeck.storage.errors import (
     InvalidArgument,
     NotFound,
+    OutOfRange,
     StorageError,
     StorageFull,
     Unavailable,
@@ -119,8 +120,12 @@ class OutputWriter(FileAppender):
     def __init__(self, partial: Path, final: Path) -> None:
         super().__init__(partial, truncate=True)
         self._partial, self._final = partial, final
+        # The ETag hashes the upload's write log: the bytes in order, then the one rewrite
+        # (a marker, its offset, its bytes). Without a rewrite that is the content's SHA-256;
+        # with one, the log still determines the content, so equal ETags mean equal bytes.
         self._hash = hashlib.sha256()
         self._hash_void = False
+        self._rewritten = False
 
     def _write(self, chunks: list[bytes]) -> None:
         # Hash while writing: both release the GIL, and an MP4 is hundreds of MiB.
@@ -132,6 +137,29 @@ class OutputWriter(FileAppender):
         # The hash already holds the refused bytes: this output can only be written again.
         self._hash_void = True
         super()._cut_back(size)
+
+    def rewrite(self, offset: int, data: bytes) -> None:
+        """Replace committed bytes at `offset` (an MP4's head, filled in at the end), once."""
+        if self._rewritten:
+            raise OutOfRange("an output's committed bytes may be rewritten only once")
+        if offset < 0 or offset + len(data) > self.size:
+            raise OutOfRange(
+                f"a rewrite of {len(data)} bytes at {offset} is not within the "
+                f"{self.size} committed bytes"
+            )
+        self._rewritten = True
+        self._hash.update(b"\0tapedeck-rewrite\0" + offset.to_bytes(8, "big") + data)
+        try:
+            view = memoryview(data)
+            at = offset
+            while view:
+                written = os.pwrite(self._fd, view, at)
+                at += written
+                view = view[written:]
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            self._hash_void = True  # the file may hold part of it: upload again
+            raise storage_error(exc) from None
 
     def publish(self) -> str:
         if self._hash_void:
