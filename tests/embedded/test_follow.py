@@ -71,3 +71,32 @@ def test_a_recording_is_compiled_while_it_records(
         compile_files(ffmpeg_binary(), [("video", vp8_webm, T0), ("audio", opus_webm, T0)], want)
     )
     assert packet_digest(got) == packet_digest(want)
+
+
+def test_an_h264_recording_is_muxed_and_uploaded_while_it_records(
+    stack: Stack, h264_webm: Path, opus_webm: Path, tmp_path: Path
+) -> None:
+    """The final mux runs while recording and its MP4 is in storage before the stop: the
+    compile fills its head in (docs/performance.md). Same packets as a one-shot compile, and
+    the index before the media (it plays while it downloads)."""
+    tracks = [("video", h264_webm, "video/webm;codecs=h264"), ("audio", opus_webm, "audio/webm")]
+    with httpx.Client(base_url=stack.base_url, timeout=30) as api:
+        session = api.post("/api/sessions").json()
+        asyncio.run(record(stack, session, tracks))
+        assert api.post(f"/api/compile-video/{session['id']}").status_code == 202
+        deadline = time.monotonic() + 60
+        while (detail := api.get(f"/api/sessions/{session['id']}").json())["state"] != "ready":
+            assert detail["state"] != "failed", detail["error"]
+            assert time.monotonic() < deadline, detail
+            time.sleep(0.05)
+        got = tmp_path / "got.mp4"
+        got.write_bytes(api.get(f"/api/download/{session['id']}").content)
+    log = (stack.data_dir.parent / "web.log").read_text()
+    assert "the final mux" in log and "published the MP4 uploaded while recording" in log
+    want = tmp_path / "want.mp4"
+    asyncio.run(
+        compile_files(ffmpeg_binary(), [("video", h264_webm, T0), ("audio", opus_webm, T0)], want)
+    )
+    assert packet_digest(got) == packet_digest(want)
+    data = got.read_bytes()
+    assert data[4:8] == b"ftyp" and data.index(b"moov") < data.index(b"mdat")
