@@ -4,6 +4,7 @@ comes out of the follower, and is the one a one-shot compile of the same tracks 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,9 +28,24 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 
 
 async def record(
-    stack: Stack, session: dict[str, str], tracks: list[tuple[str, Path, str]]
+    stack: Stack,
+    session: dict[str, str],
+    tracks: list[tuple[str, Path, str]],
+    halfway: str | None = None,
 ) -> None:
-    """Streams each track in 12 frames over ~6 s, as recorders hand over their chunks."""
+    """Streams each track in 12 frames over ~6 s, as recorders hand over their chunks.
+    `halfway`: the video track waits after half its bytes until web.log says this (so the
+    follower plans while the recording goes on, however slow the machine is)."""
+    log = stack.data_dir.parent / "web.log"
+
+    async def gate(_ws: object, offset: int, *, total: int) -> None:
+        if halfway is None or offset < total // 2 or offset >= total:
+            return
+        deadline = time.monotonic() + 60
+        while halfway not in log.read_text(errors="replace"):
+            assert time.monotonic() < deadline, f"web.log never said {halfway!r}"
+            await asyncio.sleep(0.1)
+
     uploads = []
     for name, path, mime in tracks:
         data = path.read_bytes()
@@ -44,6 +60,7 @@ async def record(
                 started_at=T0,
                 frame_bytes=len(data) // 12 + 1,
                 frame_interval=0.5,
+                after_frame=functools.partial(gate, total=len(data)) if name == "video" else None,
             )
         )
     await asyncio.gather(*uploads)
@@ -82,7 +99,7 @@ def test_an_h264_recording_is_muxed_and_uploaded_while_it_records(
     tracks = [("video", h264_webm, "video/webm;codecs=h264"), ("audio", opus_webm, "audio/webm")]
     with httpx.Client(base_url=stack.base_url, timeout=30) as api:
         session = api.post("/api/sessions").json()
-        asyncio.run(record(stack, session, tracks))
+        asyncio.run(record(stack, session, tracks, halfway="compiling while recording, the"))
         assert api.post(f"/api/compile-video/{session['id']}").status_code == 202
         deadline = time.monotonic() + 60
         while (detail := api.get(f"/api/sessions/{session['id']}").json())["state"] != "ready":
