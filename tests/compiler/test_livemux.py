@@ -78,12 +78,14 @@ async def grow(mirror: Mirror, source: Path, pieces: int = 12) -> None:
     mirror.finish()
 
 
-@pytest.mark.parametrize("cover_seconds", [120.0, 0.5])
+@pytest.mark.parametrize("cover_seconds", [120.0, 0.5, 4500.0])
 async def test_the_mp4_muxed_and_uploaded_while_recording_is_the_one_shot_mp4(
     storage: StorageClient, h264_webm: Path, tmp_path: Path, cover_seconds: float
 ) -> None:
     """`cover_seconds` 0.5: the recording outgrows the reserve, and the follower's restart
-    with a bigger one (four times, from the first byte) replaces the first mux and upload."""
+    with a bigger one (four times, from the first byte) replaces the first mux and upload.
+    4500: a head of 9 MiB, over storage's message limit, rewritten in pieces (a 60-min
+    recording's reserve was refused whole: "Received message larger than max")."""
     opus = make_opus_webm(tmp_path / "opus.webm", 3.0)
     inputs = [("video", h264_webm, T0), ("audio", opus, T0 + 300)]
     scratch = tmp_path / "scratch"
@@ -112,6 +114,7 @@ async def test_the_mp4_muxed_and_uploaded_while_recording_is_the_one_shot_mp4(
         ffmpeg_binary(), [(n, m.path, m.started_at) for n, m in mirrors.items()], out, ahead=live
     )
     assert live.head is not None, "the compile used the live mux"
+    assert cover_seconds < 4500 or len(live.head) > 8 * 1024 * 1024
     assert cover_seconds >= 1 or live.cover_seconds > cover_seconds, "the mux was restarted"
     await storage.update_session(
         pb.UpdateSessionRequest(session_id=session.id, state=pb.SESSION_STATE_QUEUED)

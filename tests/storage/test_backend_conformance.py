@@ -205,7 +205,8 @@ def grown(backend: Backend, session_id: str, head: bytes, body: bytes) -> str:
         output.append([bytes(len(head))])
         output.append([body[: len(body) // 2]])
         output.append([body[len(body) // 2 :]])
-        output.rewrite(0, head)
+        output.rewrite(0, head[:1000])  # one region, in pieces (a message is at most 8 MiB)
+        output.rewrite(1000, head[1000:])
         return output.publish()
     finally:
         output.close()
@@ -233,8 +234,10 @@ def test_an_output_may_rewrite_its_committed_head_once(
             output.rewrite(90, b"y" * 11)  # beyond the committed bytes
         output.rewrite(10, b"y" * 5)
         with pytest.raises(OutOfRange):
-            output.rewrite(0, b"z")  # a second rewrite
+            output.rewrite(0, b"z")  # a second region
         output.append([b"tail"])
+        with pytest.raises(OutOfRange):
+            output.rewrite(15, b"z")  # the region ended with the append
         output.publish()
     finally:
         output.close()

@@ -218,7 +218,10 @@ class LiveMux:
             log.info("%s: the live upload was for compile %d", self.session_id, self.generation)
             return False
         try:
-            await self._writer.send(0, self.head, finish=True)
+            pieces = range(0, len(self.head), UPLOAD_CHUNK)  # storage takes ≤ 8 MiB a message
+            for at in pieces:
+                piece = self.head[at : at + UPLOAD_CHUNK]
+                await self._writer.send(at, piece, finish=at == pieces[-1])
             size = await self._acks
         except StorageError as err:
             log.info("%s: the live upload was refused: %s", self.session_id, err.message)

@@ -125,9 +125,11 @@ class OutputWriter(FileAppender):
         # with one, the log still determines the content, so equal ETags mean equal bytes.
         self._hash = hashlib.sha256()
         self._hash_void = False
-        self._rewritten = False
+        self._rewrite_end: int | None = None  # where the one rewritten region has got to
+        self._rewrite_closed = False
 
     def _write(self, chunks: list[bytes]) -> None:
+        self._rewrite_closed = self._rewrite_end is not None  # an append ends the region
         # Hash while writing: both release the GIL, and an MP4 is hundreds of MiB.
         hashed = _HASHER.submit(_update, self._hash, chunks)
         super()._write(chunks)
@@ -139,15 +141,18 @@ class OutputWriter(FileAppender):
         super()._cut_back(size)
 
     def rewrite(self, offset: int, data: bytes) -> None:
-        """Replace committed bytes at `offset` (an MP4's head, filled in at the end), once."""
-        if self._rewritten:
-            raise OutOfRange("an output's committed bytes may be rewritten only once")
+        """Replace committed bytes at `offset` (an MP4's head, filled in at the end): one
+        region, once, in order (several calls, each where the last ended)."""
+        if self._rewrite_closed or self._rewrite_end not in (None, offset):
+            raise OutOfRange(
+                "an output may rewrite one region of its committed bytes, once and in order"
+            )
         if offset < 0 or offset + len(data) > self.size:
             raise OutOfRange(
                 f"a rewrite of {len(data)} bytes at {offset} is not within the "
                 f"{self.size} committed bytes"
             )
-        self._rewritten = True
+        self._rewrite_end = offset + len(data)
         self._hash.update(b"\0tapedeck-rewrite\0" + offset.to_bytes(8, "big") + data)
         try:
             view = memoryview(data)
