@@ -16,7 +16,7 @@ import pytest
 from backend_stores import BACKENDS, Store, StoreFactory
 
 from tapedeck.storage.backend import Backend, close_backend
-from tapedeck.storage.errors import InvalidArgument, NotFound, StorageFull
+from tapedeck.storage.errors import InvalidArgument, NotFound, OutOfRange, StorageFull
 from tapedeck.storage.records import SessionRecord, TrackRecord, now_ms
 
 KiB = 1024
@@ -196,6 +196,52 @@ def test_publish_returns_an_etag_that_validates_the_content(
     changed = first[:-1] + bytes([first[-1] ^ 1])
     assert publish(backend, b, changed) != etag, "other bytes must have another ETag"
     assert read_all(backend_factory(), b, "output") == changed
+
+
+def grown(backend: Backend, session_id: str, head: bytes, body: bytes) -> str:
+    """An MP4 uploaded as it grows: a placeholder head, the body, then the real head."""
+    output = backend.open_output(session_id)
+    try:
+        output.append([bytes(len(head))])
+        output.append([body[: len(body) // 2]])
+        output.append([body[len(body) // 2 :]])
+        output.rewrite(0, head[:1000])  # one region, in pieces (a message is at most 8 MiB)
+        output.rewrite(1000, head[1000:])
+        return output.publish()
+    finally:
+        output.close()
+
+
+def test_an_output_may_rewrite_its_committed_head_once(
+    backend_factory: Callable[[], Backend],
+) -> None:
+    """The final mux that runs while recording fills the MP4's head in at the end."""
+    backend = backend_factory()
+    a, b, c = (new_session(backend).id for _ in range(3))
+    head, body = os.urandom(64 * KiB), os.urandom(700 * KiB)
+    etag = grown(backend, a, head, body)
+    assert backend.size(a, "output") == len(head) + len(body)
+    assert read_all(backend_factory(), a, "output") == head + body
+    assert grown(backend, b, head, body) == etag, "the same upload must have the same ETag"
+    other = head[:-1] + bytes([head[-1] ^ 1])
+    assert grown(backend, c, other, body) != etag, "another head must have another ETag"
+    assert read_all(backend, c, "output") == other + body
+
+    output = backend.open_output(a)
+    try:
+        output.append([b"x" * 100])
+        with pytest.raises(OutOfRange):
+            output.rewrite(90, b"y" * 11)  # beyond the committed bytes
+        output.rewrite(10, b"y" * 5)
+        with pytest.raises(OutOfRange):
+            output.rewrite(0, b"z")  # a second region
+        output.append([b"tail"])
+        with pytest.raises(OutOfRange):
+            output.rewrite(15, b"z")  # the region ended with the append
+        output.publish()
+    finally:
+        output.close()
+    assert read_all(backend, a, "output") == b"x" * 10 + b"y" * 5 + b"x" * 85 + b"tail"
 
 
 def test_an_output_is_invisible_until_published(backend_factory: Callable[[], Backend]) -> None:

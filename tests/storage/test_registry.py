@@ -25,6 +25,7 @@ from tapedeck.storage.registry import (
     Stream,
     WriteQueue,
     apply_change,
+    check_output,
     page,
 )
 from tapedeck.storage.writer import QUEUE_BYTES, Ack, commit_loop
@@ -318,3 +319,28 @@ async def test_named_outputs_are_fenced_by_the_compile_generation(
     await fresh.send(0, b"new", finish=True)
     registry.close_stream(fresh.stream)
     assert registry.get(sid).named_outputs["poster.jpg"].size == 3
+
+
+@pytest.mark.parametrize("state", [State.RECORDING, State.RECORDED, State.QUEUED])
+def test_the_next_compiles_output_may_be_written_ahead_but_not_published(state: State) -> None:
+    ahead = record(state, generation=2)
+    check_output(ahead, 3)  # the generation the next begin_compile gives
+    for generation in (2, 4):
+        with pytest.raises(errors.Conflict):
+            check_output(ahead, generation)
+    with pytest.raises(errors.Conflict):
+        check_output(ahead, 3, publish=True)
+
+
+@pytest.mark.parametrize("state", [State.READY, State.FAILED, State.EXPIRED])
+def test_no_output_is_written_ahead_of_a_settled_session(state: State) -> None:
+    with pytest.raises(errors.Conflict):
+        check_output(record(state, generation=2), 3)
+
+
+def test_the_compile_that_began_writes_and_publishes_its_output() -> None:
+    compiling = record(State.COMPILING, generation=3)
+    check_output(compiling, 3)
+    check_output(compiling, 3, publish=True)
+    with pytest.raises(errors.Conflict):
+        check_output(compiling, 4)  # not ahead of a running compile

@@ -15,7 +15,7 @@ from tapedeck.compiler.queue import request_compile
 from tapedeck.lifecycle import CompileVerdict
 from tapedeck.sessions import State
 from tapedeck.settings import Settings
-from tapedeck.storage.client import StorageClient, StorageError
+from tapedeck.storage.client import StorageClient, StorageError, TrackWriter
 from tapedeck.storage.local import LocalBackend
 from tapedeck.storage.server import StorageService
 
@@ -174,3 +174,80 @@ async def test_a_track_start_that_is_no_clock_is_refused(
     assert (
         session.id in reloaded.registry.records and not reloaded.registry.records[session.id].tracks
     )
+
+
+async def finished(writer: TrackWriter) -> int:
+    async for ack in writer.acks():
+        if ack.finished:
+            return ack.committed_size
+    raise AssertionError("no final ack")
+
+
+async def test_an_output_written_ahead_is_published_by_the_compile_that_begins_next(
+    storage: StorageClient,
+) -> None:
+    """A follower uploads the MP4 while the session records (under the generation the next
+    compile will get), and fills its head in once that compile began."""
+    session = await storage.create_session()
+    track = await storage.open_writer(session.id, "video", "video/webm", 1.0)
+    await track.send(0, b"v" * 100)
+    async for _ in track.acks():
+        break
+    head, body = os.urandom(1000), os.urandom(300_000)
+    writer = await storage.open_writer(
+        session.id, "output", compile_generation=session.compile_generation + 1
+    )
+    try:
+        await writer.send(0, bytes(len(head)))
+        await writer.send(len(head), body)
+        await track.send(100, b"", finish=True)
+        await finished(track)
+        queued = await storage.update_session(
+            pb.UpdateSessionRequest(session_id=session.id, state=pb.SESSION_STATE_QUEUED)
+        )
+        assert await begin_compile(storage, session.id) == queued.compile_generation + 1
+        await writer.send(0, head, finish=True)  # the head, rewritten once
+        assert await finished(writer) == len(head) + len(body)
+    finally:
+        writer.cancel()
+        track.cancel()
+    after = await storage.get_session(session.id)
+    assert after.output.size == len(head) + len(body) and after.output.etag
+    stored = b"".join([c async for c in storage.read(session.id, "output")])
+    assert stored == head + body
+
+
+async def test_an_output_written_ahead_is_published_only_once_its_compile_began(
+    storage: StorageClient,
+) -> None:
+    session = await storage.create_session()
+    with pytest.raises(StorageError) as err:
+        await storage.open_writer(
+            session.id, "output", compile_generation=session.compile_generation + 2
+        )
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    writer = await storage.open_writer(
+        session.id, "output", compile_generation=session.compile_generation + 1
+    )
+    try:
+        await writer.send(0, b"m" * 1000)
+        await writer.send(1000, b"", finish=True)
+        with pytest.raises(StorageError) as err:
+            await finished(writer)
+        assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    finally:
+        writer.cancel()
+    assert not (await storage.get_session(session.id)).HasField("output")
+    rewrite = await storage.open_writer(
+        session.id, "output", compile_generation=session.compile_generation + 1
+    )
+    try:
+        await rewrite.send(0, b"m" * 1000)
+        await rewrite.send(10, b"h" * 10)
+        await rewrite.send(0, b"again")  # a second rewrite is refused
+        with pytest.raises(StorageError) as err:
+            async for _ in rewrite.acks():
+                pass
+        assert err.value.code == grpc.StatusCode.OUT_OF_RANGE
+    finally:
+        rewrite.cancel()

@@ -31,8 +31,15 @@ from pathlib import Path
 from tapedeck._proto import storage_pb2 as pb
 from tapedeck.compiler.exits import EXIT_OK
 from tapedeck.compiler.job import compile_session, exit_code, output_path
+from tapedeck.compiler.livemux import FIRST_COVER_SECONDS, GROWTH, LiveMux
 from tapedeck.compiler.media import MediaInfo
-from tapedeck.compiler.plan import OutputOptions, PlanError, TrackInput, plan_compile
+from tapedeck.compiler.plan import (
+    CompilePlan,
+    OutputOptions,
+    PlanError,
+    TrackInput,
+    plan_compile,
+)
 from tapedeck.compiler.probe import ProbeError, probe, probe_stream
 from tapedeck.compiler.run import RunningStage, run_args
 from tapedeck.compiler.scratch import make_run_dir, remove_tree
@@ -146,12 +153,18 @@ class Follower:
         self.stages: dict[str, RunningStage] = {}
         self.planned: frozenset[str] | None = None
         self.speculate = True
+        self.live: LiveMux | None = None
+        self.next_generation = 0  # the compile generation the next compile will get
 
     # --- job.Prepared ------------------------------------------------------------------------
 
     @property
     def running(self) -> Mapping[str, RunningStage]:
         return self.stages
+
+    @property
+    def ahead(self) -> LiveMux | None:
+        return self.live
 
     @property
     def inputs(self) -> list[tuple[str, Path, float]]:
@@ -175,6 +188,9 @@ class Follower:
         for stage in self.stages.values():
             stage.cancel()
         self.stages = {}
+        if self.live is not None:
+            self.live.cancel()
+            self.live = None
 
     # --- following ---------------------------------------------------------------------------
 
@@ -189,6 +205,7 @@ class Follower:
             if state not in (State.RECORDING, State.RECORDED, State.QUEUED):
                 log.info("%s is %s: stop following", self.session_id, state.value)
                 return EXIT_OK  # compiled, compiling elsewhere, failed or expired
+            self.next_generation = session.compile_generation + 1
             await self._mirror(session, final=state != State.RECORDING)
             if state == State.QUEUED:
                 if self.matches(session):
@@ -198,8 +215,10 @@ class Follower:
                     )
                 await asyncio.sleep(POLL_WAITING)
                 continue
-            if self.speculate and not self.stages:
+            if self.speculate and not self.stages and self.live is None:
                 await self._start_stages()
+            elif self.live is not None and self.live.near_cover and not self.live.done:
+                self._start_live(self.live.plan, self.live.cover_seconds * GROWTH)
             if state == State.RECORDED:
                 recorded_at = recorded_at or time.monotonic()
                 if time.monotonic() - recorded_at > LINGER:
@@ -263,6 +282,15 @@ class Follower:
             self.speculate = False
             return
         self.planned = frozenset(self.mirrors)
+        if plan.stage("video") is None:  # a stream copy: the whole compile runs live
+            self._start_live(plan, FIRST_COVER_SECONDS)
+            log.info(
+                "%s: compiling while recording, the final mux (%s): %s",
+                self.session_id,
+                ", ".join(f"{m.name} {m.size} B" for m in self.mirrors.values()),
+                plan.summary,
+            )
+            return
         ffmpeg = self.settings.ffmpeg_path()
         for stage in plan.stages:
             mirror = self.mirrors[stage.track]
@@ -282,6 +310,23 @@ class Follower:
             self.session_id,
             ", ".join(f"{m.name} {m.size} B" for m in self.mirrors.values()),
             plan.summary,
+        )
+
+    def _start_live(self, plan: CompilePlan, cover_seconds: float) -> None:
+        """(Re)starts the final mux from the tracks' first byte; a restart reserves a bigger
+        head for a recording that outgrew the last one (compiler/livemux.py)."""
+        if self.live is not None:
+            self.live.cancel()
+        inputs = set(plan.args)
+        tracks = {str(m.path): m.read_blocking for m in self.mirrors.values()}
+        self.live = LiveMux(
+            self.settings.ffmpeg_path(),
+            plan,
+            {path: read for path, read in tracks.items() if path in inputs},
+            self.storage,
+            self.session_id,
+            self.next_generation,
+            cover_seconds,
         )
 
     def _probe_prefixes(self) -> list[TrackInput] | None:

@@ -18,6 +18,7 @@ from typing import Protocol
 from tapedeck._proto import storage_pb2 as pb
 from tapedeck.compiler.exits import EXIT_FAILED, EXIT_OK, EXIT_RETRY
 from tapedeck.compiler.extras import want_hls
+from tapedeck.compiler.livemux import LiveMux
 from tapedeck.compiler.media import MediaInfo
 from tapedeck.compiler.plan import OutputOptions, PlanError
 from tapedeck.compiler.probe import ProbeError
@@ -54,6 +55,10 @@ class Prepared(Protocol):
     @property
     def running(self) -> Mapping[str, RunningStage]:
         """Stages started while recording, by kind."""
+
+    @property
+    def ahead(self) -> LiveMux | None:
+        """The final mux started while recording, uploading as it grows."""
 
     def matches(self, session: pb.Session) -> bool:
         """Every track of `session` is complete in `inputs`, byte for byte."""
@@ -111,6 +116,7 @@ async def compile_session(
             inputs = prepared.inputs
             infos: Mapping[str, MediaInfo] | None = await prepared.infos()
             running: Mapping[str, RunningStage] | None = prepared.running
+            ahead = prepared.ahead
         else:
             if prepared is not None:
                 log.info(
@@ -126,7 +132,7 @@ async def compile_session(
                     path = scratch / f"{track.name}.webm"
                     await storage.download(session_id, track.name, path)
                     inputs.append((track.name, path, track.started_at))
-            infos = running = None
+            infos = running = ahead = None
         phase("inputs")
         output = output_path(scratch, session_id)
         try:
@@ -138,6 +144,7 @@ async def compile_session(
                 report,
                 infos=infos,
                 running=running,
+                ahead=ahead,
             )
         except (CompileError, ProbeError, PlanError) as err:
             log.warning("compile of %s failed: %s", session_id, err)
@@ -165,7 +172,10 @@ async def compile_session(
         # session is `ready` only once all of them are there.
         for name, path in extras:
             await storage.upload_output(session_id, path, generation, name)
-        await storage.upload_output(session_id, output, generation)
+        if ahead is not None and await ahead.publish(generation):
+            log.info("%s: published the MP4 uploaded while recording", session_id)
+        else:
+            await storage.upload_output(session_id, output, generation)
         phase("upload")
     await sessions.transition(
         session_id,

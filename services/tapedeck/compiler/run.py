@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import av
 
@@ -171,7 +172,11 @@ def _out_time(block: dict[str, str]) -> float | None:
     return None
 
 
-async def _read_progress(stream: asyncio.StreamReader, progress: _Progress) -> None:
+async def _read_progress(
+    stream: asyncio.StreamReader,
+    progress: _Progress,
+    on_seconds: Callable[[float], None] | None = None,
+) -> None:
     block: dict[str, str] = {}
     async for raw in stream:
         key, sep, value = raw.decode("utf-8", errors="replace").strip().partition("=")
@@ -182,6 +187,8 @@ async def _read_progress(stream: asyncio.StreamReader, progress: _Progress) -> N
             seconds = _out_time(block)
             if seconds is not None:
                 await progress.update(seconds)
+                if on_seconds is not None:
+                    on_seconds(seconds)
             block = {}
 
 
@@ -202,12 +209,15 @@ async def run_args(
     feed: StdinFeed | None = None,
     background: bool = False,
     finish_progress: bool = True,
+    pass_fds: Sequence[int] = (),
+    on_seconds: Callable[[float], None] | None = None,
 ) -> float:
     """Run FFmpeg with `args` (which must include `-progress pipe:1`); report progress;
     raise CompileError on failure. Returns the seconds of output FFmpeg reported.
 
     `feed` writes FFmpeg's standard input (a track still being recorded) and closes it.
-    `background`: a speculative run, at a lower CPU priority.
+    `background`: a speculative run, at a lower CPU priority. `pass_fds`: descriptors the
+    child inherits (inputs read as `pipe:FD`). `on_seconds`: each output time FFmpeg reports.
     """
     program = shutil.which(ffmpeg)
     if program is None:  # checked here: the wrapper of `child_command` would only exit 127
@@ -218,6 +228,7 @@ async def run_args(
             stdin=asyncio.subprocess.PIPE if feed else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            pass_fds=tuple(pass_fds),
         )
     except OSError as exc:
         raise CompileError(f"cannot run FFmpeg ({ffmpeg}): {exc.strerror or exc}") from exc
@@ -230,7 +241,7 @@ async def run_args(
         assert proc.stdin is not None
         feeding = asyncio.create_task(_feed(feed, proc.stdin))
     try:
-        await _read_progress(proc.stdout, progress)
+        await _read_progress(proc.stdout, progress, on_seconds)
         await drain
         returncode = await proc.wait()
         if feeding is not None:
@@ -276,6 +287,18 @@ async def run_ffmpeg(
         audio_codec=plan.audio_codec,
         summary=plan.summary,
     )
+
+
+class Ahead(Protocol):
+    """The final mux run while recording (compiler/livemux.py)."""
+
+    def matches(self, plan: CompilePlan) -> bool:
+        """It runs exactly `plan`'s one-shot command (on the same tracks)."""
+
+    async def wait(self) -> None:
+        """Until its MP4 is complete at `plan.output_path`; CompileError: not usable."""
+
+    def cancel(self) -> None: ...
 
 
 class RunningStage:
@@ -419,6 +442,7 @@ async def compile_files(
     *,
     infos: Mapping[str, MediaInfo] | None = None,
     running: Mapping[str, RunningStage] | None = None,
+    ahead: Ahead | None = None,
 ) -> CompileResult:
     """Probe, plan and run one compile of local files into `output_path`.
 
@@ -426,7 +450,8 @@ async def compile_files(
     result reads back as the planned streams, so a failure never leaves a half-written MP4
     and never touches the inputs. Streams that are encoded (not copied) run as stages, one
     FFmpeg each, at the same time, and a stream-copy mux joins them. `infos` are probes
-    already made (by a follower), `running` stages it already started. Raises ProbeError,
+    already made (by a follower), `running` stages it already started, `ahead` the final mux
+    it ran while recording (used when it is this plan's command and succeeded). Raises ProbeError,
     PlanError or CompileError, each with a message fit to show a user.
     """
     output = Path(output_path)
@@ -439,13 +464,26 @@ async def compile_files(
         ]
     partial = output.with_name(f"{output.name}.part")
     plan = plan_compile(tracks, str(partial), options)
+    muxed = False
+    if ahead is not None:
+        if ahead.matches(plan):
+            try:
+                await ahead.wait()
+                muxed = True
+            except CompileError as err:
+                log.info("the mux run while recording is not used: %s", err)
+        if not muxed:
+            ahead.cancel()
     try:
-        if plan.stages:
+        if muxed:
+            for leftover in (running or {}).values():
+                leftover.cancel()
+        elif plan.stages:
             paths = {t.name: t.path for t in tracks}
             await run_staged(ffmpeg, plan, paths, on_progress, running)
         else:
-            for ahead in (running or {}).values():
-                ahead.cancel()
+            for leftover in (running or {}).values():
+                leftover.cancel()
             await run_ffmpeg(ffmpeg, plan, on_progress)
         result = await asyncio.to_thread(_finish, plan, partial, output)
     except BaseException:

@@ -18,7 +18,11 @@ What a method promises:
   clear `chunks` once they are written (frees memory before the slow sync).
 - `TrackSink.size` is the durable size: the first answer to a (re)connecting writer.
 - `OutputSink` writes the compiled output beside its final name; `publish()` makes it visible
-  at once, whole, and returns its ETag: a content validator (same bytes, same ETag).
+  at once, whole, and returns its ETag: a content validator (equal ETags, equal bytes).
+  `rewrite(offset, data)` replaces one region of committed bytes once, in order (an MP4
+  uploaded as it grows gets its head last, in pieces); the ETag hashes the write log (bytes
+  in order, then the rewrite), so it is the content's SHA-256 without a rewrite and still
+  determines the content with one.
   `open_output(id, name)`: `name` is `output` (the MP4) or a named output (`poster.jpg`,
   `storyboard.vtt`, `hls-00001.m4s`, ...: `sessions.is_output_name`, one flat name, validated
   before it reaches a path or key: `InvalidArgument`). `read`/`size` take the same names.
@@ -58,6 +62,12 @@ class TrackSink(Protocol):
 
 class OutputSink(TrackSink, Protocol):
     """The compiled output while it is written: invisible until `publish`."""
+
+    def rewrite(self, offset: int, data: bytes) -> None:
+        """Replace committed bytes (an MP4's head, filled in last), durably: one region per
+        output, once, in order (several calls, each where the last ended, no append between);
+        anything else, or bytes beyond the committed size, is `OutOfRange`."""
+        ...
 
     def publish(self) -> str:
         """Make the output visible, whole and durable; its ETag (a content validator)."""

@@ -33,6 +33,7 @@ from tapedeck.sessions import (
 from tapedeck.storage.errors import (
     InvalidArgument,
     NotFound,
+    OutOfRange,
     StorageError,
     StorageFull,
     Unavailable,
@@ -119,10 +120,16 @@ class OutputWriter(FileAppender):
     def __init__(self, partial: Path, final: Path) -> None:
         super().__init__(partial, truncate=True)
         self._partial, self._final = partial, final
+        # The ETag hashes the upload's write log: the bytes in order, then the one rewrite
+        # (a marker, its offset, its bytes). Without a rewrite that is the content's SHA-256;
+        # with one, the log still determines the content, so equal ETags mean equal bytes.
         self._hash = hashlib.sha256()
         self._hash_void = False
+        self._rewrite_end: int | None = None  # where the one rewritten region has got to
+        self._rewrite_closed = False
 
     def _write(self, chunks: list[bytes]) -> None:
+        self._rewrite_closed = self._rewrite_end is not None  # an append ends the region
         # Hash while writing: both release the GIL, and an MP4 is hundreds of MiB.
         hashed = _HASHER.submit(_update, self._hash, chunks)
         super()._write(chunks)
@@ -132,6 +139,32 @@ class OutputWriter(FileAppender):
         # The hash already holds the refused bytes: this output can only be written again.
         self._hash_void = True
         super()._cut_back(size)
+
+    def rewrite(self, offset: int, data: bytes) -> None:
+        """Replace committed bytes at `offset` (an MP4's head, filled in at the end): one
+        region, once, in order (several calls, each where the last ended)."""
+        if self._rewrite_closed or self._rewrite_end not in (None, offset):
+            raise OutOfRange(
+                "an output may rewrite one region of its committed bytes, once and in order"
+            )
+        if offset < 0 or offset + len(data) > self.size:
+            raise OutOfRange(
+                f"a rewrite of {len(data)} bytes at {offset} is not within the "
+                f"{self.size} committed bytes"
+            )
+        self._rewrite_end = offset + len(data)
+        self._hash.update(b"\0tapedeck-rewrite\0" + offset.to_bytes(8, "big") + data)
+        try:
+            view = memoryview(data)
+            at = offset
+            while view:
+                written = os.pwrite(self._fd, view, at)
+                at += written
+                view = view[written:]
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            self._hash_void = True  # the file may hold part of it: upload again
+            raise storage_error(exc) from None
 
     def publish(self) -> str:
         if self._hash_void:

@@ -175,9 +175,17 @@ def apply_change(record: SessionRecord, change: Change, writing: Iterable[str]) 
     return updated
 
 
-def check_output(record: SessionRecord, generation: int) -> None:
+AHEAD_STATES = frozenset({State.RECORDING, State.RECORDED, State.QUEUED})
+"""Where the next compile's output may already be written (a follower's MP4, as it grows)."""
+
+
+def check_output(record: SessionRecord, generation: int, publish: bool = False) -> None:
     """Only the compile that began last may write the output, and only while compiling: a
-    late compile must never replace a published MP4."""
+    late compile must never replace a published MP4. Before that compile begins, its output
+    may be written ahead (`compile_generation + 1`, while the session records or waits), but
+    published only once it began."""
+    if not publish and record.state in AHEAD_STATES and generation == record.compile_generation + 1:
+        return
     if record.state != State.COMPILING or generation != record.compile_generation:
         raise errors.Conflict(
             f"output of compile {generation} refused: session {record.id} is "
@@ -688,7 +696,7 @@ class SessionRegistry:
                 raise errors.NotFound("session was deleted")
             updated = record.model_copy(deep=True)
             if is_output(obj):
-                check_output(record, stream.generation)
+                check_output(record, stream.generation, publish=True)
                 assert stream.output is not None
                 try:
                     etag = await in_thread(stream.output.publish)

@@ -198,6 +198,9 @@ class TieredOutputSink:
     def append(self, chunks: list[bytes]) -> int:
         return self._inner.append(chunks)
 
+    def rewrite(self, offset: int, data: bytes) -> None:
+        self._inner.rewrite(offset, data)  # on the volume: the bucket gets it whole at publish
+
     def publish(self) -> str:
         etag = self._inner.publish()  # durable on the volume, under its final name
         final = self._tier._output_path(self._id, self._name)

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from tapedeck import metrics
 from tapedeck.sessions import TRACKS
 from tapedeck.storage import errors
-from tapedeck.storage.registry import SessionRegistry, Stop, Stream, backend_error
+from tapedeck.storage.registry import (
+    Append,
+    QueueItem,
+    SessionRegistry,
+    Stop,
+    Stream,
+    backend_error,
+)
 from tapedeck.storage.threads import in_thread
 
 QUEUE_BYTES = 1024 * 1024
@@ -33,20 +40,28 @@ async def commit_loop(registry: SessionRegistry, stream: Stream) -> AsyncIterato
     """Acks until the stream finishes or its client half-closes; raises its refusal."""
     lease, sink = stream.lease, stream.sink
     limit = registry.settings.max_session_bytes
+    carry: list[QueueItem] = []  # what followed a rewrite in its batch
     while True:
-        batch = [await lease.queue.get()]
+        batch, carry = carry or [await lease.queue.get()], []
         while not lease.queue.empty():  # bounded by the queue's bytes
             batch.append(lease.queue.get_nowait())
         chunks: list[bytes] = []
         finish = ended = False
         stop: Stop | None = None
+        rewrite: Append | None = None
         offset = sink.size
-        for item in batch:
+        for i, item in enumerate(batch):
             if isinstance(item, Stop):
                 stop = item
                 break
             if item is None:
                 ended = True
+                break
+            if stream.output is not None and item.offset < offset:
+                # The output's head, filled in last: after the appends before it are durable.
+                if not chunks:
+                    rewrite, finish = item, item.finish
+                carry = batch[i + 1 :] if rewrite is not None else batch[i:]
                 break
             if item.offset != offset:
                 pending = f" (+{offset - sink.size} pending)" if offset != sink.size else ""
@@ -72,18 +87,29 @@ async def commit_loop(registry: SessionRegistry, stream: Stream) -> AsyncIterato
                 raise errors.SessionTooLarge(
                     f"session would hold {total} bytes, over the limit of {limit}"
                 )
-        if chunks or finish:
+        if chunks or finish or rewrite is not None:
             async with lease.lock:
                 if lease.stopped is not None:
                     raise lease.stopped.error
                 registry.check_writable(stream)
-                await _commit(registry, stream, chunks)
+                if rewrite is not None:
+                    await _rewrite(stream, rewrite)
+                else:
+                    await _commit(registry, stream, chunks)
             del chunks  # whatever a sink left in it: not kept while we wait for more
             if finish:
                 await registry.finish(stream)
             yield Ack(sink.size, finish)
         if finish or ended:
             return
+
+
+async def _rewrite(stream: Stream, item: Append) -> None:
+    assert stream.output is not None
+    try:
+        await in_thread(stream.output.rewrite, item.offset, item.data)
+    except (errors.StorageError, OSError) as exc:
+        raise backend_error(exc) from None
 
 
 async def _commit(registry: SessionRegistry, stream: Stream, chunks: list[bytes]) -> None:
