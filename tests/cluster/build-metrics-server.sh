@@ -16,33 +16,7 @@ VERSION=v0.9.0
 CACHE="${TAPEDECK_METRICS_SERVER_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/tapedeck/metrics-server}"
 DEST="$CACHE/metrics-server-$VERSION"
 
-GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
-
-if [[ -x "$DEST/metrics-server" ]]; then
-    echo "$DEST"
-    exit 0
-fi
-if [[ "${1:-}" == "--check" ]]; then
-    echo "missing: metrics-server ($DEST)" >&2
-    exit 1
-fi
-
-mkdir -p "$CACHE"
-tmp="$DEST.tmp.$$"
-src="$tmp/src"
-trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
-rm -rf "$tmp"
-mkdir -p "$tmp"
-start=$SECONDS
-echo "--- $("$GO" version); building metrics-server $VERSION into $DEST ($(date -u +%H:%M:%S))" >&2
-dir="$(cd "$tmp" && GOFLAGS=-mod=mod "$GO" mod download -json "$MODULE@$VERSION" |
-    awk -F'"' '$2 == "Dir" {print $4}')"
-cp -r "$dir" "$src"
-chmod -R u+w "$src"
-(cd "$src" && CGO_ENABLED=0 nice -n 19 "$GO" build -trimpath -mod=mod \
-    -ldflags "-s -w -X k8s.io/client-go/pkg/version.gitVersion=$VERSION" \
-    -o "$tmp/out/metrics-server" ./cmd/metrics-server)
-rm -rf "$DEST"
-mv "$tmp/out" "$DEST"
-echo "--- built metrics-server in $((SECONDS - start)) s: $(du -sh "$DEST" | cut -f1)" >&2
-echo "$DEST"
+# shellcheck source=tests/cluster/go-main-lib.sh
+source "$(dirname "$0")/go-main-lib.sh"
+build_main_module metrics-server "$MODULE" "$VERSION" "$DEST" ./cmd/metrics-server \
+    "-s -w -X k8s.io/client-go/pkg/version.gitVersion=$VERSION" "${1:-}"

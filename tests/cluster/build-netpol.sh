@@ -18,36 +18,7 @@ NETPOL_VERSION=v0.8.0
 CACHE="${TAPEDECK_NETPOL_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/tapedeck/netpol}"
 DEST="$CACHE/kube-network-policies-$NETPOL_VERSION"
 
-GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
-
-if [[ "${1:-}" == "--where" ]]; then
-    echo "$DEST/kube-network-policies"
-    exit 0
-fi
-if [[ -x "$DEST/kube-network-policies" ]]; then
-    echo "$DEST"
-    exit 0
-fi
-if [[ "${1:-}" == "--check" ]]; then
-    echo "missing: kube-network-policies ($DEST)" >&2
-    exit 1
-fi
-
-mkdir -p "$CACHE"
-tmp="$DEST.tmp.$$"
-src="$tmp/src"
-trap 'chmod -R u+w "$tmp" 2>/dev/null; rm -rf "$tmp"' EXIT
-rm -rf "$tmp"
-mkdir -p "$tmp"
-start=$SECONDS
-echo "--- $("$GO" version); building kube-network-policies $NETPOL_VERSION into $DEST ($(date -u +%H:%M:%S))" >&2
-dir="$(cd "$tmp" && GOFLAGS=-mod=mod "$GO" mod download -json "$NETPOL_MODULE@$NETPOL_VERSION" |
-    awk -F'"' '$2 == "Dir" {print $4}')"
-cp -r "$dir" "$src"
-chmod -R u+w "$src"
-(cd "$src" && CGO_ENABLED=0 nice -n 19 "$GO" build -trimpath -mod=mod -ldflags "-s -w" \
-    -o "$tmp/out/kube-network-policies" ./cmd)
-rm -rf "$DEST"
-mv "$tmp/out" "$DEST"
-echo "--- built kube-network-policies in $((SECONDS - start)) s: $(du -sh "$DEST" | cut -f1)" >&2
-echo "$DEST"
+# shellcheck source=tests/cluster/go-main-lib.sh
+source "$(dirname "$0")/go-main-lib.sh"
+build_main_module kube-network-policies "$NETPOL_MODULE" "$NETPOL_VERSION" "$DEST" ./cmd \
+    "-s -w" "${1:-}"
