@@ -66,13 +66,14 @@ async def record(
     await asyncio.gather(*uploads)
 
 
-def test_a_recording_is_compiled_while_it_records(
-    stack: Stack, vp8_webm: Path, opus_webm: Path, tmp_path: Path
-) -> None:
-    tracks = [("video", vp8_webm, "video/webm;codecs=vp8"), ("audio", opus_webm, "audio/webm")]
+def compiled_while_recording(
+    stack: Stack, tracks: list[tuple[str, Path, str]], tmp_path: Path, halfway: str | None = None
+) -> tuple[Path, str]:
+    """Records `tracks` (see `record`), asks for the compile, waits for `ready`: the MP4 and
+    the web process's log. Checks it has the packets of a one-shot compile of the tracks."""
     with httpx.Client(base_url=stack.base_url, timeout=30) as api:
         session = api.post("/api/sessions").json()
-        asyncio.run(record(stack, session, tracks))
+        asyncio.run(record(stack, session, tracks, halfway=halfway))
         assert api.post(f"/api/compile-video/{session['id']}").status_code == 202
         deadline = time.monotonic() + 60
         while (detail := api.get(f"/api/sessions/{session['id']}").json())["state"] != "ready":
@@ -81,13 +82,19 @@ def test_a_recording_is_compiled_while_it_records(
             time.sleep(0.05)
         got = tmp_path / "got.mp4"
         got.write_bytes(api.get(f"/api/download/{session['id']}").content)
-    log = (stack.data_dir.parent / "web.log").read_text()
-    assert "compiling while recording" in log and "finishing what was prepared" in log
     want = tmp_path / "want.mp4"
-    asyncio.run(
-        compile_files(ffmpeg_binary(), [("video", vp8_webm, T0), ("audio", opus_webm, T0)], want)
-    )
+    sources = [(name, path, T0) for name, path, _ in tracks]
+    asyncio.run(compile_files(ffmpeg_binary(), sources, want))
     assert packet_digest(got) == packet_digest(want)
+    return got, (stack.data_dir.parent / "web.log").read_text()
+
+
+def test_a_recording_is_compiled_while_it_records(
+    stack: Stack, vp8_webm: Path, opus_webm: Path, tmp_path: Path
+) -> None:
+    tracks = [("video", vp8_webm, "video/webm;codecs=vp8"), ("audio", opus_webm, "audio/webm")]
+    _, log = compiled_while_recording(stack, tracks, tmp_path)
+    assert "compiling while recording" in log and "finishing what was prepared" in log
 
 
 def test_an_h264_recording_is_muxed_and_uploaded_while_it_records(
@@ -97,23 +104,9 @@ def test_an_h264_recording_is_muxed_and_uploaded_while_it_records(
     compile fills its head in (docs/performance.md). Same packets as a one-shot compile, and
     the index before the media (it plays while it downloads)."""
     tracks = [("video", h264_webm, "video/webm;codecs=h264"), ("audio", opus_webm, "audio/webm")]
-    with httpx.Client(base_url=stack.base_url, timeout=30) as api:
-        session = api.post("/api/sessions").json()
-        asyncio.run(record(stack, session, tracks, halfway="compiling while recording, the"))
-        assert api.post(f"/api/compile-video/{session['id']}").status_code == 202
-        deadline = time.monotonic() + 60
-        while (detail := api.get(f"/api/sessions/{session['id']}").json())["state"] != "ready":
-            assert detail["state"] != "failed", detail["error"]
-            assert time.monotonic() < deadline, detail
-            time.sleep(0.05)
-        got = tmp_path / "got.mp4"
-        got.write_bytes(api.get(f"/api/download/{session['id']}").content)
-    log = (stack.data_dir.parent / "web.log").read_text()
-    assert "the final mux" in log and "published the MP4 uploaded while recording" in log
-    want = tmp_path / "want.mp4"
-    asyncio.run(
-        compile_files(ffmpeg_binary(), [("video", h264_webm, T0), ("audio", opus_webm, T0)], want)
+    got, log = compiled_while_recording(
+        stack, tracks, tmp_path, halfway="compiling while recording, the"
     )
-    assert packet_digest(got) == packet_digest(want)
+    assert "the final mux" in log and "published the MP4 uploaded while recording" in log
     data = got.read_bytes()
     assert data[4:8] == b"ftyp" and data.index(b"moov") < data.index(b"mdat")
