@@ -1,6 +1,7 @@
 """Autoscaling on the real node (issue 17): metrics-server, built from its Go module
 (build-metrics-server.sh), serves the resource metrics API; an HPA on ingest's CPU adds replicas
 while protocol clients record faster than real time, and the recordings go on across the change.
+The HPA is the chart's (`ingest.autoscaling`, by `helm upgrade --reuse-values`; rolled back after).
 
 metrics-server runs as a host process on the node's address with the admin kubeconfig (like
 Traefik in test_ingress_browser.py), behind a selectorless Service and the APIService
@@ -27,7 +28,7 @@ import pytest
 from cluster.controlplane import Process
 from cluster.helpers import api_token, pods, wait_until
 from cluster.ingress import make_tls
-from cluster.node import NODE_IP, InstalledChart, RealNode, dump
+from cluster.node import CHART, NODE_IP, InstalledChart, RealNode, dump
 from cluster.recorders import (
     Media,
     Recorders,
@@ -165,34 +166,21 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Media:
     return make_media(tmp_path_factory.mktemp("autoscale-media"))
 
 
-def hpa(name: str) -> dict[str, Any]:
-    """CPU-based, quick to add replicas, slow to remove them (none go during the test)."""
-    return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": name},
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-            "minReplicas": 2,
-            "maxReplicas": MAX_REPLICAS,
-            "metrics": [
-                {
-                    "type": "Resource",
-                    "resource": {
-                        "name": "cpu",
-                        "target": {"type": "Utilization", "averageUtilization": TARGET},
-                    },
-                }
-            ],
-            "behavior": {
-                "scaleUp": {
-                    "stabilizationWindowSeconds": 0,
-                    "policies": [{"type": "Pods", "value": 2, "periodSeconds": 15}],
-                },
-                "scaleDown": {"stabilizationWindowSeconds": 3600},
-            },
-        },
-    }
+def enable_hpa(chart: InstalledChart) -> None:
+    """The chart's own ingest HPA (`ingest.autoscaling`), with a target this load reaches."""
+    chart.node.helm(
+        "upgrade",
+        chart.release,
+        str(CHART),
+        f"--namespace={chart.namespace}",
+        "--reuse-values",
+        "--set=ingest.autoscaling.enabled=true",
+        f"--set=ingest.autoscaling.maxReplicas={MAX_REPLICAS}",
+        f"--set=ingest.autoscaling.targetCPUUtilizationPercentage={TARGET}",
+        "--wait",
+        "--timeout=5m",
+        timeout=330,
+    )
 
 
 def sample(node: RealNode, namespace: str, name: str) -> str:
@@ -238,7 +226,6 @@ def test_hpa_adds_ingest_replicas_and_recordings_go_on(
 ) -> None:
     chart, node, ns = installed_chart, installed_chart.node, installed_chart.namespace
     name = f"{chart.release}-ingest"
-    hpas = f"/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers"
     volume = node.root / "pv" / ns
     api = f"http://{service(chart, 'api')}:80"
     host = f"{chart.release}-api.{ns}.svc.cluster.local"
@@ -246,7 +233,7 @@ def test_hpa_adds_ingest_replicas_and_recordings_go_on(
     recorders = Recorders(f"ws://{service(chart, 'ingest')}:80", recordings, media, SPEED)
     timeline: list[str] = []
     started = time.monotonic()
-    post(node, hpas, hpa(name))
+    enable_hpa(chart)
     try:
         recorders.start()
         try:
@@ -269,8 +256,8 @@ def test_hpa_adds_ingest_replicas_and_recordings_go_on(
         print(f"{CLIENTS} clients at {SPEED}x real time, {checked} bytes checked")
         print("\n".join(timeline))
     finally:
-        node.cluster.raw("DELETE", f"{hpas}/{name}")
-        node.kubectl("scale", f"deployment/{name}", "--replicas=2", f"--namespace={ns}")
+        # Back to the chart as installed, for the tests that share it (no HPA, 2 replicas).
+        node.helm("rollback", chart.release, f"--namespace={ns}", "--wait", timeout=330)
         node.kubectl(
             "rollout", "status", f"deployment/{name}", f"--namespace={ns}", "--timeout=300s"
         )
