@@ -234,6 +234,9 @@ def test_hpa_adds_ingest_replicas_and_recordings_go_on(
     timeline: list[str] = []
     started = time.monotonic()
     enable_hpa(chart)
+    deployment = node.cluster.request("GET", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}")
+    # Handing the count to the HPA keeps it: a Deployment without `replicas` falls back to 1.
+    assert deployment["spec"]["replicas"] == 2, deployment["spec"]
     try:
         recorders.start()
         try:
