@@ -105,8 +105,17 @@ def compile_and_fetch(driver: Firefox, up: Up, session_id: str, target: Path) ->
         lambda: row().find_element(By.LINK_TEXT, "Download"),
         timeout=90,
     )
-    player = row().find_element(By.CSS_SELECTOR, f'video[aria-label="Recording {session_id}"]')
-    assert player.is_displayed()
+    # The player mounts with the link; Firefox may lay it out a moment later (seen once in CI:
+    # present, not yet displayed). Waited for, so a player that never shows still fails.
+    wait(
+        driver,
+        "the player to be displayed",
+        lambda: (
+            row()
+            .find_element(By.CSS_SELECTOR, f'video[aria-label="Recording {session_id}"]')
+            .is_displayed()
+        ),
+    )
     href = link.get_attribute("href") or ""
     assert href.startswith(up.url), href
     target.write_bytes(httpx.get(href, timeout=30).raise_for_status().content)
