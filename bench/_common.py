@@ -28,6 +28,7 @@ import media  # noqa: E402
 
 __all__ = [
     "ROOT",
+    "UNLIMITED",
     "Sampler",
     "fixture",
     "harness",
@@ -40,6 +41,10 @@ MiB = 1024 * 1024
 CACHE = Path(os.environ.get("TAPEDECK_BENCH_CACHE", Path.home() / ".cache" / "tapedeck-bench"))
 LOOP_SECONDS = 30  # fixtures are 30 s of encoded media, stream-copied in a loop to any length
 VIDEO_BITRATE = "2500k"  # what the ingest benchmark assumes a camera sends
+UNLIMITED = {"sessions_per_minute": "0", "max_open_sessions": "100000", "ingest_max_streams": "0"}
+"""Settings for a stack whose capacity is measured: no rate limit, no session cap and no
+admission cap (`TAPEDECK_INGEST_MAX_STREAMS`, 200 by default, refuses the 201st stream with
+1013: a benchmark of 300 streams would measure the cap, not the process)."""
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -36,7 +36,7 @@ from pathlib import Path
 import httpx
 from _load import FRAME_BYTES, StreamResult, Target, check_file, run_clients
 
-from _common import ROOT, Sampler, harness, percentile, table, wait_until
+from _common import ROOT, UNLIMITED, Sampler, harness, percentile, table, wait_until
 
 MiB = 1024 * 1024
 WARMUP = 5
@@ -135,9 +135,7 @@ class Tapedeck(Server):
             self.name = f"Tapedeck, {ingest_processes} ingest"
 
     def start(self, tmp: Path) -> None:
-        self.stack = harness.make_stack(
-            tmp, sessions_per_minute="0", max_open_sessions="100000"
-        ).start()
+        self.stack = harness.make_stack(tmp, **UNLIMITED).start()
         self.ws_bases = [self.stack.ws_base]
         for k in range(1, self.ingest_processes):
             port = harness.free_port()

@@ -37,7 +37,7 @@ import httpx
 import psutil
 from _load import Target, run_clients
 
-from _common import Sampler, harness, table
+from _common import UNLIMITED, Sampler, harness, table
 from tapedeck.ingest.uploader import upload_track
 
 BITRATE = 2_500_000 // 8  # bytes per second of media
@@ -116,7 +116,7 @@ async def main() -> None:
     args = parser.parse_args()
     seconds = max(1, int(args.minutes * 60))
     with tempfile.TemporaryDirectory() as tmp:
-        stack = harness.make_stack(Path(tmp), sessions_per_minute="0", max_open_sessions="100000")
+        stack = harness.make_stack(Path(tmp), **UNLIMITED)
         if args.memray:
             args.memray.mkdir(parents=True, exist_ok=True)
             for name, service in (("web", stack.web), ("storage", stack.storage)):

@@ -35,7 +35,7 @@ from download import NGINX_CONF, make_file, store
 from ingest_load import HEADERS, Level, Tapedeck, row, run_level
 from time_to_mp4 import stream_and_compile
 
-from _common import fixture, harness, percentile, table, wait_until
+from _common import UNLIMITED, fixture, harness, percentile, table, wait_until
 from s3_fixtures import WeedServer, weed_binary  # tests/, on sys.path by _common
 from tapedeck.storage.objectstore import output_key, track_key
 
@@ -151,9 +151,7 @@ class Tiered(Tapedeck):
         self.weed = weed
 
     def start(self, tmp: Path) -> None:
-        self.stack = tier_stack(
-            tmp, self.weed, sessions_per_minute="0", max_open_sessions="100000"
-        ).start()
+        self.stack = tier_stack(tmp, self.weed, **UNLIMITED).start()
         self.sessions: dict[int, str] = {}
         self.readback = tmp / "readback"
         self.readback.mkdir()
