@@ -255,6 +255,25 @@ async def record_session(
     return str(created["id"])
 
 
+def wait_extras(
+    api: httpx.Client,
+    session_id: str,
+    keys: tuple[str, ...] = ("posterUrl", "storyboardUrl", "hlsUrl"),
+    timeout: float = 120,
+) -> dict[str, Any]:
+    """Poll a `ready` session until its `media` lists every one of `keys`: the extras follow
+    `ready` (docs/decisions.md, "Ready first"). Returns that detail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        detail: dict[str, Any] = api.get(f"/api/sessions/{session_id}").json()
+        assert detail["state"] == "ready", detail
+        if all(detail["media"][key] for key in keys):
+            return detail
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{session_id} has not all of {keys}: {detail['media']}")
+        time.sleep(0.1)
+
+
 def wait_settled(api: httpx.Client, session_id: str, timeout: float = 120) -> list[dict[str, Any]]:
     """Poll a session until `ready` or `failed`; returns every detail seen (the last is the
     outcome). Tolerates the api restarting meanwhile."""

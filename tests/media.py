@@ -189,3 +189,26 @@ def top_level_boxes(path: Path) -> list[str]:
                 break
             f.seek(size - 8, 1)
     return boxes
+
+
+class ExtrasGate:
+    """An FFmpeg (`script`) that holds the runs making a compile's extras (the poster's luma
+    samples, the storyboard's tiles, the HLS remux) until `open()`, and marks `reached` when
+    the first one starts; every other run (the compile itself) goes straight through. A test
+    sees a session between its `ready` and its extras without timing anything."""
+
+    def __init__(self, root: Path) -> None:
+        self.opened, self.reached = root / "extras-gate-open", root / "extras-reached"
+        self.script = root / "ffmpeg-extras-gated"
+        self.script.write_text(
+            "#!/bin/sh\n"
+            'case "$*" in\n'
+            f'  *signalstats*|*tile=*|*"-f hls"*) touch "{self.reached}"\n'
+            f'    while [ ! -e "{self.opened}" ]; do sleep 0.05; done ;;\n'
+            "esac\n"
+            f'exec "{ffmpeg_binary()}" "$@"\n'
+        )
+        self.script.chmod(0o755)
+
+    def open(self) -> None:
+        self.opened.touch()

@@ -13,7 +13,7 @@ import av
 import httpx
 import pytest
 
-from harness import Stack, make_stack, wait_settled
+from harness import Stack, make_stack, wait_extras, wait_settled
 from media import ffmpeg_binary, packets
 from tapedeck.ingest.uploader import upload_track
 
@@ -84,10 +84,11 @@ async def record(api: httpx.Client, stack: Stack, video: Path, title: str) -> st
 
 
 def compiled(api: httpx.Client, sid: str) -> dict[str, Any]:
+    """`ready`, then every extra (they follow `ready`)."""
     assert api.post(f"/api/compile-video/{sid}").status_code == 202
     detail = wait_settled(api, sid)[-1]
     assert detail["state"] == "ready", detail
-    return detail
+    return wait_extras(api, sid)
 
 
 async def test_titles_are_set_changed_searched_and_name_the_download(

@@ -1,6 +1,7 @@
 "use client";
 
 import { useEffect, useRef, useState } from "react";
+import { nextSource, type Source } from "@/lib/media";
 
 interface Cue {
   start: number;
@@ -43,7 +44,9 @@ interface Props {
 
 /** The recording's player: HLS where there is one (hls.js, else natively), so a long
  * recording starts at once and seeks without downloading; the MP4 otherwise. The seek bar
- * under it previews frames from the storyboard. */
+ * under it previews frames from the storyboard. The poster, storyboard and HLS may come
+ * seconds after the MP4 (the session is `ready` first): each is taken up as it arrives,
+ * except a playlist arriving once playback started (`nextSource`). */
 export function Player({ src, hlsUrl, posterUrl, storyboardUrl, label }: Props) {
   const video = useRef<HTMLVideoElement>(null);
   const [playback, setPlayback] = useState<"mp4" | "hls" | "hls.js">("mp4");
@@ -51,10 +54,18 @@ export function Player({ src, hlsUrl, posterUrl, storyboardUrl, label }: Props) 
   const [time, setTime] = useState(0);
   const [cues, setCues] = useState<Cue[]>([]);
   const [preview, setPreview] = useState<{ cue: Cue; left: number } | null>(null);
+  const [source, setSource] = useState<Source>({ src, hlsUrl: hlsUrl ?? null });
+
+  useEffect(() => {
+    const el = video.current;
+    const started = el !== null && (el.currentTime > 0 || !el.paused);
+    setSource((current) => nextSource(current, { src, hlsUrl: hlsUrl ?? null }, started));
+  }, [src, hlsUrl]);
 
   useEffect(() => {
     const el = video.current;
     if (!el) return;
+    const { src, hlsUrl } = source;
     let destroy: (() => void) | null = null;
     let cancelled = false;
     if (!hlsUrl) {
@@ -85,7 +96,7 @@ export function Player({ src, hlsUrl, posterUrl, storyboardUrl, label }: Props) 
       cancelled = true;
       destroy?.();
     };
-  }, [src, hlsUrl]);
+  }, [source]);
 
   useEffect(() => {
     if (!storyboardUrl) return;

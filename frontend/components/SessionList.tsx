@@ -2,12 +2,13 @@
 
 import { useCallback, useEffect, useRef, useState } from "react";
 import { ApiError, getSession, listSessions, type Session } from "@/lib/api";
+import { awaitingExtras, mergeSession } from "@/lib/media";
 import { SessionCard } from "./SessionCard";
 import { ErrorNotice } from "./ErrorNotice";
 
 const PAGE = 50;
 const FAST_POLL_MS = 500; // queued / compiling: progress bar
-const SLOW_POLL_MS = 2000; // recording: to learn when it becomes "recorded"
+const SLOW_POLL_MS = 2000; // recording: to learn when it becomes "recorded"; ready: its extras
 
 interface Props {
   /** Bumped by the parent when the list should be reloaded. */
@@ -74,7 +75,7 @@ export function SessionList({ reloadKey, onUnauthorized }: Props) {
   }, [load, reloadKey]);
 
   const replace = useCallback((s: Session) => {
-    setItems((prev) => prev.map((x) => (x.id === s.id ? { ...x, ...s } : x)));
+    setItems((prev) => prev.map((x) => (x.id === s.id ? mergeSession(x, s) : x)));
   }, []);
 
   const remove = useCallback((id: string) => {
@@ -92,9 +93,10 @@ export function SessionList({ reloadKey, onUnauthorized }: Props) {
     [remove, replace],
   );
 
-  // Poll the sessions that are moving. One timer; each tick fetches the busy ones.
+  // Poll the sessions that are moving. One timer; each tick fetches the busy ones. A ready
+  // session's poster, storyboard and HLS follow it by seconds: polled slowly for a while.
   const hasFast = items.some((s) => s.state === "queued" || s.state === "compiling");
-  const hasSlow = items.some((s) => s.state === "recording");
+  const hasSlow = items.some((s) => s.state === "recording" || awaitingExtras(s, Date.now()));
   useEffect(() => {
     if (!hasFast && !hasSlow) return;
     let cancelled = false;
@@ -104,7 +106,10 @@ export function SessionList({ reloadKey, onUnauthorized }: Props) {
       tick += 1;
       const slowTurn = tick % Math.round(SLOW_POLL_MS / FAST_POLL_MS) === 0;
       const busy = itemsRef.current.filter(
-        (s) => s.state === "queued" || s.state === "compiling" || (slowTurn && s.state === "recording"),
+        (s) =>
+          s.state === "queued" ||
+          s.state === "compiling" ||
+          (slowTurn && (s.state === "recording" || awaitingExtras(s, Date.now()))),
       );
       await Promise.all(busy.map((s) => refreshOne(s.id)));
       if (!cancelled) timer = setTimeout(run, FAST_POLL_MS);

@@ -39,6 +39,8 @@ export interface Session {
   state: SessionState;
   createdAt: string;
   expiresAt: string | null;
+  /** When storage last changed it (each extra that lands after `ready` changes it). */
+  updatedAt?: string;
   bytes: number;
   durationSeconds: number | null;
   progress: number;

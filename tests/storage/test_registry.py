@@ -338,6 +338,25 @@ def test_no_output_is_written_ahead_of_a_settled_session(state: State) -> None:
         check_output(record(state, generation=2), 3)
 
 
+def test_the_compile_that_made_a_session_ready_adds_its_named_outputs() -> None:
+    """`ready` comes with the MP4; the poster, storyboard and HLS follow from the same
+    compile (docs/decisions.md, "Ready first"). The MP4 itself is never replaced."""
+    ready = record(State.READY, generation=3)
+    for name in ("poster.jpg", "storyboard.vtt", "hls-00000.m4s", "hls.m3u8"):
+        check_output(ready, 3, name=name)
+        check_output(ready, 3, publish=True, name=name)
+    for publish in (False, True):
+        with pytest.raises(errors.Conflict):
+            check_output(ready, 3, publish=publish)  # the MP4
+        with pytest.raises(errors.Conflict):
+            check_output(ready, 2, publish=publish, name="poster.jpg")  # an older compile
+        with pytest.raises(errors.Conflict):
+            check_output(ready, 4, publish=publish, name="poster.jpg")
+    for state in (State.FAILED, State.EXPIRED, State.RECORDED, State.QUEUED):
+        with pytest.raises(errors.Conflict):
+            check_output(record(state, generation=3), 3, publish=True, name="poster.jpg")
+
+
 def test_the_compile_that_began_writes_and_publishes_its_output() -> None:
     compiling = record(State.COMPILING, generation=3)
     check_output(compiling, 3)

@@ -5,16 +5,20 @@ reach a client with writes in flight."""
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
+from backend_stores import BACKENDS, StoreFactory
 
+from storage_fixtures import storage_serving
 from tapedeck._proto import storage_pb2 as pb
 from tapedeck.compiler.queue import request_compile
 from tapedeck.lifecycle import CompileVerdict
 from tapedeck.sessions import State
 from tapedeck.settings import Settings
+from tapedeck.storage.backend import close_backend
 from tapedeck.storage.client import StorageClient, StorageError, TrackWriter
 from tapedeck.storage.local import LocalBackend
 from tapedeck.storage.server import StorageService
@@ -251,3 +255,61 @@ async def test_an_output_written_ahead_is_published_only_once_its_compile_began(
         assert err.value.code == grpc.StatusCode.OUT_OF_RANGE
     finally:
         rewrite.cancel()
+
+
+@pytest.fixture(params=BACKENDS)
+async def any_storage(
+    request: pytest.FixtureRequest, storage_settings: Settings, tmp_path: Path
+) -> AsyncIterator[StorageClient]:
+    """The storage server over each backend of the conformance suite."""
+    factory: StoreFactory = request.param
+    with factory(tmp_path / "store", None) as store:
+        backend = store.backend()
+        try:
+            async with storage_serving(storage_settings, backend) as client:
+                yield client
+        finally:
+            close_backend(backend)
+
+
+async def test_named_outputs_of_the_ready_compile_land_after_ready(
+    any_storage: StorageClient, tmp_path: Path
+) -> None:
+    """A session is `ready` once its MP4 is published; the same compile then adds the poster,
+    storyboard and HLS, each listed as it lands. Nothing else may write after `ready`: not the
+    MP4, not an older compile."""
+    storage = any_storage
+    session = await storage.create_session()
+    older = await begin_compile(storage, session.id)
+    generation = await begin_compile(storage, session.id)
+    mp4, poster, playlist = tmp_path / "out.mp4", tmp_path / "poster.jpg", tmp_path / "hls.m3u8"
+    mp4.write_bytes(os.urandom(200_000))
+    poster.write_bytes(os.urandom(20_000))
+    playlist.write_bytes(b"#EXTM3U\n#EXT-X-ENDLIST\n")
+    await storage.upload_output(session.id, mp4, generation)
+    await storage.update_session(
+        pb.UpdateSessionRequest(
+            session_id=session.id,
+            state=pb.SESSION_STATE_READY,
+            if_state_in=[pb.SESSION_STATE_COMPILING],
+            if_compile_generation=generation,
+        )
+    )
+    ready = await storage.get_session(session.id)
+    assert ready.state == pb.SESSION_STATE_READY and not ready.named_outputs
+
+    await storage.upload_output(session.id, poster, generation, "poster.jpg")
+    listed = await storage.get_session(session.id)
+    assert [(o.name, o.size) for o in listed.named_outputs] == [("poster.jpg", 20_000)]
+    assert listed.state == pb.SESSION_STATE_READY and listed.output == ready.output
+    stored = b"".join([c async for c in storage.read(session.id, "poster.jpg")])
+    assert stored == poster.read_bytes()
+
+    for name, path, gen in (("hls.m3u8", playlist, older), ("output", poster, generation)):
+        with pytest.raises(StorageError) as err:
+            await storage.upload_output(session.id, path, gen, name)
+        assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION, err.value.message
+    after = await storage.get_session(session.id)
+    assert [o.name for o in after.named_outputs] == ["poster.jpg"]
+    assert after.output == ready.output
+    assert b"".join([c async for c in storage.read(session.id, "output")]) == mp4.read_bytes()

@@ -2,8 +2,11 @@
 
 This is the whole job of a Kubernetes compile pod and of the embedded worker's child
 process. The session's state is the record of the outcome: `ready` with output metadata, or
-`failed` with a readable message. A storage outage exits with EX_TEMPFAIL and leaves the
-session `compiling`, so whoever runs us retries (bounded) rather than recording a failure.
+`failed` with a readable message. `ready` comes as soon as the MP4 is published; the process
+then makes the poster, storyboard and HLS and uploads each (best effort: a compile that dies
+after `ready` leaves them missing, never the session unready). A storage outage before
+`ready` exits with EX_TEMPFAIL and leaves the session `compiling`, so whoever runs us retries
+(bounded) rather than recording a failure.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -22,7 +25,13 @@ from tapedeck.compiler.livemux import LiveMux
 from tapedeck.compiler.media import MediaInfo
 from tapedeck.compiler.plan import OutputOptions, PlanError
 from tapedeck.compiler.probe import ProbeError
-from tapedeck.compiler.run import CompileError, RunningStage, compile_files, write_extras
+from tapedeck.compiler.run import (
+    CompileError,
+    CompileResult,
+    RunningStage,
+    compile_files,
+    write_extras,
+)
 from tapedeck.compiler.scratch import run_directory
 from tapedeck.processes import tune_malloc_for_bulk_io
 from tapedeck.sessions import State, is_valid_session_id
@@ -156,49 +165,89 @@ async def compile_session(
                 return EXIT_OK
             return EXIT_FAILED
         phase("ffmpeg")
-        hls = want_hls(
-            result.duration_seconds, options.hls, settings.hls_min_duration.total_seconds()
-        )
-        extras = await write_extras(
-            settings.ffmpeg_path(),
-            output,
-            result.duration_seconds,
-            result.video_codec is not None,
-            hls,
-            scratch,
-        )
-        phase("extras")
-        # Named outputs first, each fenced by this compile's generation like the MP4: a
-        # session is `ready` only once all of them are there.
-        for name, path in extras:
-            await storage.upload_output(session_id, path, generation, name)
         if ahead is not None and await ahead.publish(generation):
             log.info("%s: published the MP4 uploaded while recording", session_id)
         else:
             await storage.upload_output(session_id, output, generation)
         phase("upload")
-    await sessions.transition(
-        session_id,
-        State.READY,
-        (State.COMPILING,),
-        generation=generation,
-        progress=1.0,
-        output=pb.Output(
-            duration_seconds=result.duration_seconds,
-            video_codec=result.video_codec or "",
-            audio_codec=result.audio_codec or "",
-        ),
-    )
-    phase("ready")
+        # `ready` as soon as the MP4 is published: it is what the user waits for. The extras
+        # follow, made from it by this process and fenced by the same generation; each is
+        # listed as it lands (docs/decisions.md, "Ready first").
+        await sessions.transition(
+            session_id,
+            State.READY,
+            (State.COMPILING,),
+            generation=generation,
+            progress=1.0,
+            output=pb.Output(
+                duration_seconds=result.duration_seconds,
+                video_codec=result.video_codec or "",
+                audio_codec=result.audio_codec or "",
+            ),
+        )
+        phase("ready")
+        log.info(
+            "%s is ready: %d bytes, %.2f s of media (%s); making the extras",
+            session_id,
+            result.size,
+            result.duration_seconds,
+            summarize(phases),
+        )
+        hls = want_hls(
+            result.duration_seconds, options.hls, settings.hls_min_duration.total_seconds()
+        )
+        try:
+            await add_extras(
+                storage,
+                session_id,
+                generation,
+                settings.ffmpeg_path(),
+                output,
+                result,
+                hls,
+                scratch,
+                phase,
+            )
+        except StorageError as err:
+            # Best effort, like the extras themselves: the session is `ready` with its MP4,
+            # so a refusal (deleted, expired) or an outage ends this compile, not the session.
+            log.warning("the extras of %s stopped: %s", session_id, err.message)
     log.info(
         "compiled %s: %d bytes, %.2f s of media (%s; %s)",
         session_id,
         result.size,
         result.duration_seconds,
         result.summary,
-        ", ".join(f"{name} {seconds:.2f} s" for name, seconds in phases.items()),
+        summarize(phases),
     )
     return EXIT_OK
+
+
+def summarize(phases: Mapping[str, float]) -> str:
+    return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in phases.items())
+
+
+async def add_extras(
+    storage: StorageClient,
+    session_id: str,
+    generation: int,
+    ffmpeg: str,
+    mp4: Path,
+    result: CompileResult,
+    hls: bool,
+    scratch: Path,
+    phase: Callable[[str], None],
+) -> None:
+    """Poster, storyboard and HLS of a `ready` session, each uploaded as it is made (the
+    playlist after its parts, the storyboard's index after its sprite: `write_extras`'s
+    order), so the session lists them one by one and never names a part it lacks."""
+    extras = await write_extras(
+        ffmpeg, mp4, result.duration_seconds, result.video_codec is not None, hls, scratch
+    )
+    phase("extras")
+    for name, path in extras:
+        await storage.upload_output(session_id, path, generation, name)
+    phase("extras upload")
 
 
 async def main(session_id: str, settings: Settings, options: OutputOptions | None = None) -> int:

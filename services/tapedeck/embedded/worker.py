@@ -1,6 +1,11 @@
 """Local compile worker: a bounded pool running `tapedeck compile ID`, the same command a
 Kubernetes compile Job runs, as a child process (so a crash or a kill stays contained).
 
+A compile child marks its session `ready` as soon as the MP4 is published and then makes the
+extras (poster, storyboard, HLS): the worker waits for the child's exit as before, so it is
+neither killed nor retried for that; only the compile timeout bounds it (a child killed then
+leaves the session `ready` without the extras it had not made).
+
 Children are killed (at the compile timeout, at a stop, with their parent), so they cannot be
 trusted to remove their scratch copies: the worker removes each child's run directory once
 the child has exited, and at start what children of earlier workers left (compiler/scratch.py).
@@ -21,7 +26,7 @@ from tapedeck._proto import storage_pb2 as pb
 from tapedeck.compiler import scratch
 from tapedeck.lifecycle import AfterExit, after_compile_exit
 from tapedeck.processes import child_command
-from tapedeck.sessions import validate_session_id
+from tapedeck.sessions import State, validate_session_id
 from tapedeck.settings import Settings
 from tapedeck.storage.client import StorageClient, StorageError
 from tapedeck.storage.records import PB_TO_STATE
@@ -176,6 +181,16 @@ class LocalCompileWorker:
                 metrics.compile_running.dec()
             if code is None:  # killed at the timeout: another try would only time out again
                 timeout = f"{self.settings.compile_timeout.total_seconds():g} s"
+                if await self._was_ready(session_id):
+                    # `ready` comes before the extras (docs/decisions.md, "Ready first"):
+                    # the MP4 is there, only some extras are missing.
+                    log.warning(
+                        "compile %s was ready but its extras did not finish within %s; killed",
+                        session_id,
+                        timeout,
+                    )
+                    _count(State.READY.value, started)
+                    return
                 log.warning("compile %s did not finish within %s; killed", session_id, timeout)
                 _count("failed", started)
                 await self._give_up(
@@ -211,6 +226,13 @@ class LocalCompileWorker:
                 delay,
             )
             await asyncio.sleep(delay)
+
+    async def _was_ready(self, session_id: str) -> bool:
+        try:
+            session = await self.storage.get_session(session_id)
+        except StorageError:
+            return False
+        return PB_TO_STATE[session.state] == State.READY
 
     async def _give_up(self, session_id: str, error: str) -> None:
         """The session is `failed` with `error`, unless it settled meanwhile."""

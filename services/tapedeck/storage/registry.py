@@ -179,12 +179,17 @@ AHEAD_STATES = frozenset({State.RECORDING, State.RECORDED, State.QUEUED})
 """Where the next compile's output may already be written (a follower's MP4, as it grows)."""
 
 
-def check_output(record: SessionRecord, generation: int, publish: bool = False) -> None:
+def check_output(
+    record: SessionRecord, generation: int, publish: bool = False, name: str = OUTPUT
+) -> None:
     """Only the compile that began last may write the output, and only while compiling: a
     late compile must never replace a published MP4. Before that compile begins, its output
     may be written ahead (`compile_generation + 1`, while the session records or waits), but
-    published only once it began."""
+    published only once it began. Once that compile made the session `ready` (its MP4
+    published), it may still add named outputs (the extras follow `ready`), never the MP4."""
     if not publish and record.state in AHEAD_STATES and generation == record.compile_generation + 1:
+        return
+    if record.state == State.READY and name != OUTPUT and generation == record.compile_generation:
         return
     if record.state != State.COMPILING or generation != record.compile_generation:
         raise errors.Conflict(
@@ -575,7 +580,7 @@ class SessionRegistry:
             # Re-read under the lock: two tracks opening at once must both be recorded.
             record = self.get(first.session_id)
             if is_output(obj):
-                check_output(record, first.compile_generation)
+                check_output(record, first.compile_generation, name=obj)
                 new = True
             else:
                 new = await self._open_track(record, obj, first)
@@ -665,7 +670,7 @@ class SessionRegistry:
         """Before each commit: bytes are acknowledged only while the track can still be
         compiled, and the output only while its compile is the newest."""
         if is_output(stream.obj):
-            check_output(self.get(stream.session_id), stream.generation)
+            check_output(self.get(stream.session_id), stream.generation, name=stream.obj)
             return
         record = self.records.get(stream.session_id)
         if record is None:
@@ -696,7 +701,7 @@ class SessionRegistry:
                 raise errors.NotFound("session was deleted")
             updated = record.model_copy(deep=True)
             if is_output(obj):
-                check_output(record, stream.generation, publish=True)
+                check_output(record, stream.generation, publish=True, name=obj)
                 assert stream.output is not None
                 try:
                     etag = await in_thread(stream.output.publish)
