@@ -1,7 +1,8 @@
 """The kopf handlers: `kopf run -m tapedeck_operator.handlers`, or `tapedeck operator`.
 
-- create / resume / spec change → the session exists in storage, and a pending compile
-  request gets exactly one Job (`_sessions.reconcile_spec`);
+- create / resume / spec change → the session exists in storage, a recording session gets
+  its follower Job, and a pending compile request gets exactly one compiler: the running
+  follower, or else one Job (`_sessions.reconcile_spec`, `followers`);
 - Job events → the outcome is mirrored into status (and a Job that ended without settling
   the session marks it failed) before Kubernetes cleans the Job up;
 - timers → progress while compiling, status and TTL otherwise: an expired session's data
@@ -20,7 +21,7 @@ from tapedeck.cluster.resources import FINALIZER, GROUP, KIND, PLURAL, VERSION
 from tapedeck.settings import Settings
 from tapedeck_operator import _sessions
 from tapedeck_operator._context import MEMO_KEY, Context, context
-from tapedeck_operator.jobs import LABEL_MANAGED_BY, MANAGED_BY
+from tapedeck_operator.jobs import LABEL_MANAGED_BY, MANAGED_BY, is_follower
 from tapedeck_operator.status import JobView, job_view
 from tapedeck_operator.tally import JobTally
 
@@ -107,7 +108,8 @@ async def refresh(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})
 async def job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    count_job(str(body["metadata"].get("uid", "")), job_view(body), type == "DELETED")
+    if not is_follower(body):  # a follower is not a compile until asked, and then it is fast
+        count_job(str(body["metadata"].get("uid", "")), job_view(body), type == "DELETED")
     if type == "DELETED":
         return  # a finished Job's outcome was mirrored when it finished; timers cover the rest
     owner = next(

@@ -330,11 +330,14 @@ async def eventually(
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
-def jobs(k8s: Cluster) -> list[dict[str, Any]]:
+def jobs(k8s: Cluster, component: str = "compile") -> list[dict[str, Any]]:
+    """The compile Jobs (component `follow`: the follower Jobs)."""
     return [
         obj.raw
         for (resource, _, _), obj in k8s.objects.items()
-        if resource == kmock.resource(JOBS) and not obj.deleted
+        if resource == kmock.resource(JOBS)
+        and not obj.deleted
+        and obj.raw["metadata"]["labels"].get("app.kubernetes.io/component") == component
     ]
 
 
