@@ -21,7 +21,7 @@ from tapedeck.cluster.resources import FINALIZER, GROUP, KIND, PLURAL, VERSION
 from tapedeck.settings import Settings
 from tapedeck_operator import _sessions
 from tapedeck_operator._context import MEMO_KEY, Context, context
-from tapedeck_operator.jobs import LABEL_MANAGED_BY, MANAGED_BY, is_follower
+from tapedeck_operator.jobs import FOLLOW_SUFFIX, LABEL_MANAGED_BY, MANAGED_BY, is_follower
 from tapedeck_operator.status import JobView, job_view
 from tapedeck_operator.tally import JobTally
 
@@ -42,6 +42,7 @@ def count_job(uid: str, job: JobView, deleted: bool) -> None:
 # Read once, when kopf loads this module: timers' intervals are part of their registration.
 SWEEP_INTERVAL = Settings().sweep_interval.total_seconds()
 PROGRESS_INTERVAL = min(2.0, SWEEP_INTERVAL)
+FOLLOWER_INTERVAL = 0.25
 
 SESSIONS = (GROUP, VERSION, PLURAL)
 
@@ -96,6 +97,14 @@ def _compiling(status: kopf.Status, **_: Any) -> bool:
     return status.get("phase") in ("Queued", "Compiling")
 
 
+def _follower_compiling(status: kopf.Status, **_: Any) -> bool:
+    """A follower compiles the request: it ends in a second or two, and `Ready` should follow
+    its MP4 at once rather than at the next progress tick."""
+    job = status.get("job") or {}
+    return _compiling(status) and str(job.get("name", "")).endswith(FOLLOW_SUFFIX)
+
+
+@kopf.timer(*SESSIONS, interval=FOLLOWER_INTERVAL, when=_follower_compiling, id="follower")
 @kopf.timer(*SESSIONS, interval=PROGRESS_INTERVAL, when=_compiling, id="progress")
 @kopf.timer(*SESSIONS, interval=SWEEP_INTERVAL, initial_delay=SWEEP_INTERVAL, id="sweep")
 async def refresh(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
