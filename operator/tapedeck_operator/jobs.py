@@ -39,15 +39,16 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "tapedeck-operator"
 LABEL_REQUEST = "tapedeck.io/compile-request"
 ANNOTATION_SESSION_ID = "tapedeck.io/session-id"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-COMPONENT_FOLLOW = "follow"
+LABEL_FOLLOWER = "tapedeck.io/follower"
 LABELS = {
     "app.kubernetes.io/name": "tapedeck",
-    LABEL_COMPONENT: "compile",
+    "app.kubernetes.io/component": "compile",
     LABEL_MANAGED_BY: MANAGED_BY,
 }
-FOLLOW_LABELS = {**LABELS, LABEL_COMPONENT: COMPONENT_FOLLOW}
-FOLLOW_SELECTOR = f"{LABEL_COMPONENT}={COMPONENT_FOLLOW},{LABEL_MANAGED_BY}={MANAGED_BY}"
+# A follower's pod is a compile pod to the chart (its NetworkPolicies select compile pods by
+# these labels: storage only, no ingress); the extra label tells the operator which it is.
+FOLLOW_LABELS = {**LABELS, LABEL_FOLLOWER: "true"}
+FOLLOW_SELECTOR = f"{LABEL_FOLLOWER}=true,{LABEL_MANAGED_BY}={MANAGED_BY}"
 
 
 def job_name(session_id: str, request: int) -> str:
@@ -76,7 +77,7 @@ def _bounded(prefix: str, session_id: str, suffix: str) -> str:
 
 def is_follower(job: Mapping[str, Any]) -> bool:
     labels = (job.get("metadata") or {}).get("labels") or {}
-    return bool(labels.get(LABEL_COMPONENT) == COMPONENT_FOLLOW)
+    return bool(labels.get(LABEL_FOLLOWER) == "true")
 
 
 def compile_args(session_id: str, output: OutputOptions) -> list[str]:

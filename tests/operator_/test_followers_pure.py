@@ -65,11 +65,18 @@ def test_follower_job_manifest() -> None:
         }
     ]
     assert meta["annotations"] == {"tapedeck.io/session-id": SID}
-    assert meta["labels"]["app.kubernetes.io/component"] == "follow"
+    # A compile pod to the chart's NetworkPolicies (storage only), a follower to the operator.
+    assert meta["labels"] == {
+        "app.kubernetes.io/name": "tapedeck",
+        "app.kubernetes.io/component": "compile",
+        "app.kubernetes.io/managed-by": "tapedeck-operator",
+        "tapedeck.io/follower": "true",
+    }
     assert "tapedeck.io/compile-request" not in meta["labels"]
     assert is_follower(job) and not is_follower(build_job(OWNER, SID, 0, output, settings))
-    assert FOLLOW_SELECTOR == (
-        "app.kubernetes.io/component=follow,app.kubernetes.io/managed-by=tapedeck-operator"
+    assert (
+        FOLLOW_SELECTOR
+        == "tapedeck.io/follower=true,app.kubernetes.io/managed-by=tapedeck-operator"
     )
     spec = job["spec"]
     assert spec["backoffLimit"] == 0  # a failed follower is replaced by the one-shot compile

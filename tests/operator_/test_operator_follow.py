@@ -28,7 +28,7 @@ OTHER = "7d1b0a5e-4f3c-4c9e-9a51-2b8d6f0e3c12"
 
 
 def followers(k8s: Cluster) -> list[dict[str, Any]]:
-    found = jobs(k8s, "follow")
+    found = jobs(k8s, followers=True)
     assert all(is_follower(j) for j in found)
     return found
 
