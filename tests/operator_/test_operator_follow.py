@@ -136,3 +136,20 @@ async def test_followers_are_capped_and_can_be_turned_off(
         await kube.patch_session("two", {"spec": {"title": "seen again"}})
         await eventually(lambda: status_of(k8s, "two").get("observedGeneration") == 2, "gen 2")
     assert [j["metadata"]["name"] for j in followers(k8s)] == [follower_name(SID)]
+
+
+async def test_a_follower_with_other_output_options_is_stopped_not_trusted(
+    k8s: Cluster, kube: Kube, storage: StorageClient, operator: Context
+) -> None:
+    """The spec's output changed while recording: the running follower would compile with the
+    old options (and might settle the session first), so it goes before the compile Job."""
+    await recording_with_follower(k8s, kube, storage)
+    await kube.patch_session("talk", {"spec": {"compile": True, "output": {"crf": 30}}})
+    [job] = await eventually(lambda: compile_jobs(k8s), "the compile Job")
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--crf") + 1] == "30"
+    assert followers(k8s) == []
+    status = await eventually(
+        lambda: (s := status_of(k8s, "talk")).get("compileRequest") == 0 and s, "request 0"
+    )
+    assert status["job"]["name"] == job_name(SID, 0)
