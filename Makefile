@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FRONTEND_SOURCES := $(shell find frontend -name node_modules -prune -o -path frontend/out -prune -o -path frontend/.next -prune -o -path 'frontend/packages/*/dist' -prune -o -type f -print 2>/dev/null)
 
-.PHONY: run test test-fast test-faults test-powercut soak test-cluster test-cluster-long test-cluster-object-tier metrics-server cluster-tools cluster-images geckodriver s3-bin proto lint format frontend bench screenshots clean test-frontend test-lowest lock lock-check
+.PHONY: bench-cluster run test test-fast test-faults test-powercut soak test-cluster test-cluster-long test-cluster-object-tier metrics-server cluster-tools cluster-images geckodriver s3-bin proto lint format frontend bench screenshots clean test-frontend test-lowest lock lock-check
 
 run: $(VENV)/.stamp-run frontend
 	$(BIN)/tapedeck up
@@ -160,6 +160,12 @@ lint: $(VENV)/.stamp-dev lock-check
 format: $(VENV)/.stamp-dev
 	$(BIN)/ruff format services operator tests bench proto docs
 	$(BIN)/ruff check --fix services operator tests bench proto docs
+
+# Issue 18 target 4 on the cluster suite's real node: stop → `Ready` for a followed recording
+# and for a one-shot compile Job (needs root and the cluster binaries; not part of `bench`).
+# TAPEDECK_BENCH_MINUTES=1 for a quick run (TAPEDECK_BENCH_SPEED: 10 by default).
+bench-cluster: $(VENV)/.stamp-cluster cluster-images
+	TAPEDECK_REQUIRE_CLUSTER=1 $(BIN)/pytest -s tests/cluster/bench_time_to_ready.py
 
 # Every benchmark against its same-run baseline; writes docs/performance.md (about two hours).
 # BENCH=--quick for a smoke run; the download benchmarks need nginx (apt-get install nginx),

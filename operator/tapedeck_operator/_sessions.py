@@ -6,6 +6,7 @@ compare-and-set), `tapedeck.lifecycle`, `jobs` and `status` make them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any, cast
 import kopf
 
 from tapedeck._proto import storage_pb2 as pb
-from tapedeck.cluster.kube import KubeConflict
+from tapedeck.cluster.kube import KubeConflict, KubeError
 from tapedeck.cluster.resources import (
     LABEL_SESSION_ID,
     InvalidSpec,
@@ -28,14 +29,22 @@ from tapedeck.compiler.queue import request_compile
 from tapedeck.lifecycle import AfterExit, CompileVerdict, is_expired
 from tapedeck.sessions import State
 from tapedeck.storage.records import PB_TO_STATE, now_ms
+from tapedeck_operator import followers as fl
 from tapedeck_operator import status as st
 from tapedeck_operator._context import Context
 from tapedeck_operator._errors import classified
-from tapedeck_operator.jobs import build_job
+from tapedeck_operator.jobs import (
+    FOLLOW_SELECTOR,
+    build_follower_job,
+    build_job,
+    follower_name,
+    is_follower,
+)
 
 log = logging.getLogger(__name__)
 
 WAIT_FOR_RECORDING = 15.0  # seconds between looks at a recording that must finish first
+WAIT_FOR_FOLLOWER = 2.0  # seconds between looks at a follower Job being deleted
 
 Json = dict[str, Any]
 
@@ -90,6 +99,7 @@ class CompileOutcome:
     handled: int | None
     note: str = ""
     wait: bool = False
+    delay: float = WAIT_FOR_RECORDING
 
 
 async def has_running_job(ctx: Context, body: Mapping[str, Any], job: Mapping[str, Any]) -> bool:
@@ -118,6 +128,38 @@ async def ensure_job(ctx: Context, body: Mapping[str, Any], manifest: Json) -> J
         ) from None
 
 
+async def ensure_follower(
+    ctx: Context, body: Mapping[str, Any], spec: RecordingSessionSpec, session: pb.Session
+) -> None:
+    """A recording session gets its follower Job (one per session, `operator_followers_max`
+    at most in the namespace). Best effort: a follower the API refused now is tried again at
+    the next sweep, and a session nobody followed gets the one-shot compile Job."""
+    limit = ctx.settings.operator_followers_max
+    state = PB_TO_STATE[session.state]
+    if not fl.should_follow(state, 0, limit):
+        return
+    namespace = body["metadata"]["namespace"]
+    name = follower_name(session.id)
+    try:
+        if await ctx.kube.get_job(name, namespace) is not None:
+            return  # at most one per session, even once it ended
+        running = fl.active_followers(
+            j for j in await ctx.kube.list_jobs(FOLLOW_SELECTOR, namespace) if is_follower(j)
+        )
+        if not fl.should_follow(state, running, limit):
+            log.info("%s: %d followers run already; not following it", session.id, running)
+            return
+        await ctx.kube.create_job(build_follower_job(body, session.id, spec.output, ctx.settings))
+    except KubeConflict:
+        return  # made meanwhile
+    except KubeError as err:
+        log.warning("%s: no follower Job: %s", session.id, err)
+        return
+    kopf.info(
+        as_body(body), reason="FollowerCreated", message=f"compiling while recording: Job {name}"
+    )
+
+
 async def start_compile(
     ctx: Context,
     body: Mapping[str, Any],
@@ -129,6 +171,15 @@ async def start_compile(
     """Act on compile request `request`: queue the session (the api's compare-and-set) and
     make the request's one Job."""
     job = status.get("job")
+    namespace = body["metadata"]["namespace"]
+    follower = await ctx.kube.get_job(follower_name(session.id), namespace)
+    who = fl.at_compile_request(follower, session.id, spec.output)
+    if who == fl.AtRequest.STOP_FIRST:
+        # Queued while it runs, it would compile too (and with other options, maybe first).
+        await ctx.kube.delete_job(follower_name(session.id), namespace)
+        note = "stopping the follower Job before the one-shot compile"
+        handled = status.get("compileRequest")
+        return CompileOutcome(session, job, handled, note, wait=True, delay=WAIT_FOR_FOLLOWER)
     result = await request_compile(ctx.storage, session)
     if result.verdict == CompileVerdict.STILL_RECORDING:
         note = "waiting for the recording to finish before compiling"
@@ -145,7 +196,15 @@ async def start_compile(
         result.state in (State.QUEUED, State.COMPILING)
         and not await has_running_job(ctx, body, job or {})
     )
-    if start:
+    if start and who == fl.AtRequest.FOLLOWER and follower is not None:
+        # The follower sees `queued` within 50 ms and compiles what it prepared.
+        job = dataclasses.replace(st.job_view(follower), request=request).as_status()
+        kopf.info(
+            as_body(body),
+            reason="FollowerCompiles",
+            message=f"compile request {request}: the follower Job {job['name']} compiles",
+        )
+    elif start:
         manifest = build_job(body, session.id, request, spec.output, ctx.settings)
         job = st.job_view(await ensure_job(ctx, body, manifest)).as_status()
         kopf.info(
@@ -195,6 +254,8 @@ async def reconcile_spec(ctx: Context, body: Mapping[str, Any], patch: kopf.Patc
     if request is not None:
         with classified("requesting a compile"):
             outcome = await start_compile(ctx, body, spec, session, request, status)
+    else:
+        await ensure_follower(ctx, body, spec, session)
     new = st.build_status(
         outcome.session,
         status,
@@ -206,7 +267,7 @@ async def reconcile_spec(ctx: Context, body: Mapping[str, Any], patch: kopf.Patc
     )
     apply(patch, body, status, new)
     if outcome.wait:
-        raise kopf.TemporaryError(outcome.note, delay=WAIT_FOR_RECORDING)
+        raise kopf.TemporaryError(outcome.note, delay=outcome.delay)
 
 
 async def patch_status(
@@ -264,7 +325,9 @@ async def refresh(
         await expire(ctx, resource, session_id)
         return
 
-    current = status.get("job")
+    current: Mapping[str, Any] = status.get("job") or {}
+    # The follower compiles the current request (status.job names it, with the request).
+    following = current.get("name") == follower_name(session_id)
     view: st.JobView | None = None
     if job is not None:
         view = st.job_view(job)
@@ -272,9 +335,23 @@ async def refresh(
         with classified("reading the compile Job"):
             found = await ctx.kube.get_job(str(current["name"]), meta["namespace"])
         view = st.job_view(found) if found else st.vanished_job(current)
+    if view is not None and following and view.name == current.get("name"):
+        view = dataclasses.replace(view, request=current.get("request"))
     if view is not None and (handled is None or view.request != handled):
         view = None  # a Job of an earlier request: the current one is what status shows
-    if view is not None and view.finished:
+    if view is not None and view.finished and view.name == follower_name(session_id):
+        if fl.one_shot_after_follower(PB_TO_STATE[session.state]) and handled is not None:
+            ended = view.reason or view.phase
+            manifest = build_job(resource, session_id, handled, spec.output, ctx.settings)
+            with classified("creating the compile Job"):
+                view = st.job_view(await ensure_job(ctx, resource, manifest))
+            kopf.info(
+                as_body(resource),
+                reason="JobCreated",
+                message=f"compile request {handled}: the follower Job ended ({ended}); "
+                f"Job {manifest['metadata']['name']}",
+            )
+    elif view is not None and view.finished:
         state = PB_TO_STATE[session.state]
         if st.after_job(state) == AfterExit.GIVE_UP:
             message = st.give_up_message(view)
@@ -284,13 +361,15 @@ async def refresh(
                 ) or await ctx.sessions.get(session_id)
 
     state = PB_TO_STATE[session.state]
+    if state == State.RECORDING:
+        await ensure_follower(ctx, resource, spec, session)
     same_phase = status.get("phase") == st.PHASES[state]
     note = str(status.get("message") or "") if same_phase and state != State.FAILED else ""
     new = st.build_status(
         session,
         status,
         now,
-        job=view.as_status() if view else current,
+        job=view.as_status() if view else (current or None),
         note=note,
         **kept,
     )

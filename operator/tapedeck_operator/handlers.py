@@ -1,7 +1,8 @@
 """The kopf handlers: `kopf run -m tapedeck_operator.handlers`, or `tapedeck operator`.
 
-- create / resume / spec change → the session exists in storage, and a pending compile
-  request gets exactly one Job (`_sessions.reconcile_spec`);
+- create / resume / spec change → the session exists in storage, a recording session gets
+  its follower Job, and a pending compile request gets exactly one compiler: the running
+  follower, or else one Job (`_sessions.reconcile_spec`, `followers`);
 - Job events → the outcome is mirrored into status (and a Job that ended without settling
   the session marks it failed) before Kubernetes cleans the Job up;
 - timers → progress while compiling, status and TTL otherwise: an expired session's data
@@ -20,7 +21,7 @@ from tapedeck.cluster.resources import FINALIZER, GROUP, KIND, PLURAL, VERSION
 from tapedeck.settings import Settings
 from tapedeck_operator import _sessions
 from tapedeck_operator._context import MEMO_KEY, Context, context
-from tapedeck_operator.jobs import LABEL_MANAGED_BY, MANAGED_BY
+from tapedeck_operator.jobs import FOLLOW_SUFFIX, LABEL_MANAGED_BY, MANAGED_BY, is_follower
 from tapedeck_operator.status import JobView, job_view
 from tapedeck_operator.tally import JobTally
 
@@ -41,6 +42,7 @@ def count_job(uid: str, job: JobView, deleted: bool) -> None:
 # Read once, when kopf loads this module: timers' intervals are part of their registration.
 SWEEP_INTERVAL = Settings().sweep_interval.total_seconds()
 PROGRESS_INTERVAL = min(2.0, SWEEP_INTERVAL)
+FOLLOWER_INTERVAL = 0.25
 
 SESSIONS = (GROUP, VERSION, PLURAL)
 
@@ -95,6 +97,14 @@ def _compiling(status: kopf.Status, **_: Any) -> bool:
     return status.get("phase") in ("Queued", "Compiling")
 
 
+def _follower_compiling(status: kopf.Status, **_: Any) -> bool:
+    """A follower compiles the request: it ends in a second or two, and `Ready` should follow
+    its MP4 at once rather than at the next progress tick."""
+    job = status.get("job") or {}
+    return _compiling(status) and str(job.get("name", "")).endswith(FOLLOW_SUFFIX)
+
+
+@kopf.timer(*SESSIONS, interval=FOLLOWER_INTERVAL, when=_follower_compiling, id="follower")
 @kopf.timer(*SESSIONS, interval=PROGRESS_INTERVAL, when=_compiling, id="progress")
 @kopf.timer(*SESSIONS, interval=SWEEP_INTERVAL, initial_delay=SWEEP_INTERVAL, id="sweep")
 async def refresh(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
@@ -107,7 +117,8 @@ async def refresh(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY})
 async def job_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    count_job(str(body["metadata"].get("uid", "")), job_view(body), type == "DELETED")
+    if not is_follower(body):  # a follower is not a compile until asked, and then it is fast
+        count_job(str(body["metadata"].get("uid", "")), job_view(body), type == "DELETED")
     if type == "DELETED":
         return  # a finished Job's outcome was mirrored when it finished; timers cover the rest
     owner = next(

@@ -7,6 +7,11 @@ failed on its input (the session is already `failed`, with FFmpeg's message), so
 fails at once; 75 (storage unreachable) is retried up to `backoffLimit`; a pod evicted or
 preempted is retried without counting.
 
+A follower Job (`build_follower_job`) compiles while a session records (docs/decisions.md
+"Cluster mode: compiling while recording"): `tapedeck follow ID` with the same output options,
+which ends in the same compile once the session is queued. It is never retried: a follower
+that failed is replaced by the one-shot compile Job.
+
 `python -m tapedeck_operator.jobs examples/recordingsession.yaml` prints the Job the operator
 makes for that resource (docs/kubernetes.md shows it).
 """
@@ -23,19 +28,27 @@ from tapedeck.compiler.plan import OutputOptions
 from tapedeck.settings import Settings
 
 NAME_PREFIX = "tapedeck-compile-"
+FOLLOW_PREFIX = "tapedeck-"
+FOLLOW_SUFFIX = "-follow"
 MAX_NAME = 63  # a Job's name is also a label value on its pods
 CONTAINER = "compile"
+FOLLOW_CONTAINER = "follow"
 UID = 10001
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "tapedeck-operator"
 LABEL_REQUEST = "tapedeck.io/compile-request"
 ANNOTATION_SESSION_ID = "tapedeck.io/session-id"
+LABEL_FOLLOWER = "tapedeck.io/follower"
 LABELS = {
     "app.kubernetes.io/name": "tapedeck",
     "app.kubernetes.io/component": "compile",
     LABEL_MANAGED_BY: MANAGED_BY,
 }
+# A follower's pod is a compile pod to the chart (its NetworkPolicies select compile pods by
+# these labels: storage only, no ingress); the extra label tells the operator which it is.
+FOLLOW_LABELS = {**LABELS, LABEL_FOLLOWER: "true"}
+FOLLOW_SELECTOR = f"{LABEL_FOLLOWER}=true,{LABEL_MANAGED_BY}={MANAGED_BY}"
 
 
 def job_name(session_id: str, request: int) -> str:
@@ -44,19 +57,48 @@ def job_name(session_id: str, request: int) -> str:
     `tapedeck-compile-{session id}-{request}`; a session id too long for that is cut and
     followed by a hash of the whole id, so two long ids never share a name.
     """
-    suffix = f"-{request}"
-    name = f"{NAME_PREFIX}{session_id}{suffix}"
+    return _bounded(NAME_PREFIX, session_id, f"-{request}")
+
+
+def follower_name(session_id: str) -> str:
+    """`tapedeck-{session id}-follow`, cut and hashed like `job_name`: one per session, so a
+    second follower for the same recording is refused by the API server."""
+    return _bounded(FOLLOW_PREFIX, session_id, FOLLOW_SUFFIX)
+
+
+def _bounded(prefix: str, session_id: str, suffix: str) -> str:
+    name = f"{prefix}{session_id}{suffix}"
     if len(name) <= MAX_NAME:
         return name
     digest = hashlib.sha256(session_id.encode()).hexdigest()[:8]
-    room = MAX_NAME - len(NAME_PREFIX) - len(suffix) - len(digest) - 1
-    return f"{NAME_PREFIX}{session_id[:room].rstrip('-')}-{digest}{suffix}"
+    room = MAX_NAME - len(prefix) - len(suffix) - len(digest) - 1
+    return f"{prefix}{session_id[:room].rstrip('-')}-{digest}{suffix}"
+
+
+def is_follower(job: Mapping[str, Any]) -> bool:
+    labels = (job.get("metadata") or {}).get("labels") or {}
+    return bool(labels.get(LABEL_FOLLOWER) == "true")
 
 
 def compile_args(session_id: str, output: OutputOptions) -> list[str]:
+    return ["compile", session_id, *output_args(output)]
+
+
+def follow_args(session_id: str, output: OutputOptions) -> list[str]:
+    return ["follow", session_id, *output_args(output)]
+
+
+def follower_fits(job: Mapping[str, Any], session_id: str, output: OutputOptions) -> bool:
+    """The follower compiles with the output options the compile request asks for (the
+    spec's `output` may have changed since it started)."""
+    containers = ((job.get("spec") or {}).get("template") or {}).get("spec", {}).get(
+        "containers"
+    ) or [{}]
+    return bool(containers[0].get("args") == follow_args(session_id, output))
+
+
+def output_args(output: OutputOptions) -> list[str]:
     args = [
-        "compile",
-        session_id,
         "--video-codec",
         output.video_codec,
         "--crf",
@@ -102,13 +144,7 @@ def build_job(
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {
-            "name": job_name(session_id, request),
-            "namespace": owner["metadata"]["namespace"],
-            "labels": dict(labels),
-            "annotations": {ANNOTATION_SESSION_ID: session_id},
-            "ownerReferences": [owner_reference(owner)],
-        },
+        "metadata": _metadata(owner, job_name(session_id, request), labels, session_id),
         "spec": {
             "backoffLimit": max(0, settings.compile_max_attempts - 1),
             "activeDeadlineSeconds": int(settings.compile_timeout.total_seconds()),
@@ -132,51 +168,102 @@ def build_job(
                     },
                 ]
             },
-            "template": {
-                "metadata": {"labels": dict(labels)},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
+            "template": _pod_template(
+                labels,
+                CONTAINER,
+                compile_args(session_id, output),
+                settings.compile_resources,
+                settings,
+            ),
+        },
+    }
+
+
+def build_follower_job(
+    owner: Mapping[str, Any], session_id: str, output: OutputOptions, settings: Settings
+) -> dict[str, Any]:
+    """The follower of the RecordingSession `owner`'s recording: compiles while it records.
+
+    No retries (`backoffLimit` 0, evictions included): a follower restarted would start from
+    the first byte again, and the one-shot compile Job does that better once asked."""
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(owner, follower_name(session_id), FOLLOW_LABELS, session_id),
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": int(settings.follower_timeout.total_seconds()),
+            "ttlSecondsAfterFinished": int(settings.compile_job_ttl.total_seconds()),
+            "template": _pod_template(
+                FOLLOW_LABELS,
+                FOLLOW_CONTAINER,
+                follow_args(session_id, output),
+                settings.follower_resources,
+                settings,
+            ),
+        },
+    }
+
+
+def _metadata(
+    owner: Mapping[str, Any], name: str, labels: Mapping[str, str], session_id: str
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner["metadata"]["namespace"],
+        "labels": dict(labels),
+        "annotations": {ANNOTATION_SESSION_ID: session_id},
+        "ownerReferences": [owner_reference(owner)],
+    }
+
+
+def _pod_template(
+    labels: Mapping[str, str],
+    container: str,
+    args: list[str],
+    resources: Mapping[str, Mapping[str, str]],
+    settings: Settings,
+) -> dict[str, Any]:
+    """A compile image pod (a compile or a follower): restricted, storage over gRPC only."""
+    return {
+        "metadata": {"labels": dict(labels)},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": UID,
+                "runAsGroup": UID,
+                "fsGroup": UID,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": container,
+                    "image": settings.compile_image,
+                    "imagePullPolicy": settings.compile_image_pull_policy,
+                    "command": ["tapedeck"],
+                    "args": args,
+                    "env": [
+                        {"name": "TAPEDECK_STORAGE_ADDR", "value": settings.storage_addr},
+                        *replica_env(settings),
+                        {"name": "TMPDIR", "value": "/tmp"},
+                        {"name": "HOME", "value": "/tmp"},
+                        {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+                    ],
+                    "resources": {k: dict(v) for k, v in resources.items()},
                     "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "readOnlyRootFilesystem": True,
                         "runAsNonRoot": True,
-                        "runAsUser": UID,
-                        "runAsGroup": UID,
-                        "fsGroup": UID,
+                        "capabilities": {"drop": ["ALL"]},
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
-                    "containers": [
-                        {
-                            "name": CONTAINER,
-                            "image": settings.compile_image,
-                            "imagePullPolicy": settings.compile_image_pull_policy,
-                            "command": ["tapedeck"],
-                            "args": compile_args(session_id, output),
-                            "env": [
-                                {"name": "TAPEDECK_STORAGE_ADDR", "value": settings.storage_addr},
-                                *replica_env(settings),
-                                {"name": "TMPDIR", "value": "/tmp"},
-                                {"name": "HOME", "value": "/tmp"},
-                                {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
-                            ],
-                            "resources": {
-                                k: dict(v) for k, v in settings.compile_resources.items()
-                            },
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "readOnlyRootFilesystem": True,
-                                "runAsNonRoot": True,
-                                "capabilities": {"drop": ["ALL"]},
-                                "seccompProfile": {"type": "RuntimeDefault"},
-                            },
-                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-                        }
-                    ],
-                    "volumes": [
-                        {"name": "tmp", "emptyDir": {"sizeLimit": settings.compile_scratch_size}}
-                    ],
-                },
-            },
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                }
+            ],
+            "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": settings.compile_scratch_size}}],
         },
     }
 

@@ -60,17 +60,23 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--port", type=int)
     serve.add_argument("--host")
     compile_ = sub.add_parser("compile", help="compile one session (what a compile Job runs)")
-    compile_.add_argument("session_id")
-    compile_.add_argument("--video-codec", choices=("auto", "h264"), help="h264: always re-encode")
-    compile_.add_argument("--crf", type=int, help="libx264 quality, 0-51 (default 23)")
-    compile_.add_argument("--preset", help="libx264 preset (default veryfast)")
-    compile_.add_argument("--max-height", type=int, help="scale taller video down to this")
-    compile_.add_argument(
-        "--hls",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="also write HLS (default: for recordings of TAPEDECK_HLS_MIN_DURATION or more)",
+    follow = sub.add_parser(
+        "follow", help="compile a session while it records, then as `compile` once asked"
     )
+    for command in (compile_, follow):
+        command.add_argument("session_id")
+        command.add_argument(
+            "--video-codec", choices=("auto", "h264"), help="h264: always re-encode"
+        )
+        command.add_argument("--crf", type=int, help="libx264 quality, 0-51 (default 23)")
+        command.add_argument("--preset", help="libx264 preset (default veryfast)")
+        command.add_argument("--max-height", type=int, help="scale taller video down to this")
+        command.add_argument(
+            "--hls",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="also write HLS (default: for recordings of TAPEDECK_HLS_MIN_DURATION or more)",
+        )
     operator = sub.add_parser("operator", help="the Kubernetes operator (RecordingSession → Jobs)")
     scope = operator.add_mutually_exclusive_group()
     scope.add_argument("-n", "--namespace", action="append", help="namespace to serve (repeatable)")
@@ -81,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     webhook.add_argument("--data-dir", type=Path)
     args = parser.parse_args(argv)
-    options = _output_options(parser, args) if args.command == "compile" else None
+    options = _output_options(parser, args) if args.command in ("compile", "follow") else None
 
     for name in ("port", "host", "data_dir"):
         value = getattr(args, name, None)
@@ -143,6 +149,17 @@ def main(argv: list[str] | None = None) -> None:
         code = asyncio.run(until_signalled(compile_main(args.session_id, settings, options)))
         if code is None:  # stopped mid-compile: the session stays `compiling` for a retry
             logging.getLogger("tapedeck").warning("compile of %s stopped", args.session_id)
+        sys.exit(EXIT_RETRY if code is None else code)
+    elif args.command == "follow":
+        from tapedeck.compiler.exits import EXIT_RETRY
+        from tapedeck.compiler.follow import follow as follow_session
+        from tapedeck.sessions import is_valid_session_id
+
+        if not is_valid_session_id(args.session_id):  # it becomes a scratch path
+            parser.error(f"invalid session id {args.session_id[:80]!r}")
+        code = asyncio.run(until_signalled(follow_session(args.session_id, settings, options)))
+        if code is None:  # stopped: a one-shot compile takes over (the session's state says)
+            logging.getLogger("tapedeck").warning("follower of %s stopped", args.session_id)
         sys.exit(EXIT_RETRY if code is None else code)
     elif args.command == "operator":
         from tapedeck_operator.run import run_operator

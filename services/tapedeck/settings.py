@@ -210,6 +210,18 @@ class Settings(BaseSettings):
     """Size limit of the compile pod's /tmp (an emptyDir): the tracks are copied there."""
     compile_job_ttl: Duration = timedelta(hours=1)
     """How long a finished compile Job (and its pod's log) is kept."""
+    operator_followers_max: int = Field(default=20, ge=0)
+    """Cluster mode: recording sessions compiled while they record, one follower Job each, at
+    most this many at once per namespace (0: none; every compile is a one-shot Job)."""
+    follower_resources: dict[str, dict[str, str]] = {
+        "requests": {"cpu": "50m", "memory": "320Mi"},
+        "limits": {"cpu": "1", "memory": "512Mi"},
+    }
+    """The follower pods' `resources` (JSON in TAPEDECK_FOLLOWER_RESOURCES); docs/decisions.md
+    measured ~3 % of a core and ~260 MiB per live H.264 recording."""
+    follower_timeout: Duration = timedelta(hours=6, minutes=30)
+    """A follower Job's `activeDeadlineSeconds`: the longest recording it follows, plus the
+    idle finalization and its wait for a compile request."""
     operator_liveness: str = "http://0.0.0.0:8080/healthz"
     operator_metrics_port: int = 0
     """The operator's /metrics (compile queue, running, durations, outcomes from the compile

@@ -169,7 +169,8 @@ def test_rbac_is_least_privilege(variant: tuple[Path, list[Doc]]) -> None:
     }
     assert operator[("tapedeck.io", "recordingsessions/status")] == {"get", "patch"}
     assert operator[("tapedeck.io", "recordingsessions/finalizers")] == {"update"}
-    assert operator[("batch", "jobs")] == {"create", "get", "list", "watch"}
+    # delete: only a follower Job that must stop before a one-shot compile (followers.py).
+    assert operator[("batch", "jobs")] == {"create", "get", "list", "watch", "delete"}
     assert operator[("", "events")] == {"create"}
     # Nothing else: no pods, no secrets, no update (kopf patches), nothing cluster-wide.
     assert len(operator) == 5, operator
@@ -254,6 +255,8 @@ def test_service_monitor_only_where_served(helm: Helm) -> None:
         "config.sessionTTL=100000000d",
         "image.pullPolicy=Sometimes",
         "operator.compile.maxAttempts=0",
+        "operator.followers.max=-1",
+        "operator.followers.timeout=forever",
         "storage.persistence.size=lots",
         "unknownKey=1",
         "gateway.enabled=true",  # without parentRefs
@@ -269,6 +272,18 @@ def test_schema_rejects(helm: Helm, setting: str) -> None:
 def container_env(docs: list[Doc], name: str) -> dict[str, Doc]:
     pod = by_kind(docs, "Deployment")[name]["spec"]["template"]["spec"]
     return {e["name"]: e for e in pod["containers"][0]["env"]}
+
+
+def test_follower_values_reach_the_operator(helm: Helm) -> None:
+    env = container_env(render(helm), "tapedeck-operator")
+    assert env["TAPEDECK_OPERATOR_FOLLOWERS_MAX"]["value"] == "20"
+    assert env["TAPEDECK_FOLLOWER_TIMEOUT"]["value"] == "6h30m"
+    assert json.loads(env["TAPEDECK_FOLLOWER_RESOURCES"]["value"]) == {
+        "requests": {"cpu": "50m", "memory": "320Mi"},
+        "limits": {"cpu": "1", "memory": "512Mi"},
+    }
+    off = container_env(render(helm, "--set=operator.followers.max=0"), "tapedeck-operator")
+    assert off["TAPEDECK_OPERATOR_FOLLOWERS_MAX"]["value"] == "0"
 
 
 def test_existing_secret_is_used(helm: Helm) -> None:

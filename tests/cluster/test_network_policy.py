@@ -14,6 +14,7 @@ ignored): the refusals fail, which shows that they can.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -22,12 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from cluster.conftest import required
-from cluster.helpers import pod_ip, pods, wait_until
+from cluster.helpers import api_token, pod_ip, pods, wait_until
 from cluster.node import HERE, InstalledChart, RealNode, dump
-from cluster.test_node import record_compile_download
+from cluster.test_node import T0, record_compile_download, service
+from tapedeck.ingest.uploader import upload_track
 
 OFF = os.environ.get("TAPEDECK_NETPOL_ENFORCER") == "off"
 INGRESS_NAMESPACE = "ingress-nginx"
@@ -286,3 +289,69 @@ def test_record_compile_download_with_enforcement(
     """Media in through ingest, the operator's compile Job (its own policy) reading and writing
     storage, the MP4 out of the api: the whole path under the policies."""
     record_compile_download(probes.chart, h264_webm, opus_webm, tmp_path)
+
+
+def test_a_follower_reaches_storage_under_the_policies(
+    probes: Probes, h264_webm: Path, opus_webm: Path
+) -> None:
+    """A session the api made gets a follower Job, which mirrors the tracks from storage while
+    they record and compiles them: its pods are compile pods to the policies (storage and DNS
+    only). Had they been left out, the follower would fail and a compile Job would run."""
+    chart, node = probes.chart, probes.node
+    ns = chart.namespace
+    api = httpx.Client(
+        base_url=f"http://{service(chart, 'api')}:80",
+        headers={
+            "Authorization": f"Bearer {api_token(node.cluster, ns)}",
+            "Host": f"{chart.release}-api.{ns}.svc.cluster.local",
+        },
+        timeout=60,
+    )
+    created = api.post("/api/sessions").json()
+    session_id, token = created["id"], created["uploadToken"]
+    jobs_path = f"/apis/batch/v1/namespaces/{ns}/jobs"
+
+    def owned(followers: bool) -> list[dict[str, Any]]:
+        return [
+            j
+            for j in node.cluster.request("GET", jobs_path)["items"]
+            if any(o["name"] == session_id for o in j["metadata"].get("ownerReferences", []))
+            and ("tapedeck.io/follower" in j["metadata"]["labels"]) == followers
+        ]
+
+    wait_until(
+        lambda: (f := owned(True)) and (f[0].get("status") or {}).get("ready"),
+        180,
+        "the follower's pod to run",
+        0.5,
+    )
+    ingest = f"ws://{service(chart, 'ingest')}:80"
+
+    async def go() -> None:
+        await asyncio.gather(
+            upload_track(ingest, "video", h264_webm.read_bytes(), session_id=session_id,
+                         token=token, started_at=T0),
+            upload_track(ingest, "audio", opus_webm.read_bytes(), session_id=session_id,
+                         token=token, mime_type="audio/webm;codecs=opus", started_at=T0,
+                         frame_bytes=16 * 1024),
+        )  # fmt: skip
+
+    asyncio.run(go())
+    assert api.post(f"/api/compile-video/{session_id}").status_code == 202
+    resource = f"/apis/tapedeck.io/v1alpha1/namespaces/{ns}/recordingsessions/{session_id}"
+    try:
+        done = wait_until(
+            lambda: (
+                (s := node.cluster.request("GET", resource).get("status") or {}).get("phase")
+                in ("Ready", "Failed")
+                and s
+            ),
+            180,
+            "the compile",
+            0.5,
+        )
+    except TimeoutError as err:
+        raise AssertionError(f"{err}\n{dump(node, ns)}") from None
+    assert done["phase"] == "Ready", done
+    assert owned(False) == [], f"the follower did not compile: {dump(node, ns)}"
+    assert api.get(f"/api/download/{session_id}").status_code == 200

@@ -5,7 +5,8 @@ api and the operator (`tapedeck operator`, kopf) in the service image, the opera
 api authenticating with the tokens kubelet mounts for the chart's ServiceAccounts (so the
 chart's RBAC is all they have), the operator's compile Jobs run by the real job controller on
 the compile image, reaching storage through its Service and cluster DNS. Media goes in through
-the ingest WebSocket and the MP4 comes out of the api.
+the ingest WebSocket and the MP4 comes out of the api. A session the api made gets a follower
+Job while it records (compiler/follow.py), which then compiles instead of a compile Job.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from cluster.helpers import (
     wait_until,
 )
 from cluster.node import RealNode, dump, install
-from media import make_garbage
+from media import make_garbage, packet_digest
 from tapedeck.ingest.uploader import upload_track
 
 NS = "flow"
@@ -120,12 +121,68 @@ class Release:
             lambda: not self.cluster.request("GET", RS)["items"], 60, "the resources to go", 0.5
         )
 
-    def jobs_of(self, name: str) -> list[dict[str, Any]]:
+    def jobs_of(self, name: str, component: str = "compile") -> list[dict[str, Any]]:
+        """The resource's compile Jobs (component `follow`: its follower Jobs)."""
         return [
             j
             for j in self.cluster.request("GET", JOBS)["items"]
             if any(o["name"] == name for o in j["metadata"].get("ownerReferences", []))
+            and ("tapedeck.io/follower" in j["metadata"]["labels"]) == (component == "follow")
         ]
+
+    def new_session(self) -> tuple[str, str]:
+        """A session made by the api (which makes its resource): id and upload token."""
+        created = self.http.post("/api/sessions").json()
+        return created["id"], created["uploadToken"]
+
+    def follower_running(self, session_id: str) -> dict[str, Any]:
+        """The session's follower Job, once its pod runs."""
+
+        def running() -> dict[str, Any] | None:
+            jobs = self.jobs_of(session_id, "follow")
+            return jobs[0] if jobs and (jobs[0].get("status") or {}).get("ready") else None
+
+        try:
+            found: dict[str, Any] = wait_until(running, 180, "the follower's pod to run", 0.5)
+        except TimeoutError as err:
+            raise AssertionError(
+                f"{err}\n{self.jobs_of(session_id, 'follow')}\n{self.dump()}"
+            ) from None
+        return found
+
+    def record_live(self, session_id: str, token: str, video: bytes, audio: bytes) -> None:
+        """Both tracks at once, as a browser sends them."""
+
+        async def go() -> None:
+            await asyncio.gather(
+                upload_track(
+                    self.ws,
+                    "video",
+                    video,
+                    session_id=session_id,
+                    token=token,
+                    started_at=T0,
+                    frame_bytes=64 * 1024,
+                ),
+                upload_track(
+                    self.ws,
+                    "audio",
+                    audio,
+                    session_id=session_id,
+                    token=token,
+                    mime_type="audio/webm;codecs=opus",
+                    started_at=T0,
+                    frame_bytes=16 * 1024,
+                ),
+            )
+
+        asyncio.run(go())
+
+    def download(self, session_id: str, where: Path) -> Path:
+        reply = self.http.get(f"/api/download/{session_id}")
+        assert reply.status_code == 200, reply.text
+        where.write_bytes(reply.content)
+        return where
 
 
 @pytest.fixture(scope="module")
@@ -228,8 +285,18 @@ def test_the_api_compiles_through_the_operator(release: Release, h264_webm: Path
 
 def test_a_failed_compile_fails_once(release: Release, tmp_path: Path) -> None:
     garbage = make_garbage(tmp_path / "garbage.webm").read_bytes()
-    session_id = release.record(garbage, None, via_api=True)
-    assert release.http.post(f"/api/compile-video/{session_id}").status_code == 202
+    # Made by ingest, so never followed: the one-shot compile Job is what this is about.
+    session_id = release.record(garbage, None, via_api=False)
+    release.cluster.request(
+        "POST",
+        RS,
+        {
+            "apiVersion": "tapedeck.io/v1alpha1",
+            "kind": "RecordingSession",
+            "metadata": {"name": session_id},
+            "spec": {"compile": True},
+        },
+    )
     failed = release.wait_phase(session_id, {"Failed"})
     assert failed["status"].get("message"), failed["status"]
     [job] = release.jobs_of(session_id)
@@ -240,6 +307,73 @@ def test_a_failed_compile_fails_once(release: Release, tmp_path: Path) -> None:
     state = compile_pods[0]["status"]["containerStatuses"][0]["state"]
     assert state["terminated"]["exitCode"] == 1
     assert release.http.get(f"/api/download/{session_id}").status_code == 409
+
+
+def test_a_followed_recording_compiles_in_its_follower(
+    release: Release, h264_webm: Path, opus_webm: Path, tmp_path: Path
+) -> None:
+    """Recorded through ingest while its follower Job runs, then compiled: Ready, with the
+    same packets as a one-shot compile Job makes of the same tracks, and no compile Job."""
+    video, audio = h264_webm.read_bytes(), opus_webm.read_bytes()
+    session_id, token = release.new_session()
+    follower = release.follower_running(session_id)
+    assert follower["metadata"]["name"] == f"tapedeck-{session_id}-follow"
+    container = follower["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][:2] == ["follow", session_id]
+    release.record_live(session_id, token, video, audio)
+    assert release.http.post(f"/api/compile-video/{session_id}").status_code == 202
+    done = release.wait_phase(session_id, {"Ready", "Failed"})
+    assert done["status"]["phase"] == "Ready", done["status"]
+    assert done["status"]["job"]["name"] == follower["metadata"]["name"], done["status"]
+    assert release.jobs_of(session_id) == [], "a compile Job was made for a followed session"
+    [pod] = release.finished_pods(follower)
+    assert pod["status"]["phase"] == "Succeeded", release.dump()
+    followed = release.download(session_id, tmp_path / "followed.mp4")
+
+    # The same tracks, never followed (ingest made the session), compiled by a Job.
+    other = release.record(video, audio, via_api=False)
+    release.cluster.request(
+        "POST",
+        RS,
+        {
+            "apiVersion": "tapedeck.io/v1alpha1",
+            "kind": "RecordingSession",
+            "metadata": {"name": other},
+            "spec": {"compile": True},
+        },
+    )
+    assert release.wait_phase(other, {"Ready", "Failed"})["status"]["phase"] == "Ready"
+    assert len(release.jobs_of(other)) == 1 and release.jobs_of(other, "follow") == []
+    one_shot = release.download(other, tmp_path / "one-shot.mp4")
+    assert packet_digest(followed) == packet_digest(one_shot)
+
+
+def test_a_killed_follower_is_replaced_by_the_one_shot_job(
+    release: Release, h264_webm: Path, opus_webm: Path
+) -> None:
+    session_id, token = release.new_session()
+    follower = release.follower_running(session_id)
+    release.record_live(session_id, token, h264_webm.read_bytes(), opus_webm.read_bytes())
+    name = follower["metadata"]["name"]
+    [pod] = pods(release.cluster, NS, f"job-name={name}")
+    release.cluster.request("DELETE", f"/api/v1/namespaces/{NS}/pods/{pod['metadata']['name']}")
+    wait_until(
+        lambda: job_failed(release.cluster.request("GET", f"{JOBS}/{name}")),
+        120,
+        "the follower Job to fail",
+        0.5,
+    )
+    assert release.http.post(f"/api/compile-video/{session_id}").status_code == 202
+    done = release.wait_phase(session_id, {"Ready", "Failed"})
+    assert done["status"]["phase"] == "Ready", done["status"]
+    [job] = release.jobs_of(session_id)
+    assert done["status"]["job"]["name"] == job["metadata"]["name"]
+    assert release.http.get(f"/api/download/{session_id}").status_code == 200
+
+
+def job_failed(job: dict[str, Any]) -> bool:
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Failed" and c["status"] == "True" for c in conditions)
 
 
 def test_an_expired_session_goes(release: Release, h264_webm: Path) -> None:

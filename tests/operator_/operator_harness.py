@@ -330,11 +330,14 @@ async def eventually(
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
-def jobs(k8s: Cluster) -> list[dict[str, Any]]:
+def jobs(k8s: Cluster, followers: bool = False) -> list[dict[str, Any]]:
+    """The compile Jobs (`followers`: the follower Jobs instead)."""
     return [
         obj.raw
         for (resource, _, _), obj in k8s.objects.items()
-        if resource == kmock.resource(JOBS) and not obj.deleted
+        if resource == kmock.resource(JOBS)
+        and not obj.deleted
+        and ("tapedeck.io/follower" in obj.raw["metadata"]["labels"]) == followers
     ]
 
 

@@ -205,3 +205,18 @@ class Kube:
         except KubeNotFound:
             return None
         return result
+
+    async def list_jobs(self, label_selector: str, namespace: str | None = None) -> list[Json]:
+        query = [("labelSelector", label_selector)]
+        result = await self.call("GET", self.jobs_path(namespace=namespace), query=query)
+        return list(result.get("items", []))
+
+    async def delete_job(self, name: str, namespace: str | None = None) -> bool:
+        """Delete a Job and, before it goes, its pods (foreground): once `get_job` finds
+        nothing, nothing of it runs any more. False if it was already gone."""
+        body = {"propagationPolicy": "Foreground"}
+        try:
+            await self.call("DELETE", self.jobs_path(name, namespace), body)
+        except KubeNotFound:
+            return False
+        return True
