@@ -547,3 +547,37 @@ def test_an_output_upload_nobody_completes_is_aborted(
     wait_until(lambda: not output_upload(volume, restarted_id), what="its state file gone")
     assert not (volume / restarted_id / f".{restarted_id}.mp4.partial").exists()
     output.close()
+
+
+def test_the_live_mux_of_an_h264_recording_ships_through_the_tier(
+    s3_place: S3Place, h264_webm: Path, opus_webm: Path, tmp_path: Path
+) -> None:
+    """End to end with the follower (tests/embedded/test_follow.py's flow) and the tier: the MP4
+    uploaded while recording and its head rewrite reach the bucket through the tier's output
+    sink (same packets as a one-shot compile), and the volume keeps no MP4 and no upload."""
+    from embedded.test_follow import compiled_while_recording
+
+    from harness import make_stack
+
+    stack = make_stack(tmp_path, s3_bucket=s3_place.bucket)
+    stack.env.update(s3_place.env())
+    stack.env["TAPEDECK_S3_PART_SIZE"] = str(PART)
+    stack.start()
+    try:
+        tracks = [
+            ("video", h264_webm, "video/webm;codecs=h264"),
+            ("audio", opus_webm, "audio/webm"),
+        ]
+        got, log = compiled_while_recording(
+            stack, tracks, tmp_path, halfway="compiling while recording, the"
+        )
+    finally:
+        stack.stop()
+    assert "published the MP4 uploaded while recording" in log
+    client: Any = s3_place.server.client()
+    listed = client.list_objects_v2(Bucket=s3_place.bucket, Prefix=s3_place.prefix)
+    mp4 = [o for o in listed.get("Contents", []) if o["Key"].endswith(".mp4")]
+    assert [o["Size"] for o in mp4] == [got.stat().st_size]
+    assert uploads(s3_place) == []
+    assert not list(stack.data_dir.glob("*/*.mp4*")), "an MP4 left on the volume"
+    assert not list(stack.data_dir.glob("*/*.output-upload.json"))
