@@ -244,6 +244,41 @@ def test_an_output_may_rewrite_its_committed_head_once(
     assert read_all(backend, a, "output") == b"x" * 10 + b"y" * 5 + b"x" * 85 + b"tail"
 
 
+def test_a_large_output_grows_in_many_appends_and_rewrites_a_head_of_several_mib(
+    backend_factory: Callable[[], Backend],
+) -> None:
+    """The live mux of a long recording: an MP4 of many parts (of any backend's part size)
+    uploaded in 1 MiB appends, whose head (reserved up front, several MiB for an hour) is
+    rewritten at the end in pieces; the published object is the rewritten file, its ETag the
+    write log's, equal to another upload of the same log."""
+    backend = backend_factory()
+    a, b = new_session(backend).id, new_session(backend).id
+    reserve = 7 * MiB  # more than one part where parts are 5 MiB (the tier's tests)
+    placeholder = (24).to_bytes(4, "big") + b"ftyp" + bytes(16)
+    placeholder += reserve.to_bytes(4, "big") + b"free" + bytes(reserve - 8)
+    placeholder += (8).to_bytes(4, "big") + b"free" + (0).to_bytes(4, "big") + b"mdat"
+    head = os.urandom(len(placeholder))
+    body = os.urandom(14 * MiB + 4321)
+    etags = []
+    for sid in (a, b):
+        output = backend.open_output(sid)
+        try:
+            data = placeholder + body
+            for at in range(0, len(data), MiB):
+                assert output.append([data[at : at + MiB]]) == min(len(data), at + MiB)
+            for at in range(0, len(head), 3 * MiB):  # a message is at most 8 MiB
+                output.rewrite(at, head[at : at + 3 * MiB])
+            etags.append(output.publish())
+        finally:
+            output.close()
+    assert etags[0] == etags[1]
+    expected = head + body
+    assert backend.size(a, "output") == len(expected)
+    got = read_all(backend_factory(), a, "output")
+    assert hashlib.sha256(got).hexdigest() == hashlib.sha256(expected).hexdigest()
+    assert read_all(backend, b, "output", len(head) - 10, 20) == expected[len(head) - 10 :][:20]
+
+
 def test_an_output_is_invisible_until_published(backend_factory: Callable[[], Backend]) -> None:
     backend = backend_factory()
     sid = new_session(backend).id

@@ -131,3 +131,77 @@ def test_wake_at_is_the_next_whole_part_and_never_once_completed() -> None:
     assert not isinstance(plan(state, 199, finished=False), UploadPart | CreateUpload)
     assert isinstance(plan(state, wake_at(state) or 0, finished=False), UploadPart | CreateUpload)
     assert wake_at(state.model_copy(update={"completed": True})) is None
+
+
+# --- outputs shipped as they grow -----------------------------------------------------------
+
+
+def box(kind: bytes, size: int) -> bytes:
+    return size.to_bytes(4, "big") + kind
+
+
+def walk(data: bytes) -> shipping.BoxStep:
+    """The tier's walk over committed bytes, to its end."""
+    offset = 0
+    while True:
+        step = shipping.next_box(offset, data[offset : offset + 16])
+        if not isinstance(step, shipping.NextBox):
+            return step
+        offset = step.offset
+
+
+def test_the_head_of_a_live_mux_ends_past_the_media_box_header() -> None:
+    """FFmpeg's `-moov_size` file: ftyp, the reserve (a free box), the 8-byte placeholder
+    that becomes a 64-bit size, then mdat; the head is all of it up to mdat's 16 bytes."""
+    ftyp = box(b"ftyp", 24) + b"isom" + bytes(12)
+    reserve = box(b"free", 1000) + bytes(992)
+    mp4 = ftyp + reserve + box(b"free", 8) + box(b"mdat", 0) + b"media" * 10
+    mdat_at = len(ftyp) + len(reserve) + 8
+    assert walk(mp4) == shipping.HeadEnds(mdat_at + 16)
+    assert walk(mp4[: mdat_at + 4]) == shipping.NeedBytes(), "mdat's header not committed"
+    assert walk(mp4[:30]) == shipping.NeedBytes(), "the reserve not committed"
+
+
+def test_a_64_bit_box_size_is_followed() -> None:
+    big = (1).to_bytes(4, "big") + b"free" + (40).to_bytes(8, "big") + bytes(24)
+    assert walk(big + box(b"mdat", 8)) == shipping.HeadEnds(40 + 16)
+    assert walk(big[:12]) == shipping.NeedBytes()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\xff\xd8\xff\xe0\x00\x10JFIF" + bytes(20),  # a JPEG poster
+        b"#EXTM3U\n#EXT-X-VERSION:7\n",  # a playlist: "M3U\\n" is no box type
+        box(b"free", 0) + bytes(8),  # "to the end": nothing after it
+        box(b"free", 3) + bytes(8),  # damaged
+    ],
+)
+def test_what_is_not_an_mp4_head_is_recognised(data: bytes) -> None:
+    assert walk(data) == shipping.NotMp4()
+
+
+def test_the_head_window_is_whole_parts_and_at_least_part_one() -> None:
+    assert shipping.head_window(None, P) == P
+    assert shipping.head_window(1, P) == P
+    assert shipping.head_window(P, P) == P
+    assert shipping.head_window(P + 1, P) == 2 * P
+    assert shipping.head_window(250, P) == 3 * P
+
+
+def test_parts_of_a_region() -> None:
+    assert list(shipping.parts_of(0, 1, P)) == [1]
+    assert list(shipping.parts_of(0, P, P)) == [1]
+    assert list(shipping.parts_of(P - 1, P + 1, P)) == [1, 2]
+    assert list(shipping.parts_of(250, 301, P)) == [3, 4]
+    assert list(shipping.parts_of(5, 5, P)) == []
+
+
+def test_a_rewrite_is_refused_only_where_its_parts_were_trimmed() -> None:
+    trimmed = (P, 3 * P)  # parts 2 and 3 shipped and punched; part 1 kept (the head)
+    assert not shipping.rewrite_reaches_trimmed(0, 50, 500, P, trimmed)
+    assert not shipping.rewrite_reaches_trimmed(0, P, 500, P, trimmed)
+    assert shipping.rewrite_reaches_trimmed(0, P + 1, 500, P, trimmed)
+    assert shipping.rewrite_reaches_trimmed(250, 260, 500, P, trimmed)
+    assert not shipping.rewrite_reaches_trimmed(310, 320, 500, P, trimmed), "not shipped yet"
+    assert not shipping.rewrite_reaches_trimmed(0, 50, 500, P, (P, P)), "nothing trimmed"

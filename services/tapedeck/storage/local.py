@@ -59,8 +59,10 @@ def storage_error(exc: OSError) -> StorageError:
 class FileAppender:
     """A track file: `append` writes with `pwrite` after the durable size, then `fdatasync`s."""
 
+    ACCESS = os.O_WRONLY
+
     def __init__(self, path: Path, truncate: bool = False) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if truncate else 0)
+        flags = self.ACCESS | os.O_CREAT | (os.O_TRUNC if truncate else 0)
         self._fd = os.open(path, flags, 0o640)
         try:
             self.size = os.fstat(self._fd).st_size
@@ -101,6 +103,11 @@ class FileAppender:
             os.ftruncate(self._fd, size)
         self.size = size
 
+    def duplicate(self) -> int:
+        """Another descriptor of this file, for a reader that may outlive this one (the S3
+        tier ships an output's parts from it)."""
+        return os.dup(self._fd)
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self._fd)
@@ -116,6 +123,8 @@ def _update(digest: hashlib._Hash, chunks: list[bytes]) -> None:
 
 class OutputWriter(FileAppender):
     """Writes the MP4 beside its final name and publishes it atomically with a content hash."""
+
+    ACCESS = os.O_RDWR  # `duplicate` gives the S3 tier a descriptor it reads parts through
 
     def __init__(self, partial: Path, final: Path) -> None:
         super().__init__(partial, truncate=True)
@@ -166,16 +175,24 @@ class OutputWriter(FileAppender):
             self._hash_void = True  # the file may hold part of it: upload again
             raise storage_error(exc) from None
 
-    def publish(self) -> str:
+    def seal(self) -> str:
+        """Durable and whole, not renamed: the ETag (the S3 tier ships it from here)."""
         if self._hash_void:
             raise Unavailable("the output lost bytes to a failed write; upload it again")
         try:
             os.fdatasync(self._fd)
+        except OSError as exc:
+            raise storage_error(exc) from None
+        return self._hash.hexdigest()[:32]
+
+    def publish(self) -> str:
+        etag = self.seal()
+        try:
             os.replace(self._partial, self._final)
             fsync_dir(self._final.parent)
         except OSError as exc:
             raise storage_error(exc) from None
-        return self._hash.hexdigest()[:32]
+        return etag
 
 
 class LocalBackend:
@@ -292,12 +309,18 @@ class LocalBackend:
         except OSError as exc:
             raise storage_error(exc) from None
 
-    def open_output(self, session_id: str, name: str = OUTPUT) -> OutputWriter:
+    def partial_path(self, session_id: str, name: str = OUTPUT) -> Path:
+        """Where an output is written until it is published."""
         if name != OUTPUT and not is_output_name(name):
             raise InvalidArgument(f"unknown output {name[:40]!r}")
         final = self._object_path(session_id, name)
+        return final.with_name(f".{final.name}.partial")
+
+    def open_output(self, session_id: str, name: str = OUTPUT) -> OutputWriter:
+        partial = self.partial_path(session_id, name)  # validates the name
+        final = self._object_path(session_id, name)
         try:
-            return OutputWriter(final.with_name(f".{final.name}.partial"), final)
+            return OutputWriter(partial, final)
         except OSError as exc:
             raise storage_error(exc) from None
 

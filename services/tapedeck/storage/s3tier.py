@@ -4,6 +4,8 @@
     {id}/session.json                        sessions/{id}/session.json     (a copy, kept fresh)
     {id}/video.webm       the unshipped tail sessions/{id}/video.webm       (completed upload)
     {id}/.video.upload.json  upload id, part ETags, how much of the file is punched
+    {id}/.{id}.mp4.partial  the output's head window and unshipped tail, while it is written
+    {id}/.output.{token}.output-upload.json  its upload id (a restart aborts it)
                                              sessions/{id}/{id}.mp4         (the output)
 
 Appends go to the volume through `LocalBackend`'s file sinks and are acknowledged after
@@ -16,6 +18,11 @@ manifest says a track is finished (or the session left `recording`), the last pa
 the object completed; then the whole file is punched. When the bucket does not answer (or
 refuses), recording goes on from the volume and the shipper retries with backoff: the volume's
 free space is the only limit, reported as `StorageFull` like without the tier.
+
+An output (the MP4 a follower uploads while the session records) ships the same way while it
+grows, but keeps the parts holding its head on the volume until `publish`: the one rewrite of
+the head lands there, and those parts are uploaded again (S3 keeps the last upload of a part
+number) before the upload is completed (`TieredOutputSink`).
 
 Reads: a completed track and the output come from the bucket (ranged GETs); an unfinished
 track from the volume. Bytes of an unfinished track that were already punched are not readable
@@ -36,7 +43,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import AsyncGenerator, Coroutine, Iterator
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
@@ -54,7 +61,13 @@ from tapedeck.sessions import (
 from tapedeck.settings import S3Settings
 from tapedeck.storage import shipping
 from tapedeck.storage.errors import InvalidArgument, NotFound, StorageError, Unavailable
-from tapedeck.storage.local import MANIFEST, FileAppender, LocalBackend, OutputWriter
+from tapedeck.storage.local import (
+    MANIFEST,
+    FileAppender,
+    LocalBackend,
+    OutputWriter,
+    storage_error,
+)
 from tapedeck.storage.objectstore import (
     ObjectNotFound,
     ObjectStore,
@@ -92,15 +105,22 @@ def punch_hole(path: Path, start: int, end: int) -> bool:
     except FileNotFoundError:
         return True
     try:
-        flags = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
-        if _fallocate(fd, flags, start, end - start) != 0:
-            err = ctypes.get_errno()
-            if err in (errno.EOPNOTSUPP, errno.ENOSYS):
-                return False
-            raise OSError(err, os.strerror(err), str(path))
-        return True
+        return punch_fd(fd, start, end)
     finally:
         os.close(fd)
+
+
+def punch_fd(fd: int, start: int, end: int) -> bool:
+    """`punch_hole` on an open file (an output's, which a newer one may replace by name)."""
+    if end <= start:
+        return True
+    flags = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
+    if _fallocate(fd, flags, start, end - start) != 0:
+        err = ctypes.get_errno()
+        if err in (errno.EOPNOTSUPP, errno.ENOSYS):
+            return False
+        raise OSError(err, os.strerror(err))
+    return True
 
 
 def _refused_message(error: ObjectStoreError) -> str:
@@ -146,10 +166,13 @@ class _Shipper:
 
     def stop(self) -> None:
         async def cancel_all() -> None:
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            while True:  # a task ending may start another (a released output's abort)
+                tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                if not tasks:
+                    return
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
 
         if self.loop.is_running():
             with contextlib.suppress(Exception):
@@ -183,38 +206,245 @@ def _is_output(obj: str) -> bool:
 
 
 class TieredOutputSink:
-    """The compiled output: written on the volume (hashed as it goes), sent to the bucket as a
-    multipart upload by `publish`, then removed from the volume."""
+    """The output, shipped while it grows. Appends are durable on the volume (hashed as they
+    go) and acknowledged as without the tier; every whole part then becomes the next part of
+    one multipart upload (the shipper's loop), and shipped bytes leave the volume but for the
+    head window: the parts holding the MP4's head (`shipping.head_window`), which the one
+    rewrite replaces there and `publish` uploads again (S3 keeps the last upload of a part
+    number). `publish` sends the last part (and the rewritten ones) and completes; the volume
+    then keeps nothing. An output that is not published (its stream broke, a newer one
+    replaced it, its session was deleted) has its upload aborted; a restart finds uploads it
+    did not end by their state files (`S3TieredBackend.load_all`)."""
 
     def __init__(
         self, tier: S3TieredBackend, session_id: str, name: str, inner: OutputWriter
     ) -> None:
         self._tier, self._id, self._name, self._inner = tier, session_id, name, inner
+        self._partial = tier.volume.partial_path(session_id, name)
+        self._object = output_key(session_id, name)
+        self._part_size = tier.settings.part_size
+        self._state_path = tier._dir(session_id) / (
+            f".{name}.{secrets.token_hex(4)}.output-upload.json"
+        )
+        # Reads and punches use a descriptor of their own: they may outlive the writer's.
+        try:
+            self._fd = inner.duplicate()
+        except OSError as exc:
+            inner.close()
+            raise storage_error(exc) from None
+        # Shared with the writer's threads, under `_lock`:
+        self._lock = threading.Lock()
+        self._committed = inner.size
+        self._due = self._part_size  # the committed size that gives the pump its next part
+        self._keep: int | None = None  # the head window, once known
+        self._trimmed = (0, 0)  # bytes [start, end) punched out of the volume
+        self._rewritten: tuple[int, int] | None = None
+        # The shipper's loop only:
+        self._upload_id = ""
+        self._etags: dict[int, str] = {}
+        self._walk = 0  # the next top-level box to read, looking for the head's end
+        self._pump: asyncio.Task[None] | None = None
+        self._ended = False  # publishing or released: the pump ships no more
+        self._published = False
+        self._released: asyncio.Task[None] | None = None
+        self._finishing: asyncio.Task[Any] | None = None
+        self._backing_off = False
 
     @property
     def size(self) -> int:
         return self._inner.size
 
     def append(self, chunks: list[bytes]) -> int:
-        return self._inner.append(chunks)
+        size = self._inner.append(chunks)
+        with self._lock:
+            self._committed = size
+            due = size >= self._due
+        if due:
+            self._tier._shipper.loop.call_soon_threadsafe(self._start_pump)
+        return size
 
     def rewrite(self, offset: int, data: bytes) -> None:
-        self._inner.rewrite(offset, data)  # on the volume: the bucket gets it whole at publish
+        end = offset + len(data)
+        if 0 <= offset < end <= self._inner.size:  # else the volume's sink says what is wrong
+            with self._lock:
+                trimmed = shipping.rewrite_reaches_trimmed(
+                    offset, end, self._inner.size, self._part_size, self._trimmed
+                )
+                if not trimmed:  # from now on nothing more is punched
+                    low, high = self._rewritten or (offset, end)
+                    self._rewritten = (min(low, offset), max(high, end))
+            if trimmed:
+                raise Unavailable(
+                    f"a rewrite at {offset} needs bytes of {self._name} that were shipped and "
+                    "trimmed from the volume (beyond its head): upload it again"
+                )
+        self._inner.rewrite(offset, data)
 
     def publish(self) -> str:
-        etag = self._inner.publish()  # durable on the volume, under its final name
-        final = self._tier._output_path(self._id, self._name)
         try:
-            key = output_key(self._id, self._name)
-            self._tier._shipper.call(self._tier._upload_file(final, key))
+            etag = self._inner.seal()  # durable on the volume: the bytes the parts come from
+            self._tier._shipper.call(self._finish())
         except ObjectStoreError as e:
             raise Unavailable(f"the output could not be stored: {_refused_message(e)}") from None
+        except OSError as e:
+            raise storage_error(e) from None
         finally:
-            final.unlink(missing_ok=True)
+            if not self._published:
+                self._tier._shipper.call(self._release())  # aborts the upload
+            self._partial.unlink(missing_ok=True)
+        # An output published before the tier was on is read from the volume: not any more.
+        self._tier._output_path(self._id, self._name).unlink(missing_ok=True)
         return etag
 
     def close(self) -> None:
+        """On the server's event loop: what is left (an abort) runs on the shipper's."""
         self._inner.close()
+        with contextlib.suppress(RuntimeError):  # the tier is closed: a restart aborts it
+            self._tier._shipper.loop.call_soon_threadsafe(self._start_release)
+
+    # --- on the shipper's loop --------------------------------------------------------------
+
+    def _start_pump(self) -> None:
+        if not self._ended and (self._pump is None or self._pump.done()):
+            self._pump = asyncio.get_running_loop().create_task(self._run_pump())
+
+    async def _run_pump(self) -> None:
+        backoff = 0.2
+        while not self._ended:
+            number = len(self._etags) + 1
+            with self._lock:
+                self._due = number * self._part_size
+                if self._committed < self._due:
+                    return
+            try:
+                async with self._tier._parts_in_flight:
+                    await self._upload_part(number)
+                backoff = 0.2
+                await self._trim()
+            except (ObjectStoreError, OSError) as e:
+                if self._ended:
+                    return  # publish ships what is left itself (and reports)
+                if isinstance(e, OSError) and not self._tier._session_exists((self._id, "")):
+                    return  # deleted meanwhile
+                message = _refused_message(e) if isinstance(e, ObjectStoreError) else str(e)
+                self._tier._report(f"{self._id}/{self._name}", message)
+                self._backing_off = True
+                try:
+                    await asyncio.sleep(backoff)
+                finally:
+                    self._backing_off = False
+                backoff = min(backoff * 2, 10.0)
+
+    async def _begin_upload(self) -> None:
+        store = self._tier._shipper.store
+        if not self._upload_id:
+            upload_id = self._upload_id = await store.create_multipart(self._object)
+            state = shipping.OutputUpload(name=self._name, upload_id=upload_id)
+            try:  # before any part: a restart must find the upload to abort it
+                await _blocking(_save_json, self._state_path, state.model_dump_json().encode())
+            except OSError:
+                self._upload_id = ""
+                with contextlib.suppress(ObjectStoreError):
+                    await store.abort_multipart(self._object, upload_id)
+                raise
+
+    async def _upload_part(self, number: int) -> None:
+        await self._begin_upload()
+        store = self._tier._shipper.store
+        length = min(self._part_size, self._inner.size - (number - 1) * self._part_size)
+        data = await _blocking(_pread_fd, self._fd, (number - 1) * self._part_size, length)
+        part = await store.upload_part(self._object, self._upload_id, number, data)
+        self._etags[number] = part.etag
+
+    async def _trim(self) -> None:
+        """Punch the shipped parts beyond the head window out of the volume."""
+        while self._keep is None:
+            with self._lock:
+                committed = self._committed
+            length = max(0, min(16, committed - self._walk))
+            header = await _blocking(_pread_bytes, self._fd, self._walk, length)
+            step = shipping.next_box(self._walk, header)
+            if isinstance(step, shipping.NeedBytes):
+                return
+            if isinstance(step, shipping.NextBox):
+                self._walk = step.offset
+                continue
+            head = step.end if isinstance(step, shipping.HeadEnds) else None
+            with self._lock:
+                self._keep = shipping.head_window(head, self._part_size)
+                self._trimmed = (self._keep, self._keep)
+        shipped = len(self._etags) * self._part_size  # parts 1..n, in order
+        with self._lock:
+            start, end = self._trimmed
+            if self._rewritten is not None or not self._tier._can_punch or shipped <= end:
+                return
+            self._trimmed = (start, shipped)  # before the hole: a rewrite checks against it
+        if not await _blocking(punch_fd, self._fd, end, shipped):
+            log.warning("s3 tier: the volume cannot punch holes: outputs are not trimmed")
+            self._tier._can_punch = False
+
+    async def _finish(self) -> None:
+        """The rest of the upload, once the output is whole: the parts not shipped yet and the
+        rewritten ones, then the completion (or one PUT for an output of one part)."""
+        self._ended = True
+        self._finishing = asyncio.current_task()
+        if self._pump is not None:
+            if self._backing_off:
+                self._pump.cancel()  # the bucket failed it: this sends it or reports why
+            await asyncio.wait([self._pump])  # its part in flight lands (else sent below)
+        store, size, part_size = self._tier._shipper.store, self._inner.size, self._part_size
+        if not self._upload_id and size <= part_size:
+            await store.put(self._object, await _blocking(_pread_fd, self._fd, 0, size))
+            self._published = True
+            return
+        count = -(-size // part_size)
+        numbers = {n for n in range(1, count + 1) if n not in self._etags}
+        with self._lock:
+            if self._rewritten is not None:
+                numbers |= set(shipping.parts_of(*self._rewritten, part_size))
+        await self._begin_upload()
+        gate = asyncio.Semaphore(4)
+
+        async def one(number: int) -> None:
+            async with gate:
+                await self._upload_part(number)
+
+        # Every part ends before this returns (the descriptor is closed after it), failed or not.
+        done = await asyncio.gather(*(one(n) for n in sorted(numbers)), return_exceptions=True)
+        for result in done:
+            if isinstance(result, BaseException):
+                raise result
+        parts = [Part(n, self._etags[n]) for n in range(1, count + 1)]
+        await store.complete_multipart(self._object, self._upload_id, parts)
+        self._published = True
+        await _blocking(self._state_path.unlink, True)
+
+    def _start_release(self) -> None:
+        if self._released is None:
+            self._released = asyncio.get_running_loop().create_task(self._do_release())
+
+    async def _release(self) -> None:
+        self._start_release()
+        assert self._released is not None
+        await asyncio.shield(self._released)
+
+    async def _do_release(self) -> None:
+        """Ends the sink for good: stops the pump, closes the descriptor once nothing reads
+        through it, and has an upload that was not completed aborted (in the background,
+        retried while the bucket does not answer)."""
+        self._ended = True
+        for task in (self._pump, self._finishing):
+            if task is None or task is asyncio.current_task():
+                continue
+            if task is self._pump:
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+        self._tier._output_released((self._id, self._name), self)
+        if self._upload_id and not self._published:
+            self._tier._abort_later(self._object, self._upload_id, self._state_path)
 
 
 class S3TieredBackend:
@@ -237,6 +467,10 @@ class S3TieredBackend:
         self._lock = threading.Lock()
         self._can_punch = True
         self._parts_in_flight = asyncio.Semaphore(PARTS_IN_FLIGHT)
+        self._outputs: dict[Key, TieredOutputSink] = {}
+        """Outputs being written (session id, name): a newer one of the same name ends the
+        older first, whose pump must not read or punch the file the newer one truncates."""
+        self._aborts: set[asyncio.Task[None]] = set()
         self.last_error = ""
         """The latest refusal or silence of the bucket ("" once it answers again)."""
         if settings.lifecycle_days > 0:
@@ -306,6 +540,7 @@ class S3TieredBackend:
 
     def load_all(self) -> list[SessionRecord]:
         records = self.volume.load_all()
+        self._abort_orphans()
         for record in records:
             self._follow(record)
             if record.state not in (State.READY, State.FAILED, State.EXPIRED):
@@ -373,8 +608,64 @@ class S3TieredBackend:
         return TieredTrackSink(self, key, self.volume.open_track(session_id, track, new))
 
     def open_output(self, session_id: str, name: str = OUTPUT) -> TieredOutputSink:
-        inner = self.volume.open_output(session_id, name)  # validates the name
-        return TieredOutputSink(self, session_id, name, inner)
+        self.volume.partial_path(session_id, name)  # validates id and name before anything
+        key = (session_id, name)
+        with self._lock:
+            older = self._outputs.pop(key, None)
+        if older is not None:  # a newer compile (or a retried stream): the older upload is void
+            self._shipper.call(older._release())
+        sink = TieredOutputSink(self, session_id, name, self.volume.open_output(session_id, name))
+        with self._lock:
+            self._outputs[key] = sink
+        return sink
+
+    def _output_released(self, key: Key, sink: TieredOutputSink) -> None:
+        with self._lock:
+            if self._outputs.get(key) is sink:
+                del self._outputs[key]
+
+    def _abort_later(self, name: str, upload_id: str, state_path: Path) -> None:
+        """On the loop: abort an upload nobody will complete, retrying while the bucket does
+        not answer; its state file goes once it is aborted (a restart aborts it otherwise)."""
+        task = asyncio.get_running_loop().create_task(self._abort(name, upload_id, state_path))
+        self._aborts.add(task)
+        task.add_done_callback(self._aborts.discard)
+
+    async def _abort(self, name: str, upload_id: str, state_path: Path) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                await self._shipper.store.abort_multipart(name, upload_id)
+                break
+            except ObjectStoreError as e:
+                self._report(name, _refused_message(e))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+        with contextlib.suppress(OSError):
+            await _blocking(state_path.unlink, True)
+
+    def _abort_orphans(self) -> None:
+        """At start: every output upload a former run began and never ended (outputs never
+        resume: a stream that opens one starts it anew) is aborted, found by its state file,
+        and its partial file goes."""
+        live = {sink._state_path for sink in list(self._outputs.values())}
+        for path in self.volume.root.glob("[!.]*/.*.output-upload.json"):
+            if path in live:
+                continue
+            try:
+                session_id = validate_session_id(path.parent.name)
+                upload = shipping.OutputUpload.model_validate_json(path.read_bytes())
+                name = upload.name
+                partial = self.volume.partial_path(session_id, name)
+            except (OSError, ValueError, InvalidSessionId, InvalidArgument) as e:
+                log.warning("s3 tier: ignoring %s: %s", path, e)
+                continue
+            with self._lock:
+                writing = (session_id, name) in self._outputs
+            if not writing:
+                partial.unlink(missing_ok=True)
+            key = output_key(session_id, name)
+            self._shipper.loop.call_soon_threadsafe(self._abort_later, key, upload.upload_id, path)
 
     def read(self, session_id: str, obj: str, offset: int, limit: int) -> Iterator[bytes]:
         self._check(session_id, obj)  # now, not at the first chunk
@@ -628,6 +919,10 @@ class S3TieredBackend:
     async def _forget(self, session_id: str) -> None:
         for key in [k for k in self._pumps if k[0] == session_id]:
             await self._cancel_pump(key)
+        with self._lock:
+            outputs = [sink for key, sink in self._outputs.items() if key[0] == session_id]
+        for sink in outputs:
+            await sink._release()  # its upload is aborted below with the prefix's
         task = self._manifests.pop(session_id, None)
         if task is not None:
             task.cancel()
@@ -674,32 +969,6 @@ class S3TieredBackend:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
 
-    async def _upload_file(self, path: Path, name: str) -> None:
-        """A file to one object: one PUT when small, else a multipart upload of equal parts
-        (up to 4 in flight), aborted if any part fails."""
-        store, part_size = self._shipper.store, self.settings.part_size
-        size = (await asyncio.to_thread(os.stat, path)).st_size
-        if size <= part_size:
-            await store.put(name, await asyncio.to_thread(_pread, path, 0, size))
-            return
-        upload_id = await store.create_multipart(name)
-        gate = asyncio.Semaphore(4)
-
-        async def one(number: int) -> Part:
-            async with gate:
-                offset = (number - 1) * part_size
-                data = await asyncio.to_thread(_pread, path, offset, min(part_size, size - offset))
-                return await store.upload_part(name, upload_id, number, data)
-
-        try:
-            count = -(-size // part_size)
-            parts = await asyncio.gather(*(one(n) for n in range(1, count + 1)))
-            await store.complete_multipart(name, upload_id, parts)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await store.abort_multipart(name, upload_id)
-            raise
-
 
 shipping_chunk = 1024 * 1024
 
@@ -725,6 +994,51 @@ def _pread(path: Path, offset: int, length: int) -> io.BytesIO:
             raise OSError(errno.EIO, f"{path.name}: {got} of {length} bytes at {offset}")
         data.seek(0)
     return data
+
+
+def _pread_fd(fd: int, offset: int, length: int) -> io.BytesIO:
+    """`_pread` from an open descriptor."""
+    data = io.BytesIO()
+    if length:
+        data.seek(length - 1)
+        data.write(b"\0")
+        with data.getbuffer() as view:
+            got = os.preadv(fd, [view], offset)
+        if got != length:
+            raise OSError(errno.EIO, f"{got} of {length} bytes at {offset}")
+        data.seek(0)
+    return data
+
+
+def _pread_bytes(fd: int, offset: int, length: int) -> bytes:
+    return os.pread(fd, length, offset) if length > 0 else b""
+
+
+def _save_json(path: Path, data: bytes) -> None:
+    """Written whole and durably (temporary file, fsync, rename, directory fsync)."""
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+async def _blocking(fn: Callable[..., T], *args: Any) -> T:
+    """In a worker thread that a cancelled caller still waits for: a descriptor is closed only
+    once no thread reads or punches through it."""
+    job = asyncio.get_running_loop().run_in_executor(None, fn, *args)
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await job
+        raise
 
 
 async def _next(chunks: AsyncGenerator[bytes, None]) -> bytes:

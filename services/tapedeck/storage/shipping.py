@@ -132,3 +132,97 @@ def read_source(state: UploadState | None, offset: int) -> FromBucket | FromVolu
     if offset >= state.punched:
         return FromVolume()
     return Shipped()
+
+
+# --- outputs shipped as they grow ------------------------------------------------------------
+#
+# An output (the MP4 a follower uploads while the session records) ships like a track: every
+# whole part becomes the next part of one multipart upload while it grows. Unlike a track it
+# may rewrite one region of its committed bytes once (the MP4's head, ftyp + moov + the media
+# box's header, filled in last), so the parts that hold the head stay on the volume: a rewrite
+# is applied there and those parts are uploaded again at publish (S3 keeps the last upload of
+# a part number). Every other shipped part leaves the volume at once.
+
+
+class OutputUpload(BaseModel):
+    """`{id}/.{name}.{token}.output-upload.json`: an output's multipart upload in progress, so
+    that a restart (which voids every output stream) finds and aborts it."""
+
+    name: str
+    upload_id: str
+
+
+@dataclass(frozen=True)
+class NextBox:
+    offset: int
+
+
+@dataclass(frozen=True)
+class HeadEnds:
+    """The media box starts here: the head is every byte before `end` (its 16-byte header
+    included: FFmpeg writes the box's size there, or turns the placeholder before it into a
+    64-bit size)."""
+
+    end: int
+
+
+@dataclass(frozen=True)
+class NeedBytes:
+    """The next box header is not committed yet."""
+
+
+@dataclass(frozen=True)
+class NotMp4:
+    """Not a box: the output has no MP4 head to find."""
+
+
+BoxStep = NextBox | HeadEnds | NeedBytes | NotMp4
+_BOX_TYPE_BYTES = frozenset(range(0x20, 0x7F)) | {0xA9}
+
+
+def next_box(offset: int, header: bytes) -> BoxStep:
+    """One step of the walk over an MP4's top-level boxes: `header` is up to 16 committed
+    bytes at `offset` (the start of a box). The walk ends at the media box (`mdat`)."""
+    if len(header) < 8:
+        return NeedBytes()
+    size = int.from_bytes(header[:4], "big")
+    kind = header[4:8]
+    if not all(b in _BOX_TYPE_BYTES for b in kind):
+        return NotMp4()
+    if kind == b"mdat":
+        return HeadEnds(offset + 16)
+    if size == 1:
+        if len(header) < 16:
+            return NeedBytes()
+        size = int.from_bytes(header[8:16], "big")
+    if size < 8:
+        return NotMp4()  # 0 ("to the end") or damaged: no media box after it
+    return NextBox(offset + size)
+
+
+def head_window(head_end: int | None, part_size: int) -> int:
+    """The bytes the volume keeps until publish: the parts holding the head (at least part 1;
+    part 1 alone when the output is not an MP4, whose one rewrite may then only be there)."""
+    if head_end is None:
+        return part_size
+    return max(1, -(-head_end // part_size)) * part_size
+
+
+def parts_of(start: int, end: int, part_size: int) -> range:
+    """The part numbers that hold bytes [start, end)."""
+    if end <= start:
+        return range(0)
+    return range(start // part_size + 1, (end - 1) // part_size + 2)
+
+
+def rewrite_reaches_trimmed(
+    start: int, end: int, size: int, part_size: int, trimmed: tuple[int, int]
+) -> bool:
+    """Whether a rewrite of [start, end) needs bytes no longer on the volume: the parts it
+    touches are uploaded again whole, from the volume."""
+    touched = parts_of(start, end, part_size)
+    if not touched:
+        return False
+    low = (touched[0] - 1) * part_size
+    high = min(touched[-1] * part_size, size)
+    return low < trimmed[1] and trimmed[0] < high
