@@ -28,6 +28,7 @@ CONTAINER = "compile"
 UID = 10001
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
 MANAGED_BY = "tapedeck-operator"
 LABEL_REQUEST = "tapedeck.io/compile-request"
 ANNOTATION_SESSION_ID = "tapedeck.io/session-id"
@@ -36,6 +37,12 @@ LABELS = {
     "app.kubernetes.io/component": "compile",
     LABEL_MANAGED_BY: MANAGED_BY,
 }
+
+
+def instance_label(settings: Settings) -> dict[str, str]:
+    """The release's label, which the chart's NetworkPolicies select compile pods by: without
+    it, two releases in one namespace would let each other's compile pods in."""
+    return {LABEL_INSTANCE: settings.instance} if settings.instance else {}
 
 
 def job_name(session_id: str, request: int) -> str:
@@ -98,7 +105,7 @@ def build_job(
     settings: Settings,
 ) -> dict[str, Any]:
     """The Job for compile request `request` of the RecordingSession `owner`."""
-    labels = {**LABELS, LABEL_REQUEST: str(request)}
+    labels = {**LABELS, **instance_label(settings), LABEL_REQUEST: str(request)}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -183,10 +190,11 @@ def build_job(
 
 def example_job(resource: Mapping[str, Any]) -> dict[str, Any]:
     """The Job the operator makes for a resource's first compile, with default settings and
-    the storage address the Helm chart gives the operator (for docs/kubernetes.md)."""
+    the storage address and release the Helm chart (release `tapedeck`) gives the operator
+    (for docs/kubernetes.md)."""
     from tapedeck.cluster.resources import parse_spec, session_id_of
 
-    settings = Settings.model_construct(storage_addr="tapedeck-storage:50051")
+    settings = Settings.model_construct(storage_addr="tapedeck-storage:50051", instance="tapedeck")
     owner = {
         **resource,
         "metadata": {
