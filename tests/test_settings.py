@@ -66,3 +66,16 @@ def test_session_ttl_is_bounded(monkeypatch: pytest.MonkeyPatch, ttl: str) -> No
 def test_session_ttl_at_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TAPEDECK_SESSION_TTL", "3650d")
     assert Settings().session_ttl == MAX_TTL
+
+
+def test_every_websocket_implementation_offered_is_the_installed_uvicorns() -> None:
+    """TAPEDECK_WS_IMPLEMENTATION's choices are `ws` protocols of the uvicorn installed, so
+    with the oldest uvicorn pyproject.toml allows (make test-lowest) too: `websockets-sansio`
+    is not in 0.30, where the web process never started with it."""
+    from typing import get_args
+
+    from uvicorn.config import WS_PROTOCOLS
+
+    choices = get_args(Settings.model_fields["ws_implementation"].annotation)
+    assert choices
+    assert set(choices) <= set(WS_PROTOCOLS), sorted(WS_PROTOCOLS)

@@ -36,6 +36,7 @@ FOLLOW_CONTAINER = "follow"
 UID = 10001
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
 MANAGED_BY = "tapedeck-operator"
 LABEL_REQUEST = "tapedeck.io/compile-request"
 ANNOTATION_SESSION_ID = "tapedeck.io/session-id"
@@ -49,6 +50,12 @@ LABELS = {
 # these labels: storage only, no ingress); the extra label tells the operator which it is.
 FOLLOW_LABELS = {**LABELS, LABEL_FOLLOWER: "true"}
 FOLLOW_SELECTOR = f"{LABEL_FOLLOWER}=true,{LABEL_MANAGED_BY}={MANAGED_BY}"
+
+
+def instance_label(settings: Settings) -> dict[str, str]:
+    """The release's label, which the chart's NetworkPolicies select compile pods by: without
+    it, two releases in one namespace would let each other's compile pods in."""
+    return {LABEL_INSTANCE: settings.instance} if settings.instance else {}
 
 
 def job_name(session_id: str, request: int) -> str:
@@ -140,7 +147,7 @@ def build_job(
     settings: Settings,
 ) -> dict[str, Any]:
     """The Job for compile request `request` of the RecordingSession `owner`."""
-    labels = {**LABELS, LABEL_REQUEST: str(request)}
+    labels = {**LABELS, **instance_label(settings), LABEL_REQUEST: str(request)}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -270,10 +277,11 @@ def _pod_template(
 
 def example_job(resource: Mapping[str, Any]) -> dict[str, Any]:
     """The Job the operator makes for a resource's first compile, with default settings and
-    the storage address the Helm chart gives the operator (for docs/kubernetes.md)."""
+    the storage address and release the Helm chart (release `tapedeck`) gives the operator
+    (for docs/kubernetes.md)."""
     from tapedeck.cluster.resources import parse_spec, session_id_of
 
-    settings = Settings.model_construct(storage_addr="tapedeck-storage:50051")
+    settings = Settings.model_construct(storage_addr="tapedeck-storage:50051", instance="tapedeck")
     owner = {
         **resource,
         "metadata": {

@@ -199,6 +199,12 @@ class Settings(BaseSettings):
     # Cluster mode (the api's RecordingSession hooks, and the operator).
     namespace: str | None = None
     """Where RecordingSessions and compile Jobs live; default: the pod's own namespace."""
+    instance: str = Field(
+        default="", max_length=63, pattern=r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+    )
+    """The Helm release (`app.kubernetes.io/instance`) the operator labels its compile Jobs and
+    pods with, so that release's NetworkPolicies select its own compile pods and not those of
+    another release in the namespace. Empty: no such label (the chart always sets it)."""
     compile_image: str = "tapedeck-compile:0.1.0"
     compile_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     compile_resources: dict[str, dict[str, str]] = {

@@ -30,6 +30,7 @@ from tapedeck.embedded.sweeper import run_sweeper
 from tapedeck.embedded.worker import LocalCompileWorker
 from tapedeck.guards import host_allowed
 from tapedeck.ingest.app import Ingest
+from tapedeck.readiness import storage_readiness
 from tapedeck.settings import Settings
 from tapedeck.storage import replicas
 from tapedeck.tokens import new_secret
@@ -281,14 +282,24 @@ def create_app(
         "/readyz",
         tags=["health"],
         response_model=None,
-        responses={503: {"model": ErrorBody, "description": "draining, or storage is not serving"}},
+        responses={
+            503: {"model": ErrorBody, "description": "draining, or no storage replica serving"}
+        },
     )
-    async def readyz() -> JSONResponse | dict[str, str]:
+    async def readyz() -> JSONResponse | dict[str, object]:
+        """Ready while at least one storage replica serves (every one is asked); those that do
+        not answer are listed by index in `unavailableReplicas`."""
         if drain.draining:  # out of the Service's endpoints before the sockets close
             return errors.error_response(503, "draining", "shutting down (SIGTERM)")
-        if not await storage_serving(settings.storage_addr):
-            return errors.error_response(503, "storage-unavailable", "storage is not serving")
-        return {"status": "ready"}
+        addrs = settings.replica_addrs()
+        state = storage_readiness(await asyncio.gather(*map(storage_serving, addrs)))
+        if not state.ready:
+            message = "storage is not serving" if len(addrs) == 1 else "no storage replica serves"
+            return errors.error_response(503, "storage-unavailable", message)
+        body: dict[str, object] = {"status": "ready"}
+        if state.unavailable:
+            body["unavailableReplicas"] = list(state.unavailable)
+        return body
 
     @app.get("/metrics", include_in_schema=False)
     async def scrape() -> Response:

@@ -10,6 +10,7 @@
 #
 #   tests/cluster/build-metrics-server.sh            build it if missing, print the cache directory
 #   tests/cluster/build-metrics-server.sh --check    exit 1 (and build nothing) if it is missing
+#   tests/cluster/build-metrics-server.sh --where    print the binary's path (built or not)
 set -euo pipefail
 MODULE=sigs.k8s.io/metrics-server
 VERSION=v0.9.0

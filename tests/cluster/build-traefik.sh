@@ -10,6 +10,7 @@
 #
 #   tests/cluster/build-traefik.sh            build it if missing, print the cache directory
 #   tests/cluster/build-traefik.sh --check    exit 1 (and build nothing) if it is missing
+#   tests/cluster/build-traefik.sh --where    print the binary's path (built or not)
 #   tests/cluster/build-traefik.sh --download only download the modules the build needs (CI
 #                                             overlaps this with other builds)
 set -euo pipefail

@@ -20,6 +20,21 @@ CRD = CHART / "crds" / "recordingsessions.tapedeck.io.yaml"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 
 
+def built_at(script: str) -> Path:
+    """Where build script `script` (in tests/cluster) puts its binary, built or not: its own
+    `--where` answers, so the cache rule (version, `TAPEDECK_*_BIN`, `XDG_CACHE_HOME`) is
+    written once, in the script."""
+    where = subprocess.run(
+        [str(Path(__file__).resolve().parent / script), "--where"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if not where.startswith("/"):
+        raise AssertionError(f"{script} --where printed {where!r}, not an absolute path")
+    return Path(where)
+
+
 def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import re
 import socket
 import ssl
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cluster.controlplane import Process
+from cluster.helpers import built_at
 
 HERE = Path(__file__).resolve().parent
 BUILD_SCRIPT = HERE / "build-traefik.sh"
@@ -34,21 +34,9 @@ BUILD_SCRIPT = HERE / "build-traefik.sh"
 TRAEFIK_CONTROLLER = "traefik.io/ingress-controller"
 
 
-def traefik_version() -> str:
-    """The version build-traefik.sh pins (read from the script: one source of truth)."""
-    match = re.search(r"^TRAEFIK_VERSION=(v\S+)$", BUILD_SCRIPT.read_text(), re.M)
-    if not match:
-        raise LookupError(f"no TRAEFIK_VERSION= line in {BUILD_SCRIPT}")
-    return match.group(1)
-
-
 def traefik_binary() -> Path:
-    if os.environ.get("TAPEDECK_TRAEFIK_BIN"):
-        cache = Path(os.environ["TAPEDECK_TRAEFIK_BIN"])
-    else:
-        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        cache = Path(base) / "tapedeck" / "traefik"
-    return cache / f"traefik-{traefik_version()}" / "traefik"
+    """Where build-traefik.sh caches the version it pins (its `--where`)."""
+    return built_at(BUILD_SCRIPT.name)
 
 
 @dataclass(frozen=True)

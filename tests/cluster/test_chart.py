@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from cluster.helpers import CHART, CI_VALUES, Helm
+from tapedeck.compiler.plan import OutputOptions
 from tapedeck.settings import S3Settings, Settings
 from tapedeck_operator.jobs import build_job
 
@@ -499,6 +500,20 @@ def allowed(
     return True
 
 
+def compile_pod_labels(docs: list[Doc], operator: str) -> dict[str, str]:
+    """The labels of the compile pods this render's operator makes: its own Job builder, with
+    the settings the chart gives it."""
+    env = container_env(docs, operator)
+    settings = Settings(
+        storage_addr=env["TAPEDECK_STORAGE_ADDR"]["value"],
+        instance=env.get("TAPEDECK_INSTANCE", {}).get("value", ""),
+    )
+    owner = {"metadata": {"name": "s", "namespace": "tapedeck", "uid": "u"}}
+    job = build_job(owner, "session-1", 1, OutputOptions(), settings)
+    labels: dict[str, str] = job["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
 def test_network_policies(helm: Helm) -> None:
     docs = render(helm)
     policies = list(by_kind(docs, "NetworkPolicy").values())
@@ -507,15 +522,7 @@ def test_network_policies(helm: Helm) -> None:
         for name, pod in pod_specs(docs).items()
     }
     labels["test"] = labels.pop("test-readyz")
-    # The pods the operator makes, from the operator's own Job builder.
-    job = build_job(
-        {"metadata": {"name": "s", "namespace": "tapedeck", "uid": "u"}},
-        "session-1",
-        1,
-        __import__("tapedeck.compiler.plan", fromlist=["OutputOptions"]).OutputOptions(),
-        Settings(storage_addr="tapedeck-storage:50051"),
-    )
-    labels["compile"] = job["spec"]["template"]["metadata"]["labels"]
+    labels["compile"] = compile_pod_labels(docs, "tapedeck-operator")
     stranger = {"app": "something-else"}
 
     for client in ("ingest", "api", "operator", "compile"):
@@ -656,3 +663,34 @@ def test_object_store(helm: Helm) -> None:
     for bad in ("objectStore.bucket=Bad_Name", "objectStore.partSize=1024"):
         out = helm("template", "t", str(CHART), f"--set={bad}", check=False)
         assert "values don't meet the specifications of the schema" in out, out[-800:]
+
+
+def test_two_releases_in_one_namespace_keep_to_their_own_compile_pods(helm: Helm) -> None:
+    """Each release's storage takes its own compile pods and not the other release's, with both
+    releases' policies in force in the namespace (the compile selector has the instance)."""
+    prefixes = {"tapedeck": "tapedeck", "second": "second-tapedeck"}  # their fullnames
+    renders = {
+        release: [
+            d
+            for d in yaml.safe_load_all(
+                helm("template", release, str(CHART), "--namespace=tapedeck")
+            )
+            if d
+        ]
+        for release in prefixes
+    }
+    policies = [p for docs in renders.values() for p in by_kind(docs, "NetworkPolicy").values()]
+    storage = {
+        release: pod_specs(docs)[f"{prefixes[release]}-storage"]["metadata"]["labels"]
+        for release, docs in renders.items()
+    }
+    compile_pods = {
+        release: compile_pod_labels(docs, f"{prefixes[release]}-operator")
+        for release, docs in renders.items()
+    }
+    for release, other in (("tapedeck", "second"), ("second", "tapedeck")):
+        assert not allowed(policies, compile_pods[other], storage[release], 50051, "grpc"), (
+            f"{other}'s compile pods reach {release}'s storage"
+        )
+        assert allowed(policies, compile_pods[release], storage[release], 50051, "grpc")
+        assert compile_pods[release]["app.kubernetes.io/instance"] == release

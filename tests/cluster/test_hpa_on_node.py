@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 import pytest
 
 from cluster.controlplane import Process
-from cluster.helpers import api_token, pods, wait_until
+from cluster.helpers import api_token, built_at, pods, wait_until
 from cluster.ingress import make_tls
 from cluster.node import CHART, NODE_IP, InstalledChart, RealNode, dump
 from cluster.recorders import (
@@ -52,15 +51,8 @@ MAX_REPLICAS = 4
 
 
 def metrics_server_binary() -> Path:
-    """Where build-metrics-server.sh caches the version it pins."""
-    match = re.search(r"^VERSION=(v\S+)$", BUILD_SCRIPT.read_text(), re.M)
-    assert match, f"no VERSION= line in {BUILD_SCRIPT}"
-    if os.environ.get("TAPEDECK_METRICS_SERVER_BIN"):
-        cache = Path(os.environ["TAPEDECK_METRICS_SERVER_BIN"])
-    else:
-        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        cache = Path(base) / "tapedeck" / "metrics-server"
-    return cache / f"metrics-server-{match.group(1)}" / "metrics-server"
+    """Where build-metrics-server.sh caches the version it pins (its `--where`)."""
+    return built_at(BUILD_SCRIPT.name)
 
 
 def post(node: RealNode, path: str, body: dict[str, Any]) -> None:

@@ -158,6 +158,7 @@ def probes(netpol_built: None, installed_chart: InstalledChart) -> Iterator[Prob
             "netpol-compile",
             {
                 "app.kubernetes.io/name": "tapedeck",
+                "app.kubernetes.io/instance": chart.release,
                 "app.kubernetes.io/component": "compile",
                 "app.kubernetes.io/managed-by": "tapedeck-operator",
             },

@@ -113,6 +113,45 @@ async def test_finished_track_refuses_writers(stack: Stack, api: httpx.Client) -
     assert err.value.code == 4409
 
 
+async def test_an_upload_after_the_session_finished_is_one_clear_refusal(
+    stack: Stack, api: httpx.Client
+) -> None:
+    """upload_track once the track, then the whole session, is finished: UploadRejected with
+    4409 `finished` and storage's reason after one connection (4409 is not retried: a retry
+    loop would end in a 1006 "gave up"), never a hang or another exception."""
+    sid, token = new_session(api)
+    await upload_track(stack.ws_base, "video", b"x" * 10, session_id=sid, token=token)
+
+    async def refused(track: str, mime_type: str) -> UploadRejected:
+        with pytest.raises(UploadRejected) as err:
+            await asyncio.wait_for(
+                upload_track(
+                    stack.ws_base,
+                    track,
+                    b"y" * 20,
+                    session_id=sid,
+                    token=token,
+                    mime_type=mime_type,
+                ),
+                60,
+            )
+        return err.value
+
+    again = await refused("video", "video/webm")  # a resend whose `finished` was lost
+    assert again.code == 4409 and again.error is not None, again
+    assert again.error["code"] == "finished"
+    assert str(again) == f"closed 4409: video track of {sid} is finished"
+    compiling = api.post(f"/api/compile-video/{sid}")
+    assert compiling.status_code == 202, compiling.text
+    late = await refused("audio", "audio/webm")  # a track the session never had
+    assert late.code == 4409 and late.error is not None, late
+    assert late.error["code"] == "finished"
+    assert str(late).startswith(f"closed 4409: session {sid} is "), str(late)
+    assert str(late).endswith(", not recording"), str(late)
+    assert (stack.data_dir / sid / "video.webm").read_bytes() == b"x" * 10
+    assert not (stack.data_dir / sid / "audio.webm").exists()
+
+
 async def test_permessage_deflate_is_declined(stack: Stack, api: httpx.Client) -> None:
     sid, token = new_session(api)
     async with connect(f"{stack.ws_base}/ws/video?session={sid}&token={token}") as ws:

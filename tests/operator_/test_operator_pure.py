@@ -367,3 +367,18 @@ def test_a_job_gets_every_storage_replica() -> None:
         "containers"
     ][0]["env"]
     assert {"name": "TAPEDECK_STORAGE_ADDRS", "value": "s-0.h:50051,s-1.h:50051"} in env
+
+
+def test_a_job_and_its_pods_carry_the_release() -> None:
+    """The chart's NetworkPolicies select compile pods by their release (TAPEDECK_INSTANCE,
+    `app.kubernetes.io/instance`): two releases in one namespace keep to their own."""
+    output = OutputOptions()
+    job = build_job(OWNER, "abcdefgh-1", 0, output, Settings(instance="rel-a"))
+    for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
+        assert labels["app.kubernetes.io/instance"] == "rel-a"
+        assert labels["app.kubernetes.io/component"] == "compile"
+    unset = build_job(OWNER, "abcdefgh-1", 0, output, Settings(instance=""))
+    assert "app.kubernetes.io/instance" not in unset["spec"]["template"]["metadata"]["labels"]
+    for bad in ("two words", "-leading", "x" * 64):
+        with pytest.raises(ValueError, match="instance"):
+            Settings(instance=bad)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,8 @@ import pytest
 from harness import free_port
 from s3_fixtures import S3Place
 from storage_fixtures import storage_serving
+from tapedeck._proto import storage_pb2 as pb
+from tapedeck.placement import place
 from tapedeck.sessions import State
 from tapedeck.settings import Settings
 from tapedeck.storage import errors
@@ -55,16 +58,35 @@ async def wait_listed(s3_place: S3Place, count: int) -> None:
         await asyncio.sleep(0.1)
 
 
+def spread_ids(count: int, replicas: int = 2) -> list[str]:
+    """Ids the placement rule puts on replica 0, 1, 0, 1, ...: random ids would put all 7 on
+    one replica in 1 run of 64. Fixed, so every run places them the same."""
+    ids: list[str] = []
+    for n in itertools.count():
+        candidate = f"listing-walk-{n:04d}"
+        if place(candidate, replicas) == len(ids) % replicas:
+            ids.append(candidate)
+            if len(ids) == count:
+                return ids
+    raise AssertionError("unreachable")
+
+
+def listing_order(sessions: list[pb.Session]) -> list[str]:
+    """The bucket's order (docs/storage.md): newest first; sessions created within the same
+    millisecond (a fast machine creates several) in id order."""
+    return [s.id for s in sorted(sessions, key=lambda s: (-s.created_at_ms, s.id))]
+
+
 async def test_listing_walks_the_bucket(s3_place: S3Place, tmp_path: Path) -> None:
     async with replicas_over(s3_place, tmp_path) as router:
-        created = [await router.create_session() for _ in range(7)]
-        assert {s.replica for s in created} == {0, 1}
+        created = [await router.create_session(sid) for sid in spread_ids(7)]
+        assert [s.replica for s in created] == [0, 1, 0, 1, 0, 1, 0]
         await wait_listed(s3_place, 7)
         sessions = SessionClient(router)
         await sessions.finish_tracks(created[2].id)
         # newest first, page by page (3 a page), each exactly once
         listed = [s async for s in sessions.all(page_size=3)]
-        assert [s.id for s in listed] == [s.id for s in reversed(created)]
+        assert [s.id for s in listed] == listing_order(created)
         # a state filter, over the bucket's copies refreshed from the owners
         deadline = time.monotonic() + 60
         while [s.id async for s in sessions.all((State.RECORDED,))] != [created[2].id]:

@@ -40,9 +40,12 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 app.kubernetes.io/part-of: tapedeck
 {{- end }}
 
-{{/* The labels the operator gives compile pods (operator/tapedeck_operator/jobs.py). */}}
+{{/* The labels the operator gives compile pods (operator/tapedeck_operator/jobs.py), the
+  release's instance label from TAPEDECK_INSTANCE: another release's compile pods in the same
+  namespace are not this release's. */}}
 {{- define "tapedeck.compileSelector" -}}
 app.kubernetes.io/name: tapedeck
+app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: compile
 app.kubernetes.io/managed-by: tapedeck-operator
 {{- end }}
