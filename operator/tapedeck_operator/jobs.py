@@ -193,16 +193,17 @@ def build_follower_job(
 
     No retries (`backoffLimit` 0, evictions included): a follower restarted would start from
     the first byte again, and the one-shot compile Job does that better once asked."""
+    labels = {**FOLLOW_LABELS, **instance_label(settings)}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": _metadata(owner, follower_name(session_id), FOLLOW_LABELS, session_id),
+        "metadata": _metadata(owner, follower_name(session_id), labels, session_id),
         "spec": {
             "backoffLimit": 0,
             "activeDeadlineSeconds": int(settings.follower_timeout.total_seconds()),
             "ttlSecondsAfterFinished": int(settings.compile_job_ttl.total_seconds()),
             "template": _pod_template(
-                FOLLOW_LABELS,
+                labels,
                 FOLLOW_CONTAINER,
                 follow_args(session_id, output),
                 settings.follower_resources,

@@ -31,7 +31,14 @@ from tapedeck.settings import Settings
 from tapedeck.storage.client import StorageError
 from tapedeck_operator import status as st
 from tapedeck_operator._errors import classified
-from tapedeck_operator.jobs import MAX_NAME, build_job, compile_args, example_job, job_name
+from tapedeck_operator.jobs import (
+    MAX_NAME,
+    build_follower_job,
+    build_job,
+    compile_args,
+    example_job,
+    job_name,
+)
 
 ROOT = Path(__file__).parents[2]
 OWNER = {"metadata": {"name": "talk", "namespace": "tapedeck", "uid": "u-1"}}
@@ -373,10 +380,13 @@ def test_a_job_and_its_pods_carry_the_release() -> None:
     """The chart's NetworkPolicies select compile pods by their release (TAPEDECK_INSTANCE,
     `app.kubernetes.io/instance`): two releases in one namespace keep to their own."""
     output = OutputOptions()
-    job = build_job(OWNER, "abcdefgh-1", 0, output, Settings(instance="rel-a"))
-    for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
-        assert labels["app.kubernetes.io/instance"] == "rel-a"
-        assert labels["app.kubernetes.io/component"] == "compile"
+    settings = Settings(instance="rel-a")
+    compile_job = build_job(OWNER, "abcdefgh-1", 0, output, settings)
+    follower = build_follower_job(OWNER, "abcdefgh-1", output, settings)
+    for job in (compile_job, follower):  # a follower reaches storage like a compile pod
+        for labels in (job["metadata"]["labels"], job["spec"]["template"]["metadata"]["labels"]):
+            assert labels["app.kubernetes.io/instance"] == "rel-a"
+            assert labels["app.kubernetes.io/component"] == "compile"
     unset = build_job(OWNER, "abcdefgh-1", 0, output, Settings(instance=""))
     assert "app.kubernetes.io/instance" not in unset["spec"]["template"]["metadata"]["labels"]
     for bad in ("two words", "-leading", "x" * 64):
