@@ -665,6 +665,25 @@ def test_object_store(helm: Helm) -> None:
         assert "values don't meet the specifications of the schema" in out, out[-800:]
 
 
+def test_downloads_go_through_the_store_when_browsers_can_reach_it(helm: Helm) -> None:
+    """`objectStore.downloads: auto` (the default): a 307 to a presigned GET when browsers can
+    reach the store (AWS S3, or a `publicEndpoint`), the api's proxy when the store is known
+    only by a cluster-internal endpoint; an explicit choice always wins."""
+    bucket = "--set=objectStore.bucket=recordings"
+    internal = "--set=objectStore.endpoint=http://seaweedfs-s3.storage:8333"
+    public = "--set=objectStore.publicEndpoint=https://s3.example.com"
+    cases = {
+        (bucket,): "redirect",  # AWS S3: browsers reach it
+        (bucket, internal): "proxy",
+        (bucket, internal, public): "redirect",
+        (bucket, public, "--set=objectStore.downloads=proxy"): "proxy",
+        (bucket, internal, "--set=objectStore.downloads=redirect"): "redirect",
+    }
+    for args, expected in cases.items():
+        env = container_env(render(helm, *args), "tapedeck-api")
+        assert env["TAPEDECK_S3_DOWNLOADS"]["value"] == expected, args
+
+
 def test_two_releases_in_one_namespace_keep_to_their_own_compile_pods(helm: Helm) -> None:
     """Each release's storage takes its own compile pods and not the other release's, with both
     releases' policies in force in the namespace (the compile selector has the instance)."""

@@ -220,7 +220,12 @@ seccompProfile:
 - name: TAPEDECK_S3_PART_SIZE
   value: {{ .partSize | int64 | quote }}
 - name: TAPEDECK_S3_DOWNLOADS
-  value: {{ .downloads | quote }}
+  {{- /* auto: through the store when browsers can reach it (AWS S3, or a publicEndpoint) */}}
+  {{- $downloads := .downloads }}
+  {{- if eq $downloads "auto" }}
+  {{- $downloads = ternary "redirect" "proxy" (or (not .endpoint) (not (empty .publicEndpoint))) }}
+  {{- end }}
+  value: {{ $downloads | quote }}
 - name: TAPEDECK_S3_LIFECYCLE_DAYS
   value: {{ .lifecycleDays | int64 | quote }}
 {{- with .existingSecret }}
