@@ -36,7 +36,14 @@ import httpx
 import psutil
 import pytest
 
-from cluster.helpers import api_token, delete_namespace, pod_ip, pods, wait_until
+from cluster.helpers import (
+    api_token,
+    create_recording_session,
+    delete_namespace,
+    pod_ip,
+    pods,
+    wait_until,
+)
 from cluster.node import RealNode, dump, install
 from media import packet_digest
 from tapedeck.ingest.uploader import upload_track
@@ -227,16 +234,7 @@ async def one_shot(release: Release, video: Path, audio: Path, tmp: Path) -> Cas
         frame_bytes=64 * 1024,
     )
     stopped = time.perf_counter()
-    release.cluster.request(
-        "POST",
-        RS,
-        {
-            "apiVersion": "tapedeck.io/v1alpha1",
-            "kind": "RecordingSession",
-            "metadata": {"name": first.session_id},
-            "spec": {"compile": True},
-        },
-    )
+    create_recording_session(release.cluster, NS, first.session_id, compile=True)
     case.seconds, case.stored = await asyncio.to_thread(
         release.time_to_ready, first.session_id, stopped
     )

@@ -154,6 +154,22 @@ def api_token(cluster: ControlPlane, namespace: str, secret: str = "tapedeck-sec
     return base64.b64decode(data["api-token"]).decode()
 
 
+def create_recording_session(
+    cluster: ControlPlane, namespace: str, session_id: str, **spec: Any
+) -> dict[str, Any]:
+    """A RecordingSession for a stored session, as `kubectl apply` makes it (e.g. compile=True)."""
+    return cluster.request(
+        "POST",
+        f"/apis/tapedeck.io/v1alpha1/namespaces/{namespace}/recordingsessions",
+        {
+            "apiVersion": "tapedeck.io/v1alpha1",
+            "kind": "RecordingSession",
+            "metadata": {"name": session_id},
+            "spec": spec,
+        },
+    )
+
+
 def pods(cluster: ControlPlane, namespace: str, selector: str = "") -> list[dict[str, Any]]:
     query = f"?labelSelector={selector}" if selector else ""
     items: list[dict[str, Any]] = cluster.request(

@@ -25,6 +25,7 @@ import pytest
 from cluster.controlplane import ControlPlane
 from cluster.helpers import (
     api_token,
+    create_recording_session,
     delete_namespace,
     pod_ip,
     pods,
@@ -216,16 +217,7 @@ def test_kubectl_apply_compiles_a_stored_session(
 ) -> None:
     session_id = release.record(h264_webm.read_bytes(), opus_webm.read_bytes(), via_api=False)
     assert release.resource(session_id) is None  # ingest made the session, not a resource
-    release.cluster.request(
-        "POST",
-        RS,
-        {
-            "apiVersion": "tapedeck.io/v1alpha1",
-            "kind": "RecordingSession",
-            "metadata": {"name": session_id},
-            "spec": {"compile": True},
-        },
-    )
+    create_recording_session(release.cluster, NS, session_id, compile=True)
     done = release.wait_phase(session_id, {"Ready", "Failed"})
     assert done["status"]["phase"] == "Ready", done["status"]
 
@@ -287,16 +279,7 @@ def test_a_failed_compile_fails_once(release: Release, tmp_path: Path) -> None:
     garbage = make_garbage(tmp_path / "garbage.webm").read_bytes()
     # Made by ingest, so never followed: the one-shot compile Job is what this is about.
     session_id = release.record(garbage, None, via_api=False)
-    release.cluster.request(
-        "POST",
-        RS,
-        {
-            "apiVersion": "tapedeck.io/v1alpha1",
-            "kind": "RecordingSession",
-            "metadata": {"name": session_id},
-            "spec": {"compile": True},
-        },
-    )
+    create_recording_session(release.cluster, NS, session_id, compile=True)
     failed = release.wait_phase(session_id, {"Failed"})
     assert failed["status"].get("message"), failed["status"]
     [job] = release.jobs_of(session_id)
@@ -332,16 +315,7 @@ def test_a_followed_recording_compiles_in_its_follower(
 
     # The same tracks, never followed (ingest made the session), compiled by a Job.
     other = release.record(video, audio, via_api=False)
-    release.cluster.request(
-        "POST",
-        RS,
-        {
-            "apiVersion": "tapedeck.io/v1alpha1",
-            "kind": "RecordingSession",
-            "metadata": {"name": other},
-            "spec": {"compile": True},
-        },
-    )
+    create_recording_session(release.cluster, NS, other, compile=True)
     assert release.wait_phase(other, {"Ready", "Failed"})["status"]["phase"] == "Ready"
     assert len(release.jobs_of(other)) == 1 and release.jobs_of(other, "follow") == []
     one_shot = release.download(other, tmp_path / "one-shot.mp4")
@@ -378,16 +352,7 @@ def job_failed(job: dict[str, Any]) -> bool:
 
 def test_an_expired_session_goes(release: Release, h264_webm: Path) -> None:
     session_id = release.record(h264_webm.read_bytes(), None, via_api=False)
-    release.cluster.request(
-        "POST",
-        RS,
-        {
-            "apiVersion": "tapedeck.io/v1alpha1",
-            "kind": "RecordingSession",
-            "metadata": {"name": session_id},
-            "spec": {"ttl": "3s"},
-        },
-    )
+    create_recording_session(release.cluster, NS, session_id, ttl="3s")
     try:
         # Up to a minute more than the TTL: the sweep timer that deletes the resource is still
         # running when kopf handles the deletion, and kopf re-checks a running timer only every
