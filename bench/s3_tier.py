@@ -249,7 +249,7 @@ def recording(weed: WeedServer, minutes: float, speed: float) -> tuple[str, str]
             )
             sampler.start()
             try:
-                elapsed, body = asyncio.run(
+                elapsed, _extras, body = asyncio.run(
                     stream_and_compile(
                         stack, video, audio, "video/webm;codecs=h264", seconds, speed
                     )
