@@ -134,8 +134,11 @@ class Tapedeck(Server):
         if ingest_processes > 1:
             self.name = f"Tapedeck, {ingest_processes} ingest"
 
+    def make_stack(self, tmp: Path) -> harness.Stack:
+        return harness.make_stack(tmp, **UNLIMITED)
+
     def start(self, tmp: Path) -> None:
-        self.stack = harness.make_stack(tmp, **UNLIMITED).start()
+        self.stack = self.make_stack(tmp).start()
         self.ws_bases = [self.stack.ws_base]
         for k in range(1, self.ingest_processes):
             port = harness.free_port()

@@ -148,11 +148,14 @@ class Tiered(Tapedeck):
     name = "Tapedeck + S3 tier"
 
     def __init__(self, weed: WeedServer) -> None:
+        super().__init__()
         self.weed = weed
 
+    def make_stack(self, tmp: Path) -> harness.Stack:
+        return tier_stack(tmp, self.weed, **UNLIMITED)
+
     def start(self, tmp: Path) -> None:
-        self.stack = tier_stack(tmp, self.weed, **UNLIMITED).start()
-        self.sessions: dict[int, str] = {}
+        super().start(tmp)
         self.readback = tmp / "readback"
         self.readback.mkdir()
 
