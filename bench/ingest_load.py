@@ -143,7 +143,7 @@ class Tapedeck(Server):
         for k in range(1, self.ingest_processes):
             port = harness.free_port()
             env = {**self.stack.env, "TAPEDECK_PORT": str(port)}
-            service = harness.Service(["serve", "ingest"], env, tmp / f"ingest-{k}.log")
+            service = harness.Service(["serve", "ingest"], env, tmp / f"ingest-{k + 1}.log")
             service.start()
             self.stack.extra.append(service)
             wait_until(lambda p=port: _connectable(p), 60, f"ingest {k} listening")
@@ -168,9 +168,9 @@ class Tapedeck(Server):
     def pids(self) -> dict[str, int]:
         assert self.stack.web.process and self.stack.storage.process
         pids = {"ingest+api": self.stack.web.process.pid, "storage": self.stack.storage.process.pid}
-        for k, service in enumerate(self.stack.extra, start=2):
+        for service in self.stack.extra:  # "ingest 2", "storage 2", ... by their logs
             assert service.process
-            pids[f"ingest {k}"] = service.process.pid
+            pids[service.log.stem.replace("-", " ")] = service.process.pid
         return pids
 
     def stored(self, target: Target) -> Path:

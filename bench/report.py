@@ -50,7 +50,8 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "s3_tier": (
         "--size-mib 1024 --streams 100 200 300 --seconds 60 --minutes 4".split(),
-        "--size-mib 64 --repeat 1 --streams 10 --seconds 8 --minutes 0.5 --speed 6".split(),
+        "--size-mib 64 --repeat 1 --streams 10 --seconds 8 --minutes 0.5 --speed 6 "
+        "--replica-streams 10".split(),
     ),
 }
 

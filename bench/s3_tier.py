@@ -147,12 +147,38 @@ def download(weed: WeedServer, size_mib: int, repeat: int) -> tuple[str, str]:
 class Tiered(Tapedeck):
     name = "Tapedeck + S3 tier"
 
-    def __init__(self, weed: WeedServer) -> None:
+    def __init__(self, weed: WeedServer, storage_replicas: int = 1) -> None:
         super().__init__()
         self.weed = weed
+        self.storage_replicas = storage_replicas
+        """More than 1: storage replicas beside the stack's, sessions placed among them by
+        the web process (TAPEDECK_STORAGE_ADDRS), every one shipping to the same bucket."""
+        if storage_replicas > 1:
+            self.name = f"{self.name}, {storage_replicas} storage"
 
     def make_stack(self, tmp: Path) -> harness.Stack:
-        return tier_stack(tmp, self.weed, **UNLIMITED)
+        stack = tier_stack(tmp, self.weed, **UNLIMITED)
+        if self.storage_replicas == 1:
+            return stack
+        addrs = [stack.storage_addr]
+        addrs += [f"127.0.0.1:{harness.free_port()}" for _ in range(1, self.storage_replicas)]
+        stack.env.update(  # storage's and web's (shared); the others get their own below
+            TAPEDECK_STORAGE_ADDRS=",".join(addrs), TAPEDECK_STORAGE_REPLICA="0"
+        )
+        for i, addr in enumerate(addrs[1:], start=1):
+            env = {
+                **stack.env,
+                "TAPEDECK_DATA_DIR": str(tmp / f"volume-{i}"),
+                "TAPEDECK_STORAGE_ADDR": addr,
+                "TAPEDECK_STORAGE_REPLICA": str(i),
+            }
+            replica = harness.Service(["serve", "storage"], env, tmp / f"storage-{i + 1}.log")
+            replica.start()
+            stack.extra.append(replica)
+            harness.wait_for(
+                lambda a=addr: harness.storage_healthy(a), 60, f"storage {i + 1} health"
+            )
+        return stack
 
     def start(self, tmp: Path) -> None:
         super().start(tmp)
@@ -207,6 +233,31 @@ def capacity(
         f"with the tier vs {percentile(top[0].steady, 0.99) * 1000:.0f} ms"
     )
     return out, summary
+
+
+def replicas(
+    weed: WeedServer, streams: int, seconds: float, counts: list[int], processes: int
+) -> tuple[str, str]:
+    """Issue 18 target 5: the same paced load through 1, 2, ... storage replicas (each on its
+    own volume, all shipping to the one bucket) behind one web process."""
+    levels: list[Level] = []
+    for count in counts:
+        server = Tiered(weed, storage_replicas=count)
+        print(f"{server.name}: {streams} streams x {seconds:g} s ...", file=sys.stderr, flush=True)
+        levels.append(run_level(server, streams, "paced", seconds, processes, 2))
+    out = "\n".join(
+        [
+            f"\n### 5. Storage replicas: {streams} recordings at 2.5 Mbit/s, {seconds:g} s, "
+            "through 1..N storage processes with the tier\n",
+            table(HEADERS, [row(lv) for lv in levels]),
+        ]
+    )
+    summary = "; ".join(
+        f"{count} storage: p99 {percentile(lv.steady, 0.99) * 1000:.0f} ms steady, "
+        f"{lv.lost} B lost, {lv.errors} errors"
+        for count, lv in zip(counts, levels, strict=True)
+    )
+    return out, f"{streams} streams through storage replicas: {summary}"
 
 
 def allocated(root: Path) -> tuple[int, int]:
@@ -312,7 +363,11 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--minutes", type=float, default=4)
     parser.add_argument("--speed", type=float, default=4)
-    parser.add_argument("--parts", nargs="+", default=["download", "recording", "capacity"])
+    parser.add_argument("--storage-replicas", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--replica-streams", type=int, default=300)
+    parser.add_argument(
+        "--parts", nargs="+", default=["download", "recording", "capacity", "replicas"]
+    )
     args = parser.parse_args()
     binary = weed_binary()
     if binary is None:
@@ -329,8 +384,16 @@ def main() -> None:
                     out, summary = download(weed, args.size_mib, args.repeat)
                 elif part == "recording":
                     out, summary = recording(weed, args.minutes, args.speed)
-                else:
+                elif part == "capacity":
                     out, summary = capacity(weed, args.streams, args.seconds, args.processes)
+                else:
+                    out, summary = replicas(
+                        weed,
+                        args.replica_streams,
+                        args.seconds,
+                        args.storage_replicas,
+                        args.processes,
+                    )
                 print(out, flush=True)
                 outputs.append(out)
                 summaries.append(summary)
