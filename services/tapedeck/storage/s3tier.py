@@ -290,7 +290,7 @@ class TieredOutputSink:
             raise storage_error(e) from None
         finally:
             if not self._published:
-                self._tier._shipper.call(self._release())  # aborts the upload
+                self._tier._shipper.call(self.release())  # aborts the upload
             self._partial.unlink(missing_ok=True)
         # An output published before the tier was on is read from the volume: not any more.
         self._tier._output_path(self._id, self._name).unlink(missing_ok=True)
@@ -423,7 +423,7 @@ class TieredOutputSink:
         if self._released is None:
             self._released = asyncio.get_running_loop().create_task(self._do_release())
 
-    async def _release(self) -> None:
+    async def release(self) -> None:
         self._start_release()
         assert self._released is not None
         await asyncio.shield(self._released)
@@ -613,7 +613,7 @@ class S3TieredBackend:
         with self._lock:
             older = self._outputs.pop(key, None)
         if older is not None:  # a newer compile (or a retried stream): the older upload is void
-            self._shipper.call(older._release())
+            self._shipper.call(older.release())
         sink = TieredOutputSink(self, session_id, name, self.volume.open_output(session_id, name))
         with self._lock:
             self._outputs[key] = sink
@@ -922,7 +922,7 @@ class S3TieredBackend:
         with self._lock:
             outputs = [sink for key, sink in self._outputs.items() if key[0] == session_id]
         for sink in outputs:
-            await sink._release()  # its upload is aborted below with the prefix's
+            await sink.release()  # its upload is aborted below with the prefix's
         task = self._manifests.pop(session_id, None)
         if task is not None:
             task.cancel()
